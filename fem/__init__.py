@@ -1,0 +1,1 @@
+"""Finite-element solvers and mesh-level analyses on DOLFINx meshes."""

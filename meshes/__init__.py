@@ -1,0 +1,1 @@
+"""Microstructure specifications, generators and tagged meshes (spec -> geometry -> mesh)."""

@@ -1,0 +1,125 @@
+"""The only bridge from :mod:`meshes` to DOLFINx: distribute a rank-0 section mesh.
+
+Gmsh and the geometry run on rank 0; the triangle arrays are handed to
+``dolfinx.mesh.create_mesh`` with ``GhostMode.shared_facet`` (interface facets on process
+boundaries need both cells locally, see shared/notes). Phase tags follow each cell through the
+partition by its original input index, and facet tags are computed on every rank from the
+geometry and the phases on both sides of each facet, so they are correct on any partition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mpi4py import MPI  # isort: split
+
+import basix.ufl
+import dolfinx
+import dolfinx.mesh
+import numpy as np
+
+from meshes.build import SectionMesh
+from meshes.tags import ELECTRONIC_PHASES, Facet, Phase
+
+__all__ = ["TaggedMesh", "distribute_section", "facet_tags_from_phases"]
+
+
+@dataclass(frozen=True)
+class TaggedMesh:
+    """A distributed tagged mesh (coordinates in um) and its layer structure."""
+
+    mesh: dolfinx.mesh.Mesh
+    phase: np.ndarray  # phase tag of every local cell (owned + ghost)
+    cell_tags: dolfinx.mesh.MeshTags
+    facet_tags: dolfinx.mesh.MeshTags
+    kind: str
+    width_um: float
+    thickness_um: float
+    composite_z_um: tuple[float, float]
+    layer_z_um: tuple[float, ...]
+
+    @property
+    def comm(self) -> MPI.Comm:
+        return self.mesh.comm
+
+
+def _on(x: np.ndarray, value: float, tol: float) -> np.ndarray:
+    return np.asarray(np.abs(x - value) < tol)
+
+
+def facet_tags_from_phases(msh: dolfinx.mesh.Mesh, phase: np.ndarray, width_um: float,
+                           thickness_um: float) -> dolfinx.mesh.MeshTags:
+    """Outer boundaries by position; interfaces by the phases of the two adjacent cells."""
+    tdim = msh.topology.dim
+    fdim = tdim - 1
+    msh.topology.create_connectivity(fdim, tdim)
+    tol = 1e-7 * max(width_um, thickness_um)
+    found: dict[int, np.ndarray] = {}
+    sides = {Facet.BOTTOM: (1, 0.0), Facet.TOP: (1, thickness_um),
+             Facet.LEFT: (0, 0.0), Facet.RIGHT: (0, width_um)}
+    for tag, (axis, value) in sides.items():
+        found[tag] = dolfinx.mesh.locate_entities_boundary(
+            msh, fdim, lambda x, a=axis, v=value: _on(x[a], v, tol))
+    f2c = msh.topology.connectivity(fdim, tdim)
+    n_facets = msh.topology.index_map(fdim).size_local + msh.topology.index_map(fdim).num_ghosts
+    offsets = f2c.offsets
+    interior = np.nonzero(np.diff(offsets) == 2)[0].astype(np.int32)
+    c0 = f2c.array[offsets[interior]]
+    c1 = f2c.array[offsets[interior] + 1]
+    p0, p1 = phase[c0], phase[c1]
+    electronic = np.isin(p0, ELECTRONIC_PHASES) & np.isin(p1, ELECTRONIC_PHASES) & (p0 != p1)
+    ionic = np.array([Phase.SPE, Phase.SEPARATOR])
+
+    def pair(a: int, b: np.ndarray | int) -> np.ndarray:
+        return ((p0 == a) & np.isin(p1, b)) | ((p1 == a) & np.isin(p0, b))
+
+    found[Facet.ACTIVE_ELECTROLYTE] = interior[pair(Phase.NANOWIRE, ionic)]
+    found[Facet.ELECTRONIC_CONTACT] = interior[electronic & ~pair(Phase.AL_FOIL, np.arange(8))]
+    found[Facet.CATHODE_SEPARATOR] = interior[
+        pair(Phase.SEPARATOR, np.setdiff1d(np.arange(1, 8), [Phase.SEPARATOR]))]
+    found[Facet.CATHODE_COLLECTOR] = interior[
+        pair(Phase.AL_FOIL, np.setdiff1d(np.arange(1, 8), [Phase.AL_FOIL]))]
+    values = np.full(n_facets, -1, dtype=np.int32)
+    for tag, facets in found.items():
+        values[facets] = int(tag)
+    idx = np.nonzero(values >= 0)[0].astype(np.int32)
+    return dolfinx.mesh.meshtags(msh, fdim, idx, values[idx])
+
+
+def distribute_section(comm: MPI.Comm, section: SectionMesh | None, root: int = 0
+                       ) -> TaggedMesh:
+    """Create the distributed mesh from the section built on ``root`` (None elsewhere)."""
+    meta = None
+    if comm.rank == root:
+        assert section is not None
+        meta = (section.kind, section.width_um, section.thickness_um, section.composite_z_um,
+                section.layer_z_um)
+    kind, width, thickness, zc, layers = comm.bcast(meta, root=root)
+    if comm.rank == root:
+        assert section is not None
+        cells = section.cells.astype(np.int64)
+        x = section.points_um
+        phase_all = section.phase.astype(np.int32)
+    else:
+        cells = np.zeros((0, 3), dtype=np.int64)
+        x = np.zeros((0, 2), dtype=np.float64)
+        phase_all = None
+    element = basix.ufl.element("Lagrange", "triangle", 1, shape=(2,))
+    partitioner = dolfinx.mesh.create_cell_partitioner(dolfinx.mesh.GhostMode.shared_facet, 2)
+    msh = dolfinx.mesh.create_mesh(comm, cells, element, x, partitioner=partitioner)
+    # Every rank needs the phases of its owned and ghost cells; the array is small (int32 per
+    # cell), so broadcasting it is simpler and cheaper than a targeted scatter in 2D.
+    phase_all = comm.bcast(phase_all, root=root)
+    original = np.asarray(msh.topology.original_cell_index, dtype=np.int64)
+    phase = phase_all[original]
+    tdim = msh.topology.dim
+    n_local = msh.topology.index_map(tdim).size_local + msh.topology.index_map(tdim).num_ghosts
+    if len(phase) != n_local:
+        raise RuntimeError("original_cell_index does not cover the ghost cells")
+    cell_tags = dolfinx.mesh.meshtags(msh, tdim, np.arange(n_local, dtype=np.int32), phase)
+    cell_tags.name = "phase"
+    facet_tags = facet_tags_from_phases(msh, phase, width, thickness)
+    facet_tags.name = "facets"
+    return TaggedMesh(mesh=msh, phase=phase, cell_tags=cell_tags, facet_tags=facet_tags,
+                      kind=kind, width_um=width, thickness_um=thickness,
+                      composite_z_um=tuple(zc), layer_z_um=tuple(layers))

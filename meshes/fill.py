@@ -1,0 +1,73 @@
+"""Split the pore space into SPE and void with a fill field.
+
+A stationary Gaussian random field g (zero mean, unit variance, Gaussian covariance with
+correlation length ``ell``) is sampled on a grid by filtering white noise, then a pore cell at
+(x, z) is SPE where Phi(g(x, z)) < f(x, z), Phi the standard normal CDF. The expected filled
+fraction at depth z is therefore exactly f(z), and the filled regions form clusters of size
+about ``ell`` (PEO-rich / PEO-lean areas) instead of salt-and-pepper noise.
+
+- Gradient membrane: f(z) = fill_min + (1 - fill_min) z / lean_zone for z < lean_zone, 1 above.
+- Tape-cast cathode: f constant, equal to the SPE share of the pore space; the threshold is the
+  area-weighted quantile of g over the pore cells, so the realised SPE volume matches the
+  spec's wt% exactly, not only in expectation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage, special
+from scipy.interpolate import RegularGridInterpolator
+
+__all__ = ["gaussian_field", "gradient_fill", "label_pore_cells"]
+
+
+def gaussian_field(points_um: np.ndarray, extent_um: tuple[float, float],
+                   correlation_um: float, seed: int) -> np.ndarray:
+    """Unit-variance correlated Gaussian field evaluated at ``points_um`` (n, 2)."""
+    h = correlation_um / 4.0
+    shape = (int(math.ceil(extent_um[0] / h)) + 9, int(math.ceil(extent_um[1] / h)) + 9)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+    noise = rng.normal(size=shape)
+    # Filtering with a Gaussian of std ell / sqrt(2) gives covariance exp(-r^2 / ell^2)... up to
+    # the normalisation, which is restored below from the kernel's discrete norm.
+    sigma = correlation_um / (math.sqrt(2.0) * h)
+    field = ndimage.gaussian_filter(noise, sigma, mode="wrap")
+    delta = np.zeros(shape)
+    delta[0, 0] = 1.0
+    kernel = ndimage.gaussian_filter(delta, sigma, mode="wrap")
+    field /= math.sqrt(float(np.sum(kernel**2)))
+    xs = (np.arange(shape[0]) - 4) * h
+    zs = (np.arange(shape[1]) - 4) * h
+    interp = RegularGridInterpolator((xs, zs), field)
+    return np.asarray(interp(points_um))
+
+
+def gradient_fill(z_um: np.ndarray, *, lean_zone_um: float, fill_min: float) -> np.ndarray:
+    """Fill fraction f(z) of the gradient membrane's pore space."""
+    if lean_zone_um <= 0:
+        return np.ones_like(z_um)
+    return np.clip(fill_min + (1.0 - fill_min) * z_um / lean_zone_um, fill_min, 1.0)
+
+
+def label_pore_cells(field: np.ndarray, fill: np.ndarray | float,
+                     area_um2: np.ndarray | None = None) -> np.ndarray:
+    """True where a pore cell is SPE.
+
+    ``fill`` an array: local fill fraction per cell (SPE where Phi(g) < f).
+    ``fill`` a number: global SPE share; the threshold is the area-weighted quantile.
+    """
+    if np.isscalar(fill):
+        share = float(fill)  # type: ignore[arg-type]
+        if share >= 1.0:
+            return np.ones(len(field), dtype=bool)
+        if share <= 0.0:
+            return np.zeros(len(field), dtype=bool)
+        w = np.ones(len(field)) if area_um2 is None else area_um2
+        order = np.argsort(field)
+        cum = np.cumsum(w[order]) / np.sum(w)
+        spe = np.zeros(len(field), dtype=bool)
+        spe[order[: int(np.searchsorted(cum, share)) + 1]] = True
+        return spe
+    return np.asarray(special.ndtr(field) < fill)

@@ -1,0 +1,350 @@
+"""Frozen, validated microstructure specifications, loadable from TOML.
+
+Every numeric field carries its unit in its name (``_um``, ``_mg_cm2``, ``_deg``) or is a
+dimensionless fraction. Defaults are those of the reference paper (Cheng et al., Adv. Energy
+Mater. 2021, 2100026): 34 um membrane, 100 nm x 5-10 um H2V3O8 nanowires, 1.5 mg/cm2 active
+loading, 2.5 wt% rGO, tape-cast 70/15/15 wt% NW/rGO : acetylene black : PEO/LiTFSI.
+
+Validation lives in one place (:class:`_Spec`): each field declares its allowed range and unit,
+and a violation raises :class:`SpecError` with a one-line message naming the field.
+Quantities derived from a spec (volume fractions, tape-cast thickness) are computed by
+:func:`derive_gradient` / :func:`derive_homogeneous`, never assumed.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from meshes.materials import DENSITIES
+
+__all__ = [
+    "CaseSpec",
+    "GradientDerived",
+    "GradientSpec",
+    "HomogeneousDerived",
+    "HomogeneousSpec",
+    "NanowireSpec",
+    "SectionSpec",
+    "SpecError",
+    "derive_gradient",
+    "derive_homogeneous",
+    "load_case",
+]
+
+
+class SpecError(ValueError):
+    """A user-facing input error: the message is one line naming the field and allowed range."""
+
+
+def _num(default: float, lo: float, hi: float, unit: str, *, lo_open: bool = False,
+         hi_open: bool = False, integer: bool = False) -> Any:
+    return field(default=default, metadata={"lo": lo, "hi": hi, "unit": unit, "lo_open": lo_open,
+                                            "hi_open": hi_open, "integer": integer})
+
+
+def _choice(default: str, choices: tuple[str, ...]) -> Any:
+    return field(default=default, metadata={"choices": choices})
+
+
+def _range_text(md: dict[str, Any]) -> str:
+    left = "(" if md["lo_open"] else "["
+    right = ")" if md["hi_open"] else "]"
+    unit = "" if md["unit"] in ("1", "") else f" {md['unit']}"
+    return f"{left}{md['lo']:g}, {md['hi']:g}{right}{unit}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Spec:
+    """Base: range-checks every declared field after construction."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            md = f.metadata
+            if "choices" in md:
+                if value not in md["choices"]:
+                    raise SpecError(f"{f.name} = {value!r}: must be one of {list(md['choices'])}")
+            elif "lo" in md:
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise SpecError(f"{f.name} = {value!r}: must be a number in {_range_text(md)}")
+                if md["integer"] and value != int(value):
+                    raise SpecError(f"{f.name} = {value!r}: must be an integer in "
+                                    f"{_range_text(md)}")
+                bad = (not math.isfinite(value)
+                       or value < md["lo"] or value > md["hi"]
+                       or (md["lo_open"] and value == md["lo"])
+                       or (md["hi_open"] and value == md["hi"]))
+                if bad:
+                    raise SpecError(f"{f.name} = {value!r}: must be in {_range_text(md)}")
+        self._check()
+
+    def _check(self) -> None:
+        """Cross-field checks (override)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NanowireSpec(_Spec):
+    """H2V3O8 nanowires: size distributions and orientation distribution."""
+
+    diameter_um: float = _num(0.1, 0.01, 2.0, "um")
+    #: coefficient of variation of the (log-normal) diameter distribution
+    diameter_cv: float = _num(0.1, 0.0, 0.5, "1")
+    #: lengths are uniform in [length_min_um, length_max_um] (paper: 5-10 um)
+    length_min_um: float = _num(5.0, 0.1, 100.0, "um")
+    length_max_um: float = _num(10.0, 0.1, 100.0, "um")
+    #: in_plane: random azimuth, small tilt (vacuum filtration); isotropic: uniform on the
+    #: sphere; aligned: along x with spread tilt_sd_deg
+    orientation: str = _choice("in_plane", ("in_plane", "isotropic", "aligned"))
+    #: standard deviation of the tilt out of the membrane plane (in_plane) or off x (aligned)
+    tilt_sd_deg: float = _num(8.0, 0.0, 90.0, "deg")
+
+    def _check(self) -> None:
+        if self.length_max_um < self.length_min_um:
+            raise SpecError(f"length_max_um = {self.length_max_um}: must be >= length_min_um "
+                            f"= {self.length_min_um}")
+        if self.length_min_um < 2 * self.diameter_um:
+            raise SpecError(f"length_min_um = {self.length_min_um}: must be >= 2 x diameter_um "
+                            f"(wires, not particles)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GradientSpec(_Spec):
+    """Freestanding gradient NW/rGO membrane infiltrated with PEO/LiTFSI (the paper's cathode)."""
+
+    thickness_um: float = _num(34.0, 1.0, 1000.0, "um", lo_open=False)
+    loading_mg_cm2: float = _num(1.5, 0.0, 50.0, "mg/cm2", lo_open=True)
+    #: rGO mass fraction of the NW/rGO composite (paper TG: 2.5 wt%)
+    rgo_wt_fraction: float = _num(0.025, 0.0, 0.5, "1")
+    nanowire: NanowireSpec = field(default_factory=NanowireSpec)
+    #: SPE shell on every wire and sheet
+    coating_thickness_um: float = _num(0.02, 0.0, 1.0, "um")
+    #: rGO sheets: square-ish flakes of this lateral size; thickness is a meshable effective
+    #: value (the number of sheets is set by the rGO volume, so the volume is exact)
+    rgo_sheet_size_um: float = _num(1.0, 0.05, 20.0, "um")
+    rgo_sheet_thickness_um: float = _num(0.02, 0.002, 0.5, "um")
+    #: pure-SPE layer on the polymer-rich (top, separator-side) face
+    skin_thickness_um: float = _num(1.0, 0.0, 100.0, "um")
+    #: polymer-lean zone at the bottom (current-collector side): fill rises from fill_min
+    #: at z = 0 to 1 at z = lean_zone_um
+    lean_zone_um: float = _num(3.0, 0.0, 100.0, "um")
+    fill_min: float = _num(0.1, 0.0, 1.0, "1")
+    #: correlation length of the random field that places SPE in partially filled pores
+    fill_correlation_um: float = _num(0.3, 0.01, 100.0, "um", lo_open=True)
+    #: contacts and gaps narrower than this are closed, so every contact meshes
+    contact_width_um: float = _num(0.02, 0.0, 1.0, "um")
+
+    def _check(self) -> None:
+        if self.skin_thickness_um + self.lean_zone_um >= self.thickness_um:
+            raise SpecError(f"skin_thickness_um + lean_zone_um = "
+                            f"{self.skin_thickness_um + self.lean_zone_um}: must be < "
+                            f"thickness_um = {self.thickness_um}")
+        phi = derive_gradient(self).nanowire_volume_fraction_composite
+        if phi >= 0.6:
+            raise SpecError(f"loading_mg_cm2 = {self.loading_mg_cm2}: gives a nanowire volume "
+                            f"fraction {phi:.2f} in the composite layer; infeasible packing, "
+                            f"must give < 0.6 (raise thickness_um or lower the loading)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HomogeneousSpec(_Spec):
+    """Tape-cast cathode on Al foil: NW/rGO, acetylene black and PEO/LiTFSI by weight."""
+
+    loading_mg_cm2: float = _num(1.5, 0.0, 50.0, "mg/cm2", lo_open=True)
+    nw_rgo_wt_fraction: float = _num(0.70, 0.0, 1.0, "1", lo_open=True)
+    carbon_black_wt_fraction: float = _num(0.15, 0.0, 1.0, "1")
+    spe_wt_fraction: float = _num(0.15, 0.0, 1.0, "1")
+    rgo_wt_fraction: float = _num(0.025, 0.0, 0.5, "1")
+    #: void volume fraction of the dried cast layer (assumption: 0.30, typical of calendered-free
+    #: tape-cast composite cathodes, 25-40 %)
+    porosity: float = _num(0.30, 0.0, 0.9, "1")
+    nanowire: NanowireSpec = field(
+        default_factory=lambda: NanowireSpec(orientation="isotropic"))
+    #: NW/rGO agglomerates: wires cluster around centres with this radius (Thomas process)
+    agglomerate_radius_um: float = _num(1.0, 0.05, 50.0, "um")
+    carbon_black_aggregate_diameter_um: float = _num(0.3, 0.02, 10.0, "um")
+    #: correlation length of the PEO-rich / PEO-lean clusters in the pore space
+    peo_cluster_correlation_um: float = _num(1.0, 0.01, 100.0, "um", lo_open=True)
+    #: modelled Al foil slab under the cast layer (an equipotential; real foil ~15 um)
+    al_foil_thickness_um: float = _num(1.0, 0.0, 100.0, "um", lo_open=True)
+    contact_width_um: float = _num(0.02, 0.0, 1.0, "um")
+    rgo_sheet_size_um: float = _num(1.0, 0.05, 20.0, "um")
+    rgo_sheet_thickness_um: float = _num(0.02, 0.002, 0.5, "um")
+
+    def _check(self) -> None:
+        total = self.nw_rgo_wt_fraction + self.carbon_black_wt_fraction + self.spe_wt_fraction
+        if abs(total - 1.0) > 1e-9:
+            raise SpecError(f"nw_rgo_wt_fraction + carbon_black_wt_fraction + spe_wt_fraction "
+                            f"= {total:g}: must sum to 1")
+        if self.porosity + derive_homogeneous(self).spe_volume_fraction <= 0.0:
+            raise SpecError("porosity = 0 and spe_wt_fraction = 0: pores needed, must be > 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SectionSpec(_Spec):
+    """A full-thickness (x, z) section, and how it is built and meshed."""
+
+    width_um: float = _num(10.0, 0.5, 1000.0, "um")
+    #: cut: plane section of a 3D realization (ellipses and stripes);
+    #: sticks: 2D stick-network analogue (wires as strips in the section plane)
+    method: str = _choice("cut", ("cut", "sticks"))
+    #: element size at interfaces (resolve the coating) and far from them
+    mesh_size_fine_um: float = _num(0.04, 0.001, 10.0, "um")
+    mesh_size_coarse_um: float = _num(0.5, 0.001, 100.0, "um")
+    seed: int = _num(0, 0, 2**31 - 1, "1", integer=True)
+
+    def _check(self) -> None:
+        if self.mesh_size_coarse_um < self.mesh_size_fine_um:
+            raise SpecError(f"mesh_size_coarse_um = {self.mesh_size_coarse_um}: must be >= "
+                            f"mesh_size_fine_um = {self.mesh_size_fine_um}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CaseSpec(_Spec):
+    """A whole study: the section and both cathodes."""
+
+    name: str = field(default="gradient-vs-homogeneous-2d")
+    section: SectionSpec = field(default_factory=SectionSpec)
+    gradient: GradientSpec = field(default_factory=GradientSpec)
+    homogeneous: HomogeneousSpec = field(default_factory=HomogeneousSpec)
+
+
+# --------------------------------------------------------------------------- derived
+
+
+@dataclass(frozen=True, kw_only=True)
+class GradientDerived:
+    nanowire_volume_fraction: float  #: over the whole membrane thickness (paper: about 0.13)
+    nanowire_volume_fraction_composite: float  #: below the SPE skin, where the wires are
+    rgo_volume_fraction_composite: float
+    h2v3o8_density_g_cm3: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class HomogeneousDerived:
+    thickness_um: float  #: cast-layer thickness from the solid volume and the porosity
+    nanowire_volume_fraction: float
+    rgo_volume_fraction: float
+    carbon_black_volume_fraction: float
+    spe_volume_fraction: float
+    void_volume_fraction: float
+    total_mass_mg_cm2: float
+
+
+def _volume_um(mass_mg_cm2: float, density_g_cm3: float) -> float:
+    """Volume per area (um) of a mass per area (mg/cm2): 1 mg/cm2 at 1 g/cm3 is 10 um."""
+    return 10.0 * mass_mg_cm2 / density_g_cm3
+
+
+def derive_gradient(spec: GradientSpec) -> GradientDerived:
+    rho_nw = DENSITIES["h2v3o8"].value_g_cm3
+    v_nw = _volume_um(spec.loading_mg_cm2, rho_nw)
+    m_rgo = spec.loading_mg_cm2 * spec.rgo_wt_fraction / (1.0 - spec.rgo_wt_fraction)
+    v_rgo = _volume_um(m_rgo, DENSITIES["rgo"].value_g_cm3)
+    composite = spec.thickness_um - spec.skin_thickness_um
+    return GradientDerived(
+        nanowire_volume_fraction=v_nw / spec.thickness_um,
+        nanowire_volume_fraction_composite=v_nw / composite,
+        rgo_volume_fraction_composite=v_rgo / composite,
+        h2v3o8_density_g_cm3=rho_nw,
+    )
+
+
+def derive_homogeneous(spec: HomogeneousSpec) -> HomogeneousDerived:
+    # The loading is the H2V3O8 mass; the NW/rGO composite is nw_rgo_wt_fraction of the total.
+    m_total = spec.loading_mg_cm2 / (spec.nw_rgo_wt_fraction * (1.0 - spec.rgo_wt_fraction))
+    m_rgo = m_total * spec.nw_rgo_wt_fraction * spec.rgo_wt_fraction
+    v = {
+        "nw": _volume_um(spec.loading_mg_cm2, DENSITIES["h2v3o8"].value_g_cm3),
+        "rgo": _volume_um(m_rgo, DENSITIES["rgo"].value_g_cm3),
+        "cb": _volume_um(m_total * spec.carbon_black_wt_fraction,
+                         DENSITIES["carbon_black"].value_g_cm3),
+        "spe": _volume_um(m_total * spec.spe_wt_fraction, DENSITIES["spe"].value_g_cm3),
+    }
+    solid = sum(v.values())
+    thickness = solid / (1.0 - spec.porosity)
+    return HomogeneousDerived(
+        thickness_um=thickness,
+        nanowire_volume_fraction=v["nw"] / thickness,
+        rgo_volume_fraction=v["rgo"] / thickness,
+        carbon_black_volume_fraction=v["cb"] / thickness,
+        spe_volume_fraction=v["spe"] / thickness,
+        void_volume_fraction=spec.porosity,
+        total_mass_mg_cm2=m_total,
+    )
+
+
+# --------------------------------------------------------------------------- TOML
+
+
+def _unit_of(md: Any) -> str:
+    return str(md.get("unit", "1"))
+
+
+def _parse_quantity(path: str, value: Any, unit: str) -> Any:
+    """Numbers are in the field's unit; strings like "34 um" or "2.5 %" are converted by pint."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        return value
+    import pint
+
+    ureg = pint.UnitRegistry()
+    target = {"1": "dimensionless", "mg/cm2": "mg/cm**2"}.get(unit, unit)
+    try:
+        q = ureg.Quantity(value)
+        return float(q.to(target).magnitude)
+    except pint.DimensionalityError:
+        raise SpecError(f"{path} = {value!r}: wrong unit, expected {target}") from None
+    except Exception:
+        raise SpecError(f"{path} = {value!r}: not a quantity, expected a number in {target} "
+                        f"or a string like '1.5 {target}'") from None
+
+
+def _build[T](cls: type[T], data: Any, path: str) -> T:
+    if not isinstance(data, dict):
+        raise SpecError(f"{path or 'case'}: expected a table, got {data!r}")
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else key
+        if key not in known:
+            raise SpecError(f"{where}: unknown key; allowed keys: {sorted(known)}")
+        f = known[key]
+        sub = f.default_factory() if f.default_factory is not MISSING else f.default
+        if is_dataclass(sub):
+            kwargs[key] = _build(type(sub), value, where)
+        elif "lo" in f.metadata:
+            kwargs[key] = _parse_quantity(where, value, _unit_of(f.metadata))
+        else:
+            kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except SpecError as e:
+        msg = str(e)
+        raise SpecError(f"{path}.{msg}" if path else msg) from None
+
+
+def load_case(source: str | Path | dict[str, Any]) -> CaseSpec:
+    """Read a case TOML file (or an already parsed dict) into a validated :class:`CaseSpec`."""
+    if isinstance(source, dict):
+        data = source
+    else:
+        p = Path(source)
+        if not p.is_file():
+            raise SpecError(f"case file {str(p)!r}: not found")
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise SpecError(f"case file {str(p)!r}: invalid TOML ({e})") from None
+    return _build(CaseSpec, data, "")
+
+
+def spec_to_dict(spec: Any) -> dict[str, Any]:
+    """Plain-dict view of a spec (for summary.json and provenance)."""
+    out: dict[str, Any] = {}
+    for f in fields(spec):
+        v = getattr(spec, f.name)
+        out[f.name] = spec_to_dict(v) if is_dataclass(v) else v
+    return out
