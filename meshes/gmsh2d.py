@@ -21,7 +21,7 @@ import shapely
 
 from meshes.section import Region, Section
 
-__all__ = ["TriMesh", "mesh_section"]
+__all__ = ["TriMesh", "mesh_section", "triangle_quality"]
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,19 @@ class TriMesh:
     n_faces: int
     n_absorbed: int  # faces below the mesh resolution merged into a neighbour
     n_curves: int
-    min_quality: float  # minimum scaled Jacobian (Gmsh minSICN) over all triangles
+    min_quality: float  # min over triangles of 4 sqrt(3) area / sum(edge^2): 1 equilateral
     mesh_time_s: float
+
+
+def triangle_quality(points: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """4 sqrt(3) |A| / (l1^2 + l2^2 + l3^2): 1 for equilateral, 0 for degenerate. (Gmsh
+    orients each surface's triangles by its curve loop; overlaps are caught by area sums.)"""
+    p = points[cells]
+    d1, d2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    area = 0.5 * np.abs(d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0])
+    e2 = (np.sum((p[:, 1] - p[:, 0]) ** 2, axis=1) + np.sum((p[:, 2] - p[:, 1]) ** 2, axis=1)
+          + np.sum((p[:, 0] - p[:, 2]) ** 2, axis=1))
+    return np.asarray(4.0 * np.sqrt(3.0) * area / e2)
 
 
 def _classify(faces: np.ndarray, section: Section) -> np.ndarray:
@@ -88,12 +99,17 @@ def _absorb_slivers(faces: np.ndarray, label: np.ndarray, min_width_um: float,
     return label, len(small)
 
 
-def _snap_node(lines: list[shapely.Geometry], snap_um: float) -> shapely.Geometry:
-    """Node all lines with snap-rounding on a grid of ``snap_um``: every vertex lands on the
-    grid, so no two junctions are closer than the grid (no needle elements), and GEOS keeps
-    the topology valid while rounding."""
+def _snap_node(lines: list[shapely.Geometry], snap_um: float,
+               spacing_um: float) -> shapely.Geometry:
+    """Node all lines into one planar graph, then densify it to ``spacing_um``.
+
+    Densifying after noding matters: lines that overlap (a region edge on the box edge)
+    densified separately get vertices that differ in the last bit, i.e. near-zero segments.
+    (``snap_um`` is accepted for a future snap-rounding; GEOS's set_precision on the noded
+    graph moved faces across region borders in tests, so the regions are snapped instead.)
+    """
     del snap_um
-    return shapely.union_all(lines)
+    return shapely.segmentize(shapely.union_all(lines), spacing_um)
 
 
 def _partition(section: Section, *, snap_um: float, spacing_um: float, tile_um: float,
@@ -111,16 +127,15 @@ def _partition(section: Section, *, snap_um: float, spacing_um: float, tile_um: 
     extra += [shapely.LineString([(x, 0.0), (x, t)]) for x in np.arange(tile_um, w, tile_um)]
     extra += [shapely.LineString([(0.0, z), (w, z)]) for z in np.arange(tile_um, t, tile_um)]
     lines = extra + [g.boundary for g in section.regions.values() if not g.is_empty]
-    lines = [shapely.segmentize(g, spacing_um) for g in lines]
-    noded = _snap_node(lines, snap_um)
+    noded = _snap_node(lines, snap_um, spacing_um)
     faces = shapely.get_parts(shapely.polygonize(shapely.get_parts(noded)))
     label = _classify(faces, section)
     label, n_small = _absorb_slivers(faces, label, min_width_um, min_area_um2)
     if n_small:
         # Dissolve the boundaries between faces that now share a label, and partition again.
         merged = [shapely.coverage_union_all(faces[label == lab]) for lab in np.unique(label)]
-        lines = extra + [shapely.segmentize(g.boundary, spacing_um) for g in merged]
-        noded = _snap_node(lines, snap_um)
+        lines = extra + [g.boundary for g in merged]
+        noded = _snap_node(lines, snap_um, spacing_um)
         faces = shapely.get_parts(shapely.polygonize(shapely.get_parts(noded)))
         probe = shapely.point_on_surface(faces)
         new = np.zeros(len(faces), dtype=np.int32)
@@ -212,7 +227,7 @@ def mesh_section(section: Section, *, size_fine_um: float, size_coarse_um: float
         node_tags, xyz, _ = gmsh.model.mesh.getNodes()
         index = np.zeros(int(node_tags.max()) + 1, dtype=np.int64)
         index[node_tags.astype(np.int64)] = np.arange(len(node_tags))
-        cells, regions, elem_tags = [], [], []
+        cells, regions = [], []
         for s, reg in surface_region.items():
             types, etags, enodes = gmsh.model.mesh.getElements(2, s)
             for ty, et, en in zip(types, etags, enodes, strict=True):
@@ -220,14 +235,12 @@ def mesh_section(section: Section, *, size_fine_um: float, size_coarse_um: float
                     raise RuntimeError(f"unexpected Gmsh element type {ty} on surface {s}")
                 cells.append(index[en.astype(np.int64)].reshape(-1, 3))
                 regions.append(np.full(len(et), reg, dtype=np.int32))
-                elem_tags.append(et)
-        all_tags = np.concatenate(elem_tags)
-        quality = np.asarray(gmsh.model.mesh.getElementQualities(all_tags, "minSICN"))
         n_curves = len(gmsh.model.getEntities(1))
     finally:
         gmsh.finalize()
 
     cell_arr = np.concatenate(cells)
+    quality = triangle_quality(xyz.reshape(-1, 3)[:, :2], cell_arr)
     used = np.unique(cell_arr)
     # Drop nodes not used by any triangle (Gmsh keeps geometry points of tiny curves).
     remap = np.full(len(node_tags), -1, dtype=np.int64)
@@ -239,6 +252,6 @@ def mesh_section(section: Section, *, size_fine_um: float, size_coarse_um: float
         n_faces=len(faces),
         n_absorbed=n_small,
         n_curves=n_curves,
-        min_quality=float(quality.min()),
+        min_quality=float(quality.min()) if len(quality) else 0.0,
         mesh_time_s=time.perf_counter() - t0,
     )

@@ -1,0 +1,152 @@
+"""Command line: ``cathodefem {mesh,solve,compare,show-spec}``.
+
+Every subcommand takes an optional case TOML file (default: the packaged default study) and
+``--set key=value`` overrides with dotted keys (``--set section.width_um=4``). User mistakes
+(invalid spec, unknown key, wrong unit, bad option) end with a one-line message and exit
+status 2, and leave no result folder behind. Runs unchanged under ``mpiexec -n N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+log = logging.getLogger("cathodefem")
+
+
+def _default_case_path() -> Path:
+    return Path(str(resources.files("cases") / "data" / "default.toml"))
+
+
+def _merge_set(data: dict[str, Any], assignment: str) -> None:
+    from meshes.spec import SpecError
+
+    if "=" not in assignment:
+        raise SpecError(f"--set {assignment!r}: expected key=value, e.g. section.width_um=4")
+    key, raw = assignment.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare string such as cut or "34 um"
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SpecError(f"--set {key}: {part} is not a table")
+    node[parts[-1]] = value
+
+
+def load_case_with_overrides(path: str | None, sets: list[str]) -> Any:
+    from meshes.spec import SpecError, load_case
+
+    p = Path(path) if path else _default_case_path()
+    if not p.is_file():
+        raise SpecError(f"case file {str(p)!r}: not found")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"case file {str(p)!r}: invalid TOML ({e})") from None
+    for s in sets:
+        _merge_set(data, s)
+    return load_case(data)
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="cathodefem",
+        description="Finite-element transport in gradient nanowire and tape-cast cathodes.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    for name, text in (("mesh", "build and write both section meshes (XDMF, PNG)"),
+                       ("solve", "mesh and solve one cathode"),
+                       ("compare", "the gradient-vs-homogeneous study (both cathodes)"),
+                       ("show-spec", "print the validated case with derived quantities")):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("case", nargs="?", help="case TOML file (default: packaged default)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a case value, e.g. --set section.width_um=4")
+        p.add_argument("--out", default=None, help="results folder (default: results/<case>)")
+        p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+        if name == "solve":
+            p.add_argument("--cathode", choices=["gradient", "homogeneous"], required=True)
+    return ap
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    level = logging.WARNING if args.quiet or comm.rank != 0 else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stdout, force=True)
+    case = load_case_with_overrides(args.case, args.set)
+    out = Path(args.out) if args.out else Path("results") / case.name
+    if args.command == "show-spec":
+        import json
+        from dataclasses import asdict
+
+        from meshes.spec import derive_gradient, derive_homogeneous, spec_to_dict
+
+        if comm.rank == 0:
+            print(json.dumps({"case": spec_to_dict(case),
+                              "derived": {"gradient": asdict(derive_gradient(case.gradient)),
+                                          "homogeneous": asdict(derive_homogeneous(
+                                              case.homogeneous))}}, indent=2))
+        return 0
+    from cases import study
+
+    if args.command == "mesh":
+        study.mesh_case(case, out, comm)
+    elif args.command == "solve":
+        study.run_study(case, out, comm, kinds=(args.cathode,))
+    else:
+        summary = study.run_study(case, out, comm)
+        if comm.rank == 0:
+            print_table(summary)
+    if comm.rank == 0:
+        log.info(f"results written to {out}")
+    return 0
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    from cases.study import table_rows
+
+    rows = table_rows(summary)
+    print(f"\n{'quantity':42s} {'gradient':>13s} {'homogeneous':>13s}")
+    for name, g, h in rows:
+        print(f"{name:42s} {_fmt(g):>13s} {_fmt(h):>13s}")
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return str(v)
+    v = float(v)
+    if v == float("inf"):
+        return "inf"
+    return f"{v:.4g}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from meshes.spec import SpecError
+
+    try:
+        return _run(args)
+    except (SpecError, ValueError) as e:
+        from mpi4py import MPI
+
+        if MPI.COMM_WORLD.rank == 0:
+            print(f"cathodefem: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

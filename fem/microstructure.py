@@ -1,0 +1,106 @@
+"""Percolation report of a tagged section: which material is connected to what.
+
+- Electronic network: components of {nanowire, rGO, carbon black, Al} (facet-connected)
+  touching the current-collector face z = 0 (the Al foil, or the bottom face of the
+  freestanding membrane, where the metal spacer presses).
+- Ionic network: components of {SPE, separator} touching the separator-side face z = T.
+- A nanowire particle (component of the nanowire phase alone) is ion-accessible when one of
+  its facets borders SPE that belongs to the separator-connected ionic network.
+- Active material is *dead* when it is not electronically connected to the collector or its
+  particle is not ion-accessible: it cannot take part in the reaction.
+
+Fractions are area fractions in 2D (volume in 3D), computed on owned cells and reduced over
+ranks, so they do not depend on the partition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mpi4py import MPI  # isort: split
+
+import dolfinx
+import numpy as np
+
+from fem.percolation import cell_components, components_touching
+from meshes.adapter import TaggedMesh
+from meshes.tags import ELECTRONIC_PHASES, IONIC_PHASES, Phase
+
+__all__ = ["PercolationReport", "percolation_report"]
+
+
+@dataclass(frozen=True)
+class PercolationReport:
+    electronic_connected_fraction: float  # of all electronic-phase area, to the collector
+    nanowire_electronic_connected_fraction: float
+    ionic_connected_fraction: float  # of all SPE area, to the separator face
+    nanowire_ion_accessible_fraction: float
+    active_fraction: float  # nanowire area both electronically and ionically connected
+    dead_active_fraction: float  # 1 - active_fraction
+    n_nanowire_particles_count: int
+    n_electronic_clusters_count: int
+    n_ionic_clusters_count: int
+
+
+def _areas(msh: dolfinx.mesh.Mesh) -> np.ndarray:
+    p = msh.geometry.x[msh.geometry.dofmap]
+    if msh.topology.dim == 2:
+        d1, d2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+        return np.asarray(0.5 * np.abs(d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]))
+    d = p[:, 1:] - p[:, :1]
+    return np.asarray(np.abs(np.linalg.det(d)) / 6.0)
+
+
+def percolation_report(tm: TaggedMesh) -> PercolationReport:
+    msh = tm.mesh
+    comm = msh.comm
+    tdim, fdim = msh.topology.dim, msh.topology.dim - 1
+    n_owned = msh.topology.index_map(tdim).size_local
+    area = _areas(msh)
+    tol = 1e-6 * tm.thickness_um
+
+    def total(mask: np.ndarray) -> float:
+        return float(comm.allreduce(float(area[:n_owned][mask[:n_owned]].sum()), op=MPI.SUM))
+
+    bottom = dolfinx.mesh.locate_entities_boundary(msh, fdim, lambda x: np.abs(x[1]) < tol)
+    top = dolfinx.mesh.locate_entities_boundary(
+        msh, fdim, lambda x: np.abs(x[1] - tm.thickness_um) < tol)
+    el = cell_components(msh, tm.phase, [int(p) for p in ELECTRONIC_PHASES])
+    el_ok = np.isin(el.labels, components_touching(msh, el, bottom)) & (el.labels >= 0)
+    ion = cell_components(msh, tm.phase, [int(p) for p in IONIC_PHASES])
+    ion_ok = np.isin(ion.labels, components_touching(msh, ion, top)) & (ion.labels >= 0)
+    nw = cell_components(msh, tm.phase, [int(Phase.NANOWIRE)])
+
+    # Interior facets between a nanowire cell and a separator-connected SPE cell.
+    msh.topology.create_connectivity(fdim, tdim)
+    f2c = msh.topology.connectivity(fdim, tdim)
+    offsets = f2c.offsets
+    interior = np.nonzero(np.diff(offsets) == 2)[0]
+    c0 = f2c.array[offsets[interior]]
+    c1 = f2c.array[offsets[interior] + 1]
+    is_nw = tm.phase == Phase.NANOWIRE
+    hits = np.concatenate([nw.labels[c0[is_nw[c0] & ion_ok[c1]]],
+                           nw.labels[c1[is_nw[c1] & ion_ok[c0]]]])
+    gathered = comm.allgather(np.unique(hits))
+    accessible_ids = np.unique(np.concatenate(gathered)) if gathered else np.zeros(0)
+    nw_access = is_nw & np.isin(nw.labels, accessible_ids)
+
+    is_el = np.isin(tm.phase, ELECTRONIC_PHASES)
+    is_ion = np.isin(tm.phase, IONIC_PHASES)
+    a_el, a_ion, a_nw = total(is_el), total(is_ion), total(is_nw)
+
+    def frac(num: float, den: float) -> float:
+        return num / den if den > 0 else 0.0
+
+    active = frac(total(is_nw & el_ok & nw_access), a_nw)
+    return PercolationReport(
+        electronic_connected_fraction=frac(total(el_ok), a_el),
+        nanowire_electronic_connected_fraction=frac(total(is_nw & el_ok), a_nw),
+        ionic_connected_fraction=frac(total(is_ion & ion_ok), a_ion),
+        nanowire_ion_accessible_fraction=frac(total(nw_access), a_nw),
+        active_fraction=active,
+        dead_active_fraction=1.0 - active if a_nw > 0 else 0.0,
+        n_nanowire_particles_count=nw.num_components,
+        n_electronic_clusters_count=el.num_components,
+        n_ionic_clusters_count=ion.num_components,
+    )

@@ -1,0 +1,46 @@
+"""Shared fixtures: small cases that run in seconds."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+# mpi4py must load libmpi before any dolfinx import.
+from mpi4py import MPI  # noqa: F401  # isort: split
+
+os.environ.setdefault("PYVISTA_OFF_SCREEN", "true")
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: A small but complete study: thin cathodes (loading scaled with thickness so the volume
+#: fractions stay those of the paper) and a narrow section.
+SMALL = {
+    "name": "small",
+    "section": {"width_um": 2.0, "seed": 3, "mesh_size_fine_um": 0.05},
+    "gradient": {"thickness_um": 8.0, "loading_mg_cm2": 1.5 * 8 / 34, "lean_zone_um": 1.5,
+                 "skin_thickness_um": 0.5},
+    "homogeneous": {"loading_mg_cm2": 0.35},
+}
+
+
+def mpiexec() -> str:
+    here = Path(sys.executable).parent / "mpiexec"
+    found = str(here) if here.exists() else shutil.which("mpiexec")
+    if found is None:
+        pytest.fail("mpiexec not found next to the interpreter or on PATH")
+    return found
+
+
+def cathodefem() -> list[str]:
+    return [sys.executable, "-m", "cases.cli"]
+
+
+@pytest.fixture
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
+    return e
