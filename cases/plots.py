@@ -14,11 +14,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from meshes.build import KINDS  # noqa: E402
-from meshes.tags import Phase  # noqa: E402
+from meshes.build import KINDS
+from meshes.tags import Phase
 
 __all__ = ["PHASE_COLORS", "comparison_figure", "render_field", "render_phases"]
 

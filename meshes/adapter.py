@@ -54,7 +54,7 @@ def facet_tags_from_phases(msh: dolfinx.mesh.Mesh, phase: np.ndarray, width_um: 
     fdim = tdim - 1
     msh.topology.create_connectivity(fdim, tdim)
     tol = 1e-7 * max(width_um, thickness_um)
-    found: dict[int, np.ndarray] = {}
+    found: dict[Facet, np.ndarray] = {}
     sides = {Facet.BOTTOM: (1, 0.0), Facet.TOP: (1, thickness_um),
              Facet.LEFT: (0, 0.0), Facet.RIGHT: (0, width_um)}
     for tag, (axis, value) in sides.items():
@@ -105,8 +105,10 @@ def distribute_section(comm: MPI.Comm, section: SectionMesh | None, root: int = 
         x = np.zeros((0, 2), dtype=np.float64)
         phase_all = None
     element = basix.ufl.element("Lagrange", "triangle", 1, shape=(2,))
-    partitioner = dolfinx.mesh.create_cell_partitioner(dolfinx.mesh.GhostMode.shared_facet, 2)
-    msh = dolfinx.mesh.create_mesh(comm, cells, element, x, partitioner=partitioner)
+    partitioner = dolfinx.mesh.create_cell_partitioner(  # type: ignore[call-arg]
+        dolfinx.mesh.GhostMode.shared_facet, 2)
+    msh = dolfinx.mesh.create_mesh(comm, cells, element, x,  # type: ignore[arg-type]
+                                   partitioner=partitioner)
     # Every rank needs the phases of its owned and ghost cells; the array is small (int32 per
     # cell), so broadcasting it is simpler and cheaper than a targeted scatter in 2D.
     phase_all = comm.bcast(phase_all, root=root)

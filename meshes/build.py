@@ -152,9 +152,10 @@ def build_section(case: CaseSpec, kind: str, *, threads: int = 1) -> SectionMesh
     pore = tri.region == Region.PORE
     if kind == "gradient":
         g = case.gradient
-        corr, fill = g.fill_correlation_um, gradient_fill(centroids[pore, 1],
-                                                          lean_zone_um=g.lean_zone_um,
-                                                          fill_min=g.fill_min)
+        corr = g.fill_correlation_um
+        fill: np.ndarray | float = gradient_fill(centroids[pore, 1],
+                                                 lean_zone_um=g.lean_zone_um,
+                                                 fill_min=g.fill_min)
         area = None
     else:
         h = case.homogeneous

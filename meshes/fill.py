@@ -27,11 +27,11 @@ def gaussian_field(points_um: np.ndarray, extent_um: tuple[float, float],
                    correlation_um: float, seed: int) -> np.ndarray:
     """Unit-variance correlated Gaussian field evaluated at ``points_um`` (n, 2)."""
     h = correlation_um / 4.0
-    shape = (int(math.ceil(extent_um[0] / h)) + 9, int(math.ceil(extent_um[1] / h)) + 9)
+    shape = (math.ceil(extent_um[0] / h) + 9, math.ceil(extent_um[1] / h) + 9)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
     noise = rng.normal(size=shape)
-    # Filtering with a Gaussian of std ell / sqrt(2) gives covariance exp(-r^2 / ell^2)... up to
-    # the normalisation, which is restored below from the kernel's discrete norm.
+    # White noise filtered with a Gaussian kernel of std ell / sqrt(2) has the Gaussian
+    # covariance exp(-r^2 / ell^2); the variance is normalised to 1 with the discrete kernel.
     sigma = correlation_um / (math.sqrt(2.0) * h)
     field = ndimage.gaussian_filter(noise, sigma, mode="wrap")
     delta = np.zeros(shape)

@@ -13,6 +13,8 @@ linearly to ``size_coarse_um`` away from it (Gmsh Distance + Threshold fields).
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
 from dataclasses import dataclass
 
@@ -166,7 +168,8 @@ def mesh_section(section: Section, *, size_fine_um: float, size_coarse_um: float
 
     gmsh.initialize(interruptible=False)
     try:
-        gmsh.option.setNumber("General.Terminal", int(__import__("os").environ.get("CATHODEFEM_GMSH_VERBOSE", "0")))
+        gmsh.option.setNumber("General.Terminal",
+                              int(os.environ.get("CATHODEFEM_GMSH_VERBOSE", "0")))
         gmsh.model.add("section")
         geo = gmsh.model.geo
         point_id: dict[tuple[float, float], int] = {}
@@ -184,7 +187,7 @@ def mesh_section(section: Section, *, size_fine_um: float, size_coarse_um: float
         # curve (polyline curves drop corner vertices and then do, near touching wires).
         for coords in chains:
             ids = [pid((float(x), float(y))) for x, y in coords]
-            for a, b in zip(ids[:-1], ids[1:], strict=True):
+            for a, b in itertools.pairwise(ids):
                 if a != b and (a, b) not in line_id:
                     tag = geo.addLine(a, b)
                     line_id[(a, b)] = tag

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ def _choice(default: str, choices: tuple[str, ...]) -> Any:
     return field(default=default, metadata={"choices": choices})
 
 
-def _range_text(md: dict[str, Any]) -> str:
+def _range_text(md: Mapping[str, Any]) -> str:
     left = "(" if md["lo_open"] else "["
     right = ")" if md["hi_open"] else "]"
     unit = "" if md["unit"] in ("1", "") else f" {md['unit']}"
