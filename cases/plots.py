@@ -66,7 +66,7 @@ def render_phases(tm: Any, path: Path) -> None:
     pl.add_mesh(grid, scalars="phase", cmap=cmap, clim=(-0.5, len(present) - 0.5),
                 show_scalar_bar=False)
     pl.add_legend([(p.label, PHASE_COLORS[p]) for p in present], bcolor="white",
-                  face="rectangle", size=(0.3, 0.12), loc="upper right")
+                  face="rectangle", size=(0.36, 0.16), loc="upper right")
     pl.add_text(f"{tm.kind} cathode, {tm.width_um:g} x {tm.thickness_um:.3g} um (x, z)",
                 font_size=9, position="upper_left")
     pl.view_xy()

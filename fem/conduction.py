@@ -124,6 +124,11 @@ def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Mark
     t0 = time.perf_counter()
     msh = tm.mesh
     tdim, fdim = msh.topology.dim, msh.topology.dim - 1
+    for p, s in sigma_S_cm.items():
+        if not (s >= 0.0 and np.isfinite(s)):
+            raise ValueError(f"conductivity of phase {p} = {s}: must be finite and >= 0 S/cm")
+    # A zero conductivity is the same as an absent phase (it would make the matrix singular).
+    sigma_S_cm = {p: s for p, s in sigma_S_cm.items() if s > 0.0}
     in_set = np.isin(tm.phase, np.array(list(sigma_S_cm), dtype=np.int32))
     if cells is not None:
         in_set &= cells
@@ -131,12 +136,16 @@ def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Mark
     comps = cell_components(msh, in_set.astype(np.int32), [1])
     f_high = dolfinx.mesh.locate_entities(msh, fdim, high)
     f_low = dolfinx.mesh.locate_entities(msh, fdim, low)
+    for name, facets in (("high", f_high), ("low", f_low)):
+        if msh.comm.allreduce(len(facets), op=MPI.SUM) == 0:
+            raise ValueError(f"{name} electrode: no mesh facet lies on it (electrodes and "
+                             f"windows must follow mesh lines, e.g. layer boundaries)")
     spanning = np.intersect1d(components_touching(msh, comps, f_high),
                               components_touching(msh, comps, f_low))
     active = np.isin(comps.labels, spanning) & (comps.labels >= 0)
     conducting_area = _owned_sum(msh, np.where(in_set, area, 0.0))
     connected_area = _owned_sum(msh, np.where(active, area, 0.0))
-    if len(spanning) == 0:
+    if len(spanning) == 0 or not sigma_S_cm:
         return ConductionSolution(False, 0.0, 0.0, 0.0, conducting_area, 0.0, 0,
                                   time.perf_counter() - t0, None)
 
@@ -247,12 +256,13 @@ def effective_conductivity(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], *,
         return EffectiveConductivity(direction, False, 0.0, eps, connected, 0.0, float("inf"),
                                      float("inf"), 0.0, 0, sol.solve_time_s, sol)
     sigma_eff = sol.current_high_A_per_cm * length / width
-    values = set(sigma_S_cm.values())
+    values = {s for s in sigma_S_cm.values() if s > 0.0}
     if len(values) == 1:
         factor = sigma_eff / values.pop()
         t_solve = sol.solve_time_s
     else:
-        unit = solve_conduction(tm, dict.fromkeys(sigma_S_cm, 1.0), high, low, cells=cells,
+        unit = solve_conduction(tm, {p: 1.0 for p, s in sigma_S_cm.items() if s > 0.0}, high,
+                                low, cells=cells,
                                 petsc_options=petsc_options)
         factor = unit.current_high_A_per_cm * length / width
         t_solve = sol.solve_time_s + unit.solve_time_s

@@ -10,6 +10,7 @@ Units: lengths in um (arbitrary scale here), conductivities in S/cm, currents in
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -26,10 +27,6 @@ import dolfinx.fem.petsc
 import numpy as np
 import pytest
 import ufl
-
-from fem.conduction import effective_conductivity, solve_conduction
-from meshes.adapter import TaggedMesh, distribute_section
-from meshes.build import SectionMesh
 from meshing_helpers import (
     annulus_sector_section,
     coated_disk_section,
@@ -38,11 +35,15 @@ from meshing_helpers import (
     structured_section,
 )
 
+from fem.conduction import effective_conductivity, solve_conduction
+from meshes.adapter import TaggedMesh, distribute_section
+from meshes.build import SectionMesh
+
 REPO = Path(__file__).resolve().parents[1]
 COMM = MPI.COMM_WORLD
 
 
-def _tagged(section: SectionMesh) -> TaggedMesh:
+def _tagged(section: SectionMesh | None) -> TaggedMesh:
     return distribute_section(COMM, section if COMM.rank == 0 else None)
 
 
@@ -261,7 +262,7 @@ def two_phase(request: pytest.FixtureRequest) -> tuple[TaggedMesh, float]:
     f1 = 0.0
     if COMM.rank == 0:
         if request.param == "disks":  # overlapping disks, the project's shapely + Gmsh path
-            section = random_disk_section(10.0, 10.0, 0.45, 120, 0.15, seed=1)
+            section = random_disk_section(12.0, 9.0, 0.45, 130, 0.15, seed=1)
         else:
             section = _checker(24, seed=7)
         area = section.cell_areas_um2()
@@ -274,7 +275,7 @@ def two_phase(request: pytest.FixtureRequest) -> tuple[TaggedMesh, float]:
 def test_random_section_within_bounds(two_phase: tuple[TaggedMesh, float], direction: str,
                                       s1: float, s3: float) -> None:
     tm, f1 = two_phase
-    assert 0.4 < f1 < 0.6  # a genuinely mixed section (measured 0.53 disks, 0.50 checker)
+    assert 0.4 < f1 < 0.6  # a genuinely mixed section (measured 0.53 disks, 0.49 checker)
     res = effective_conductivity(tm, {1: s1, 3: s3}, direction=direction)
     assert res.percolates and abs(res.volume_fraction - 1.0) < 1e-12
     # Wiener bounds are rigorous for this box problem (Dirichlet electrodes, insulating sides):
@@ -304,7 +305,7 @@ LAYER_SIGMA = {1: 1.0, 2: 10.0, 5: 0.1, 3: 3.0}
 @pytest.fixture(scope="module")
 def laminate() -> TaggedMesh:
     z_lines = np.unique(np.concatenate([np.linspace(a, b, 4) for a, b in
-                                        zip(LAYERS_Z[:-1], LAYERS_Z[1:], strict=True)]))
+                                        itertools.pairwise(LAYERS_Z)]))
 
     def phase_of(x: np.ndarray, z: np.ndarray) -> np.ndarray:
         return np.asarray(LAYER_PHASE)[np.searchsorted(LAYERS_Z, z) - 1]
@@ -447,7 +448,11 @@ def test_isolated_island_is_excluded() -> None:
     assert abs(res.sigma_eff_S_cm / (2.0 * 0.25) - 1.0) < 1e-10
     assert abs(res.volume_fraction - 0.41) < 1e-12
     assert abs(res.connected_fraction - 0.25 / 0.41) < 1e-12
-    assert abs(res.tortuosity_factor - 1.0) < 1e-10  # straight strip
+    # The transport factor is that of the strip alone (0.25), while eps counts the whole phase
+    # in the window, island included (conduction.py: tortuosity_factor = eps / transport_factor),
+    # so the dead island shows up as tortuosity 0.41 / 0.25 = 1.64 (the TauFactor convention).
+    assert abs(res.transport_factor - 0.25) < 1e-10
+    assert abs(res.tortuosity_factor - 0.41 / 0.25) < 1e-9
 
 
 # --------------------------------------------------------------------------------------------
@@ -468,7 +473,7 @@ from meshing_helpers import random_disk_section
 comm = MPI.COMM_WORLD
 # Phase 1 disks (100 S/cm) in a phase 3 matrix (1 S/cm), with non-conducting phase 4 disks
 # that leave isolated clusters: components, submesh and currents all cross the partition.
-section = (random_disk_section(10.0, 10.0, 0.6, 40, 0.15, seed=5, n_void=30)
+section = (random_disk_section(10.0, 10.0, 0.6, 40, 0.15, seed=5, n_void=100)
            if comm.rank == 0 else None)
 tm = distribute_section(comm, section)
 out = {{}}
@@ -512,6 +517,9 @@ def test_partition_independence(tmp_path: Path) -> None:
         assert par[5] == ser[5], key  # same number of unknowns
         for i in (1, 2, 3, 4):  # sigma_eff, transport factor, eps, connected fraction
             assert abs(par[i] - ser[i]) <= 1e-9 * abs(ser[i]), (key, i, ser, par)
-    # The case is non-trivial: isolated clusters exist and something percolates.
-    assert serial["allz"][0] and serial["allz"][1] > 0
-    assert 0.0 < serial["disksz"][4] < 1.0 or not serial["disksz"][0]
+    # The case is non-trivial (measured): phases 1 + 3 percolate both ways with 40 % of their
+    # area in clusters that do not span (excluded from the solve); phase 1 alone does not.
+    for d in ("z", "x"):
+        assert serial["all" + d][0] and serial["all" + d][1] > 0
+        assert 0.3 < serial["all" + d][4] < 0.9
+        assert not serial["disks" + d][0] and serial["disks" + d][1] == 0.0
