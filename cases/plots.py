@@ -49,7 +49,7 @@ def render_phases(tm: Any, path: Path) -> None:
     pv = _pv()
     msh = tm.mesh
     n = msh.topology.index_map(2).size_local
-    grid = _grid(msh.geometry.x[:, :2], msh.geometry.dofmap[:n])
+    grid = _grid(msh.geometry.x[:, :2], msh.geometry.dofmaps[0][:n])
     phase = tm.phase[:n]
     present = [p for p in Phase if np.any(phase == p)]
     index = np.zeros(8, dtype=int)

@@ -97,11 +97,11 @@ class SurfaceIV:
 def cell_centroids(msh: dolfinx.mesh.Mesh) -> np.ndarray:
     """Centroids of all local cells (owned + ghost), shape (n, gdim)."""
     x = msh.geometry.x
-    return np.asarray(x[msh.geometry.dofmap].mean(axis=1)[:, : msh.geometry.dim])
+    return np.asarray(x[msh.geometry.dofmaps[0]].mean(axis=1)[:, : msh.geometry.dim])
 
 
 def _cell_areas(msh: dolfinx.mesh.Mesh) -> np.ndarray:
-    p = msh.geometry.x[msh.geometry.dofmap]
+    p = msh.geometry.x[msh.geometry.dofmaps[0]]
     d1, d2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
     return np.asarray(0.5 * np.abs(d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]))
 

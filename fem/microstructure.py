@@ -43,7 +43,7 @@ class PercolationReport:
 
 
 def _areas(msh: dolfinx.mesh.Mesh) -> np.ndarray:
-    p = msh.geometry.x[msh.geometry.dofmap]
+    p = msh.geometry.x[msh.geometry.dofmaps[0]]
     if msh.topology.dim == 2:
         d1, d2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
         return np.asarray(0.5 * np.abs(d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]))
