@@ -111,7 +111,10 @@ def _snap_node(lines: list[shapely.Geometry], snap_um: float,
     graph moved faces across region borders in tests, so the regions are snapped instead.)
     """
     del snap_um
-    return shapely.segmentize(shapely.union_all(lines), spacing_um)
+    noded = shapely.segmentize(shapely.union_all(lines), spacing_um)
+    # Vertices closer than 1e-7 um are the same point computed twice (crossings of nearly
+    # parallel edges): merge them, else Gmsh builds zero-area triangles between them.
+    return shapely.set_precision(noded, 1e-7)
 
 
 def _partition(section: Section, *, snap_um: float, spacing_um: float, tile_um: float,
