@@ -31,8 +31,8 @@ from cases.output import atomic_result_dir, write_json
 from fem.conduction import effective_conductivity, surface_iv
 from fem.microstructure import percolation_report
 from fem.parameters import default_conductivities
-from meshes.adapter import TaggedMesh, distribute_section
-from meshes.build import KINDS, SectionMesh, build_section
+from meshes.adapter import TaggedMesh, build_on_root, distribute_section
+from meshes.build import KINDS, build_section
 from meshes.spec import CaseSpec, derive_gradient, derive_homogeneous, spec_to_dict
 from meshes.tags import phase_names
 
@@ -51,10 +51,9 @@ def _say(comm: MPI.Comm, msg: str) -> None:
 
 
 def _build(comm: MPI.Comm, case: CaseSpec, kind: str) -> tuple[TaggedMesh, dict[str, Any]]:
-    section: SectionMesh | None = None
+    section = build_on_root(comm, lambda: build_section(case, kind, threads=2))
     info: dict[str, Any] | None = None
-    if comm.rank == 0:
-        section = build_section(case, kind, threads=2)
+    if section is not None:
         info = dict(section.stats)
         info["composite_area_fractions"] = section.area_fractions(section.composite_z_um)
     info = comm.bcast(info, root=0)
@@ -168,6 +167,13 @@ def run_study(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
                     "homogeneous": asdict(derive_homogeneous(case.homogeneous))},
         "mpi_ranks_count": comm.size,
     }
+    dg, dh = summary["derived"]["gradient"], summary["derived"]["homogeneous"]
+    _say(comm, f"derived: gradient NW volume fraction {dg['nanowire_volume_fraction']:.3f} "
+               f"(membrane), {dg['nanowire_volume_fraction_composite']:.3f} (below the skin); "
+               f"tape-cast layer {dh['thickness_um']:.1f} um thick, volume fractions NW "
+               f"{dh['nanowire_volume_fraction']:.3f}, rGO {dh['rgo_volume_fraction']:.3f}, "
+               f"carbon black {dh['carbon_black_volume_fraction']:.3f}, SPE "
+               f"{dh['spe_volume_fraction']:.3f}, void {dh['void_volume_fraction']:.3f}")
     with atomic_result_dir(out, comm) as folder:
         for kind in kinds:
             _say(comm, f"[{kind}] building the section mesh")

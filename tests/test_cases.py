@@ -91,6 +91,17 @@ def test_mesh_subcommand(tmp_path: Path, env: dict[str, str]) -> None:
     assert (tmp_path / "m" / "gradient" / "mesh.xdmf").exists()
 
 
+def test_solve_subcommand_one_cathode(tmp_path: Path, env: dict[str, str]) -> None:
+    case = _toml(SMALL, tmp_path / "small.toml")
+    r = subprocess.run([*cathodefem(), "solve", str(case), "--cathode", "homogeneous", "--out",
+                        str(tmp_path / "s")], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert "homogeneous" in summary and "gradient" not in summary
+    assert "derived: gradient NW volume fraction" in r.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
