@@ -32,7 +32,10 @@ PHASE_COLORS = {
 def _pv() -> Any:
     os.environ.setdefault("PYVISTA_OFF_SCREEN", "true")
     import pyvista as pv
+    from vtkmodules.vtkCommonCore import vtkLogger
 
+    # Offscreen rendering without a display works; VTK still warns about the missing X server.
+    vtkLogger.SetStderrVerbosity(vtkLogger.VERBOSITY_OFF)
     pv.OFF_SCREEN = True
     return pv
 
@@ -93,8 +96,10 @@ def render_field(u: Any, path: Path, title: str) -> None:
 
 
 def comparison_figure(summary: dict[str, Any], path: Path) -> None:
-    """Four panels: effective conductivities, tortuosity, connectivity, surface I-V."""
-    fig, axes = plt.subplots(2, 2, figsize=(12, 9), layout="constrained")
+    """Six panels: effective conductivities, tortuosity, connectivity, surface I-V, and the
+    depth profiles of ionic and electronic connectivity."""
+    fig, grid = plt.subplots(2, 3, figsize=(16, 9), layout="constrained")
+    axes = grid[:, :2]
     colors = {"gradient": "#1f77b4", "homogeneous": "#d62728"}
     labels = ["e$^-$ z", "e$^-$ x", "Li$^+$ z", "Li$^+$ x"]
     keys = [("electronic", "z"), ("electronic", "x"), ("ionic", "z"), ("ionic", "x")]
@@ -150,6 +155,27 @@ def comparison_figure(summary: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("|current| [A per cm depth]")
     ax.set_title("(d) two-probe surface I-V (cf. paper Fig. 2f)")
     ax.legend(fontsize=8)
+    profiles: list[tuple[Any, list[tuple[str, str, str]], str]] = [
+        (grid[0, 2], [("spe_connected_fraction", "-", "SPE connected to separator"),
+                      ("nanowire_ion_accessible_fraction", ":", "NW ion-accessible")],
+         "(e) ionic network vs depth"),
+        (grid[1, 2], [("nanowire_electronic_connected_fraction", "-",
+                       "NW connected to collector"),
+                      ("active_fraction", ":", "NW active (both)")],
+         "(f) electronic network vs depth"),
+    ]
+    for ax, curves, title in profiles:
+        for kind in KINDS:
+            prof = summary[kind]["depth_profile"]
+            depth = np.asarray(prof["z_um"])
+            for key, ls, label in curves:
+                frac = np.array([np.nan if v is None else v for v in prof[key]], dtype=float)
+                ax.plot(frac, depth, ls, color=colors[kind], label=f"{kind}: {label}")
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_xlabel("area fraction in depth bin [-]")
+        ax.set_ylabel("z, distance from current collector [um]")
+        ax.set_title(title)
+        ax.legend(fontsize=7)
     fig.suptitle(f"{summary['case']}: gradient NW membrane vs tape-cast cathode (2D sections)")
     fig.savefig(path, dpi=150)
     plt.close(fig)

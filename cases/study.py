@@ -111,7 +111,16 @@ def solve_section(tm: TaggedMesh, petsc_options: dict[str, Any] | None = None
     _say(comm, f"  surface I-V: bottom/top conductance ratio = "
                f"{out['surface_iv']['bottom_over_top_conductance_ratio']:.3g}")
     rep = percolation_report(tm)
-    out["percolation"] = asdict(rep)
+    out["percolation"] = {k: v for k, v in asdict(rep).items() if k != "depth_profile"}
+    prof = rep.depth_profile
+    out["depth_profile"] = {
+        "z_um": prof.z_um.tolist(),
+        "nanowire_electronic_connected_fraction":
+            prof.nanowire_electronic_connected_fraction.tolist(),
+        "nanowire_ion_accessible_fraction": prof.nanowire_ion_accessible_fraction.tolist(),
+        "spe_connected_fraction": prof.spe_connected_fraction.tolist(),
+        "active_fraction": prof.active_fraction.tolist(),
+    }
     _say(comm, f"  percolation: dead active fraction = {rep.dead_active_fraction:.3f}")
     return out, fields
 
@@ -204,10 +213,21 @@ def run_study(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
             from cases.plots import comparison_figure
 
             write_json(folder / "summary.json", summary)
+            for kind in kinds:
+                _write_profile_csv(folder / kind / "depth_profile.csv", summary[kind])
             if all(k in summary for k in KINDS):
                 _write_csv(folder / "summary.csv", summary)
                 comparison_figure(summary, folder / "comparison.png")
     return summary
+
+
+def _write_profile_csv(path: Path, numbers: dict[str, Any]) -> None:
+    prof = numbers["depth_profile"]
+    keys = list(prof)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(keys)
+        w.writerows(zip(*(prof[k] for k in keys), strict=True))
 
 
 def _write_csv(path: Path, summary: dict[str, Any]) -> None:

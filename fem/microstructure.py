@@ -26,7 +26,7 @@ from fem.percolation import cell_components, components_touching
 from meshes.adapter import TaggedMesh
 from meshes.tags import ELECTRONIC_PHASES, IONIC_PHASES, Phase
 
-__all__ = ["PercolationReport", "percolation_report"]
+__all__ = ["DepthProfile", "PercolationReport", "percolation_report"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,19 @@ class PercolationReport:
     n_nanowire_particles_count: int
     n_electronic_clusters_count: int
     n_ionic_clusters_count: int
+    depth_profile: DepthProfile
+
+
+@dataclass(frozen=True)
+class DepthProfile:
+    """The same fractions per depth bin (cell centroids binned in z): where along the
+    thickness the networks reach. NaN where a bin holds none of the phase."""
+
+    z_um: np.ndarray  # bin centres
+    nanowire_electronic_connected_fraction: np.ndarray
+    nanowire_ion_accessible_fraction: np.ndarray
+    spe_connected_fraction: np.ndarray
+    active_fraction: np.ndarray
 
 
 def _areas(msh: dolfinx.mesh.Mesh) -> np.ndarray:
@@ -51,7 +64,7 @@ def _areas(msh: dolfinx.mesh.Mesh) -> np.ndarray:
     return np.asarray(np.abs(np.linalg.det(d)) / 6.0)
 
 
-def percolation_report(tm: TaggedMesh) -> PercolationReport:
+def percolation_report(tm: TaggedMesh, bin_um: float = 1.0) -> PercolationReport:
     msh = tm.mesh
     comm = msh.comm
     tdim, fdim = msh.topology.dim, msh.topology.dim - 1
@@ -93,6 +106,8 @@ def percolation_report(tm: TaggedMesh) -> PercolationReport:
         return num / den if den > 0 else 0.0
 
     active = frac(total(is_nw & el_ok & nw_access), a_nw)
+    profile = _depth_profile(msh, area, tm.thickness_um, bin_um, is_nw, is_ion, el_ok, nw_access,
+                             ion_ok)
     return PercolationReport(
         electronic_connected_fraction=frac(total(el_ok), a_el),
         nanowire_electronic_connected_fraction=frac(total(is_nw & el_ok), a_nw),
@@ -103,4 +118,30 @@ def percolation_report(tm: TaggedMesh) -> PercolationReport:
         n_nanowire_particles_count=nw.num_components,
         n_electronic_clusters_count=el.num_components,
         n_ionic_clusters_count=ion.num_components,
+        depth_profile=profile,
     )
+
+
+def _depth_profile(msh: dolfinx.mesh.Mesh, area: np.ndarray, thickness_um: float,
+                   bin_um: float, is_nw: np.ndarray, is_ion: np.ndarray, el_ok: np.ndarray,
+                   nw_access: np.ndarray, ion_ok: np.ndarray) -> DepthProfile:
+    n_owned = msh.topology.index_map(msh.topology.dim).size_local
+    z = msh.geometry.x[msh.geometry.dofmaps[0][:n_owned]].mean(axis=1)[:, msh.topology.dim - 1]
+    n_bins = max(1, round(thickness_um / bin_um))
+    edges = np.linspace(0.0, thickness_um, n_bins + 1)
+    idx = np.clip(np.searchsorted(edges, z, side="right") - 1, 0, n_bins - 1)
+    a = area[:n_owned]
+
+    def binned(mask: np.ndarray) -> np.ndarray:
+        local = np.bincount(idx, weights=np.where(mask[:n_owned], a, 0.0), minlength=n_bins)
+        return np.asarray(msh.comm.allreduce(local, op=MPI.SUM))
+
+    nw, spe = binned(is_nw), binned(is_ion)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return DepthProfile(
+            z_um=0.5 * (edges[1:] + edges[:-1]),
+            nanowire_electronic_connected_fraction=binned(is_nw & el_ok) / nw,
+            nanowire_ion_accessible_fraction=binned(nw_access) / nw,
+            spe_connected_fraction=binned(is_ion & ion_ok) / spe,
+            active_fraction=binned(is_nw & el_ok & nw_access) / nw,
+        )
