@@ -111,10 +111,7 @@ def _snap_node(lines: list[shapely.Geometry], snap_um: float,
     graph moved faces across region borders in tests, so the regions are snapped instead.)
     """
     del snap_um
-    noded = shapely.segmentize(shapely.union_all(lines), spacing_um)
-    # Vertices closer than 1e-7 um are the same point computed twice (crossings of nearly
-    # parallel edges): merge them, else Gmsh builds zero-area triangles between them.
-    return shapely.set_precision(noded, 1e-7)
+    return shapely.segmentize(shapely.union_all(lines), spacing_um)
 
 
 def _partition(section: Section, *, snap_um: float, spacing_um: float, tile_um: float,
@@ -175,14 +172,21 @@ def mesh_section(section: Section, *, size_fine_um: float, size_coarse_um: float
                               int(os.environ.get("CATHODEFEM_GMSH_VERBOSE", "0")))
         gmsh.model.add("section")
         geo = gmsh.model.geo
-        point_id: dict[tuple[float, float], int] = {}
+        # Points are keyed on a 1e-7 um lattice: vertices closer than that are one point
+        # computed twice (crossings of nearly parallel edges); kept apart, Gmsh would build
+        # zero-area triangles between them. Segments that collapse are dropped below.
+        point_id: dict[tuple[int, int], int] = {}
         line_id: dict[tuple[int, int], int] = {}
 
+        def key(x: float, y: float) -> tuple[int, int]:
+            return (round(x * 1e7), round(y * 1e7))
+
         def pid(xy: tuple[float, float]) -> int:
-            tag = point_id.get(xy)
+            k = key(*xy)
+            tag = point_id.get(k)
             if tag is None:
                 tag = geo.addPoint(xy[0], xy[1], 0.0, size_fine_um)
-                point_id[xy] = tag
+                point_id[k] = tag
             return tag
 
         # One straight Gmsh line per segment of the noded linework: every vertex is a mesh
@@ -197,7 +201,7 @@ def mesh_section(section: Section, *, size_fine_um: float, size_coarse_um: float
                     line_id[(b, a)] = -tag
 
         def loop(ring: shapely.LinearRing) -> int:
-            ids = [point_id[(float(x), float(y))] for x, y in ring.coords[:-1]]
+            ids = [point_id[key(x, y)] for x, y in ring.coords[:-1]]
             return geo.addCurveLoop([line_id[(a, b)] for a, b in
                                      zip(ids, ids[1:] + ids[:1], strict=True) if a != b])
 
@@ -211,8 +215,7 @@ def mesh_section(section: Section, *, size_fine_um: float, size_coarse_um: float
             gmsh.model.addPhysicalGroup(2, tags, tag=int(reg), name=Region(reg).name.lower())
 
         f_dist = gmsh.model.mesh.field.add("Distance")
-        size_points = [point_id[(float(x), float(y))] for x, y in sizing
-                       if (float(x), float(y)) in point_id]
+        size_points = [point_id[k] for k in (key(x, y) for x, y in sizing) if k in point_id]
         if not size_points:  # no interfaces at all (empty section): uniform coarse mesh
             size_points = list(point_id.values())[:1]
         gmsh.model.mesh.field.setNumbers(f_dist, "PointsList", size_points)

@@ -492,7 +492,7 @@ def _run_mpi(script: Path, ranks: int) -> dict[str, list[float]]:
     beside = Path(sys.executable).parent / "mpiexec"
     launcher = str(beside) if beside.exists() else shutil.which("mpiexec")
     if launcher is None:
-        pytest.skip("mpiexec not found")
+        pytest.fail("mpiexec not found next to the interpreter or on PATH")
     env = dict(os.environ,
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([launcher, "-n", str(ranks), sys.executable, str(script)], cwd=REPO,

@@ -306,7 +306,7 @@ def _mpiexec() -> str | None:
 def _run_script(script: Path, ranks: int) -> dict[str, object]:
     launcher = _mpiexec()
     if launcher is None:
-        pytest.skip("mpiexec not found")
+        pytest.fail("mpiexec not found next to the interpreter or on PATH")
     env = dict(
         os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
     )
