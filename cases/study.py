@@ -32,7 +32,8 @@ from fem.conduction import effective_conductivity, surface_iv
 from fem.microstructure import percolation_report
 from fem.parameters import default_conductivities
 from meshes.adapter import TaggedMesh, build_on_root, distribute_section
-from meshes.build import KINDS, build_section
+from meshes.build import KINDS, SectionMesh, build_section
+from meshes.msh_io import write_msh
 from meshes.spec import CaseSpec, derive_gradient, derive_homogeneous, spec_to_dict
 from meshes.tags import phase_names
 
@@ -50,7 +51,8 @@ def _say(comm: MPI.Comm, msg: str) -> None:
         log.info(msg)
 
 
-def _build(comm: MPI.Comm, case: CaseSpec, kind: str) -> tuple[TaggedMesh, dict[str, Any]]:
+def _build(comm: MPI.Comm, case: CaseSpec, kind: str
+           ) -> tuple[TaggedMesh, dict[str, Any], SectionMesh | None]:
     section = build_on_root(comm, lambda: build_section(case, kind, threads=2))
     info: dict[str, Any] | None = None
     if section is not None:
@@ -58,7 +60,7 @@ def _build(comm: MPI.Comm, case: CaseSpec, kind: str) -> tuple[TaggedMesh, dict[
         info["composite_area_fractions"] = section.area_fractions(section.composite_z_um)
     info = comm.bcast(info, root=0)
     assert info is not None
-    return distribute_section(comm, section), info
+    return distribute_section(comm, section), info, section
 
 
 def _conductivity_entry(r: Any) -> dict[str, Any]:
@@ -144,10 +146,12 @@ def mesh_case(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD) -> dic
     with atomic_result_dir(out, comm) as folder:
         for kind in KINDS:
             _say(comm, f"[{kind}] building the section mesh")
-            tm, info = _build(comm, case, kind)
+            tm, info, section = _build(comm, case, kind)
             sub = folder / kind
             if comm.rank == 0:
                 sub.mkdir()
+                assert section is not None
+                write_msh(section, sub / "mesh.msh")
             comm.barrier()
             _write_mesh(sub, tm, {})
             if comm.rank == 0:
@@ -186,7 +190,7 @@ def run_study(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
     with atomic_result_dir(out, comm) as folder:
         for kind in kinds:
             _say(comm, f"[{kind}] building the section mesh")
-            tm, info = _build(comm, case, kind)
+            tm, info, section = _build(comm, case, kind)
             _say(comm, f"[{kind}] {int(info['n_cells'])} cells, meshed in "
                        f"{info['geometry_time_s'] + info['mesh_time_s']:.1f} s; solving")
             t0 = time.perf_counter()
@@ -197,6 +201,8 @@ def run_study(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
             sub = folder / kind
             if comm.rank == 0:
                 sub.mkdir()
+                assert section is not None
+                write_msh(section, sub / "mesh.msh")
             comm.barrier()
             _write_mesh(sub, tm, fields)
             if comm.rank == 0:
