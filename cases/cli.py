@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (("mesh", "build and write both section meshes (XDMF, PNG)"),
                        ("solve", "mesh and solve one cathode"),
                        ("compare", "the gradient-vs-homogeneous study (both cathodes)"),
+                       ("ensemble", "the study over several seeds: mean and 95 % CI"),
                        ("show-spec", "print the validated case with derived quantities")):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("case", nargs="?", help="case TOML file (default: packaged default)")
@@ -76,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
         if name == "solve":
             p.add_argument("--cathode", choices=["gradient", "homogeneous"], required=True)
+        if name == "ensemble":
+            p.add_argument("--seeds", type=int, default=5,
+                           help="number of seeds, from section.seed on (default 5)")
     return ap
 
 
@@ -103,6 +107,12 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "mesh":
         study.mesh_case(case, out, comm)
+    elif args.command == "ensemble":
+        from cases import ensemble
+
+        result = ensemble.run_ensemble(case, out, args.seeds, comm)
+        if comm.rank == 0:
+            ensemble.print_ensemble(result)
     elif args.command == "solve":
         study.run_study(case, out, comm, kinds=(args.cathode,))
     else:

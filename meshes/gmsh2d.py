@@ -149,9 +149,12 @@ def _partition(section: Section, *, snap_um: float, spacing_um: float, tile_um: 
             new[i] = labels[int(np.argmax(shapely.area(shapely.intersection(faces[i], merged))))]
         label = new
     chains = [shapely.get_coordinates(c) for c in shapely.get_parts(shapely.line_merge(noded))]
-    # Only material interfaces set the fine size, not the tile, layer or box lines.
+    # Material interfaces, the layer lines and the top and bottom faces (where electrodes
+    # and surface probes sit) set the fine size; tile lines and the sides do not.
+    faces_z = [shapely.LineString([(0.0, z), (w, z)]) for z in (0.0, *section.layer_z_um, t)]
     interface_lines = [shapely.segmentize(g.boundary, spacing_um)
                        for g in section.regions.values() if not g.is_empty]
+    interface_lines += [shapely.segmentize(g, spacing_um) for g in faces_z]
     sizing = shapely.get_coordinates(interface_lines) if interface_lines else np.zeros((0, 2))
     return faces, label, chains, n_small, sizing
 

@@ -102,6 +102,28 @@ def test_solve_subcommand_one_cathode(tmp_path: Path, env: dict[str, str]) -> No
     assert "derived: gradient NW volume fraction" in r.stdout
 
 
+def test_ensemble_subcommand(tmp_path: Path, env: dict[str, str]) -> None:
+    small = {**SMALL, "section": {**SMALL["section"], "width_um": 1.0}}
+    case = _toml(small, tmp_path / "small.toml")
+    r = subprocess.run([*cathodefem(), "ensemble", str(case), "--seeds", "2", "--out",
+                        str(tmp_path / "e")], capture_output=True, text=True, env=env,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    ens = json.loads((tmp_path / "e" / "ensemble.json").read_text())
+    per_seed = json.loads((tmp_path / "e" / "per_seed.json").read_text())
+    assert ens["seeds"] == [3, 4]
+    for kind in ("gradient", "homogeneous"):
+        values = [s["percolation"]["dead_active_fraction"] for s in per_seed[kind]]
+        e = ens[kind]["dead_active_fraction"]
+        assert e["mean"] == pytest.approx(sum(values) / 2)
+        assert e["ci95_low"] <= e["mean"] <= e["ci95_high"]
+    r = subprocess.run([*cathodefem(), "ensemble", str(case), "--seeds", "1", "--out",
+                        str(tmp_path / "f")], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 2 and "seeds = 1: must be >= 2" in r.stderr
+    assert not (tmp_path / "f").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
