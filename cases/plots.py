@@ -1,8 +1,8 @@
 """Pictures: phase maps and fields (pyvista, offscreen) and the comparison figure (matplotlib).
 
-Only serial pieces of data are rendered (rank 0's part in parallel for phase maps is
-replaced by the full mesh: the caller renders phase maps from rank 0 in serial runs, and from
-the gathered arrays otherwise).
+Phase maps are drawn from the whole section mesh, which rank 0 holds on any rank count;
+field renders need the whole field on one process, so the study makes them in serial runs
+only (the XDMF files hold every field for ParaView on any rank count).
 """
 
 from __future__ import annotations
@@ -47,13 +47,11 @@ def _grid(points: np.ndarray, cells: np.ndarray) -> Any:
     return pv.UnstructuredGrid(conn, np.full(len(cells), pv.CellType.TRIANGLE), pts)
 
 
-def render_phases(tm: Any, path: Path) -> None:
-    """Phase map of the local part of a tagged mesh (the whole mesh in serial)."""
+def render_phases(section: Any, path: Path) -> None:
+    """Phase map of a whole section mesh (``meshes.build.SectionMesh``, held by rank 0)."""
     pv = _pv()
-    msh = tm.mesh
-    n = msh.topology.index_map(2).size_local
-    grid = _grid(msh.geometry.x[:, :2], msh.geometry.dofmaps[0][:n])
-    phase = tm.phase[:n]
+    grid = _grid(section.points_um, section.cells)
+    phase = section.phase
     present = [p for p in Phase if np.any(phase == p)]
     index = np.zeros(8, dtype=int)
     for i, p in enumerate(present):
@@ -62,7 +60,7 @@ def render_phases(tm: Any, path: Path) -> None:
     from matplotlib.colors import ListedColormap
 
     cmap = ListedColormap([PHASE_COLORS[p] for p in present])
-    aspect = tm.thickness_um / tm.width_um
+    aspect = section.thickness_um / section.width_um
     width_px = 900 if aspect < 2 else 600
     pl = pv.Plotter(off_screen=True,
                     window_size=(width_px, int(min(2400, width_px * aspect * 0.8 + 200))))
@@ -70,7 +68,8 @@ def render_phases(tm: Any, path: Path) -> None:
                 show_scalar_bar=False)
     pl.add_legend([(p.label, PHASE_COLORS[p]) for p in present], bcolor="white",
                   face="rectangle", size=(0.36, 0.16), loc="upper right")
-    pl.add_text(f"{tm.kind} cathode, {tm.width_um:g} x {tm.thickness_um:.3g} um (x, z)",
+    pl.add_text(f"{section.kind} cathode, {section.width_um:g} x {section.thickness_um:.3g} um"
+                " (x, z)",
                 font_size=9, position="upper_left")
     pl.view_xy()
     pl.camera.tight(padding=0.12)

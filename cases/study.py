@@ -157,7 +157,7 @@ def mesh_case(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD) -> dic
             if comm.rank == 0:
                 from cases.plots import render_phases
 
-                render_phases(tm, sub / "microstructure.png")
+                render_phases(section, sub / "microstructure.png")
             summary[kind] = {"mesh": info}
         if comm.rank == 0:
             write_json(folder / "mesh_summary.json", {"phase_names": phase_names(), **summary})
@@ -208,7 +208,7 @@ def run_study(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
             if comm.rank == 0:
                 from cases.plots import render_field, render_phases
 
-                render_phases(tm, sub / "microstructure.png")
+                render_phases(section, sub / "microstructure.png")
                 # Field renders need the whole field on one process: serial runs only
                 # (the XDMF files above hold the fields for ParaView on any rank count).
                 if comm.size == 1:

@@ -139,7 +139,6 @@ def build_section(case: CaseSpec, kind: str, *, threads: int = 1) -> SectionMesh
     t_geom = time.perf_counter() - t0
     tri = mesh_section(section, size_fine_um=sec.mesh_size_fine_um,
                        size_coarse_um=sec.mesh_size_coarse_um,
-                       snap_um=0.1 * sec.mesh_size_fine_um,
                        threads=threads)
 
     centroids = tri.points_um[tri.cells].mean(axis=1)

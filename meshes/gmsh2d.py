@@ -101,20 +101,16 @@ def _absorb_slivers(faces: np.ndarray, label: np.ndarray, min_width_um: float,
     return label, len(small)
 
 
-def _snap_node(lines: list[shapely.Geometry], snap_um: float,
-               spacing_um: float) -> shapely.Geometry:
+def _node(lines: list[shapely.Geometry], spacing_um: float) -> shapely.Geometry:
     """Node all lines into one planar graph, then densify it to ``spacing_um``.
 
     Densifying after noding matters: lines that overlap (a region edge on the box edge)
     densified separately get vertices that differ in the last bit, i.e. near-zero segments.
-    (``snap_um`` is accepted for a future snap-rounding; GEOS's set_precision on the noded
-    graph moved faces across region borders in tests, so the regions are snapped instead.)
     """
-    del snap_um
     return shapely.segmentize(shapely.union_all(lines), spacing_um)
 
 
-def _partition(section: Section, *, snap_um: float, spacing_um: float, tile_um: float,
+def _partition(section: Section, *, spacing_um: float, tile_um: float,
                min_width_um: float, min_area_um2: float
                ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], int, np.ndarray]:
     """Faces (polygons), their region labels, the noded chains, and the absorbed-face count.
@@ -129,7 +125,7 @@ def _partition(section: Section, *, snap_um: float, spacing_um: float, tile_um: 
     extra += [shapely.LineString([(x, 0.0), (x, t)]) for x in np.arange(tile_um, w, tile_um)]
     extra += [shapely.LineString([(0.0, z), (w, z)]) for z in np.arange(tile_um, t, tile_um)]
     lines = extra + [g.boundary for g in section.regions.values() if not g.is_empty]
-    noded = _snap_node(lines, snap_um, spacing_um)
+    noded = _node(lines, spacing_um)
     faces = shapely.get_parts(shapely.polygonize(shapely.get_parts(noded)))
     label = _classify(faces, section)
     label, n_small = _absorb_slivers(faces, label, min_width_um, min_area_um2)
@@ -137,7 +133,7 @@ def _partition(section: Section, *, snap_um: float, spacing_um: float, tile_um: 
         # Dissolve the boundaries between faces that now share a label, and partition again.
         merged = [shapely.coverage_union_all(faces[label == lab]) for lab in np.unique(label)]
         lines = extra + [g.boundary for g in merged]
-        noded = _snap_node(lines, snap_um, spacing_um)
+        noded = _node(lines, spacing_um)
         faces = shapely.get_parts(shapely.polygonize(shapely.get_parts(noded)))
         probe = shapely.point_on_surface(faces)
         new = np.zeros(len(faces), dtype=np.int32)
@@ -160,13 +156,13 @@ def _partition(section: Section, *, snap_um: float, spacing_um: float, tile_um: 
 
 
 def mesh_section(section: Section, *, size_fine_um: float, size_coarse_um: float,
-                 snap_um: float, tile_um: float = 2.0, threads: int = 1) -> TriMesh:
+                 tile_um: float = 2.0, threads: int = 1) -> TriMesh:
     """Mesh the section; runs Gmsh in this process (call on one rank only)."""
     import gmsh
 
     t0 = time.perf_counter()
     faces, label, chains, n_small, sizing = _partition(
-        section, snap_um=snap_um, spacing_um=4 * size_fine_um, tile_um=tile_um,
+        section, spacing_um=4 * size_fine_um, tile_um=tile_um,
         min_width_um=0.2 * size_fine_um, min_area_um2=(0.5 * size_fine_um) ** 2)
 
     gmsh.initialize(interruptible=False)

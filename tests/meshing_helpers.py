@@ -171,7 +171,7 @@ def _project_mesh(objects: dict[int, list[shapely.Geometry]], width: float, thic
         layer_z_um=(), objects={Region(k): v for k, v in objects.items()},
         coating_thickness_um=0.0, contact_width_um=0.0, grid_um=grid, foil=False)
     tri = mesh_section(section, size_fine_um=size, size_coarse_um=2 * size,
-                       snap_um=0.1 * size, tile_um=max(width, thickness))
+                       tile_um=max(width, thickness))
     phase = np.array([region_phase[int(r)] for r in tri.region], dtype=np.int32)
     return _section(tri.points_um, tri.cells, phase, section.width_um, section.thickness_um)
 
