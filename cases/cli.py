@@ -45,15 +45,9 @@ def _merge_set(data: dict[str, Any], assignment: str) -> None:
 
 
 def load_case_with_overrides(path: str | None, sets: list[str]) -> Any:
-    from meshes.spec import SpecError, load_case
+    from meshes.spec import load_case, read_case_toml
 
-    p = Path(path) if path else _default_case_path()
-    if not p.is_file():
-        raise SpecError(f"case file {str(p)!r}: not found")
-    try:
-        data = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise SpecError(f"case file {str(p)!r}: invalid TOML ({e})") from None
+    data = read_case_toml(Path(path) if path else _default_case_path())
     for s in sets:
         _merge_set(data, s)
     return load_case(data)

@@ -140,6 +140,25 @@ def _write_mesh(folder: Path, tm: TaggedMesh, fields: dict[str, dolfinx.fem.Func
             f.write_function(u)
 
 
+def _write_cathode(sub: Path, tm: TaggedMesh, section: SectionMesh | None,
+                   fields: dict[str, dolfinx.fem.Function]) -> None:
+    """One cathode's folder: .msh and phase map (rank 0), XDMF mesh and fields (collective),
+    field renders (serial runs: they need the whole field on one process)."""
+    comm = tm.comm
+    if comm.rank == 0:
+        from cases.plots import render_field, render_phases
+
+        assert section is not None
+        sub.mkdir()
+        write_msh(section, sub / "mesh.msh")
+        render_phases(section, sub / "microstructure.png")
+        if comm.size == 1:
+            for name, u in fields.items():
+                render_field(u, sub / f"{name}.png", name)
+    comm.barrier()
+    _write_mesh(sub, tm, fields)
+
+
 def mesh_case(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD) -> dict[str, Any]:
     """Build and write both meshes (XDMF with phase and facet tags, PNG)."""
     summary: dict[str, Any] = {}
@@ -147,17 +166,7 @@ def mesh_case(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD) -> dic
         for kind in KINDS:
             _say(comm, f"[{kind}] building the section mesh")
             tm, info, section = _build(comm, case, kind)
-            sub = folder / kind
-            if comm.rank == 0:
-                sub.mkdir()
-                assert section is not None
-                write_msh(section, sub / "mesh.msh")
-            comm.barrier()
-            _write_mesh(sub, tm, {})
-            if comm.rank == 0:
-                from cases.plots import render_phases
-
-                render_phases(section, sub / "microstructure.png")
+            _write_cathode(folder / kind, tm, section, {})
             summary[kind] = {"mesh": info}
         if comm.rank == 0:
             write_json(folder / "mesh_summary.json", {"phase_names": phase_names(), **summary})
@@ -198,22 +207,7 @@ def run_study(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
             numbers["solve_time_s"] = time.perf_counter() - t0
             numbers["mesh"] = info
             summary[kind] = numbers
-            sub = folder / kind
-            if comm.rank == 0:
-                sub.mkdir()
-                assert section is not None
-                write_msh(section, sub / "mesh.msh")
-            comm.barrier()
-            _write_mesh(sub, tm, fields)
-            if comm.rank == 0:
-                from cases.plots import render_field, render_phases
-
-                render_phases(section, sub / "microstructure.png")
-                # Field renders need the whole field on one process: serial runs only
-                # (the XDMF files above hold the fields for ParaView on any rank count).
-                if comm.size == 1:
-                    for name, u in fields.items():
-                        render_field(u, sub / f"{name}.png", name)
+            _write_cathode(folder / kind, tm, section, fields)
         summary["total_time_s"] = time.perf_counter() - t_start
         if comm.rank == 0:
             from cases.plots import comparison_figure

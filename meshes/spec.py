@@ -34,6 +34,7 @@ __all__ = [
     "derive_gradient",
     "derive_homogeneous",
     "load_case",
+    "read_case_toml",
 ]
 
 
@@ -327,18 +328,20 @@ def _build[T](cls: type[T], data: Any, path: str) -> T:
         raise SpecError(f"{path}.{msg}" if path else msg) from None
 
 
+def read_case_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a case file; a missing file or invalid TOML is a one-line :class:`SpecError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"case file {str(p)!r}: not found")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"case file {str(p)!r}: invalid TOML ({e})") from None
+
+
 def load_case(source: str | Path | dict[str, Any]) -> CaseSpec:
     """Read a case TOML file (or an already parsed dict) into a validated :class:`CaseSpec`."""
-    if isinstance(source, dict):
-        data = source
-    else:
-        p = Path(source)
-        if not p.is_file():
-            raise SpecError(f"case file {str(p)!r}: not found")
-        try:
-            data = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise SpecError(f"case file {str(p)!r}: invalid TOML ({e})") from None
+    data = source if isinstance(source, dict) else read_case_toml(source)
     return _build(CaseSpec, data, "")
 
 
