@@ -1,4 +1,4 @@
-"""Pictures: phase maps and fields (pyvista, offscreen) and the comparison figure (matplotlib).
+"""Pictures for publication (matplotlib, axes in um): phase maps, fields, comparison figure.
 
 Phase maps are drawn from the whole section mesh, which rank 0 holds on any rank count;
 field renders need the whole field on one process, so the study makes them in serial runs
@@ -7,7 +7,6 @@ only (the XDMF files hold every field for ParaView on any rank count).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -29,69 +28,60 @@ PHASE_COLORS = {
 }
 
 
-def _pv() -> Any:
-    os.environ.setdefault("PYVISTA_OFF_SCREEN", "true")
-    import pyvista as pv
-    from vtkmodules.vtkCommonCore import vtkLogger
-
-    # Offscreen rendering without a display works; VTK still warns about the missing X server.
-    vtkLogger.SetStderrVerbosity(vtkLogger.VERBOSITY_OFF)
-    pv.OFF_SCREEN = True
-    return pv
-
-
-def _grid(points: np.ndarray, cells: np.ndarray) -> Any:
-    pv = _pv()
-    pts = np.column_stack([points[:, 0], points[:, 1], np.zeros(len(points))])
-    conn = np.column_stack([np.full(len(cells), 3), cells]).ravel()
-    return pv.UnstructuredGrid(conn, np.full(len(cells), pv.CellType.TRIANGLE), pts)
-
-
 def render_phases(section: Any, path: Path) -> None:
-    """Phase map of a whole section mesh (``meshes.build.SectionMesh``, held by rank 0)."""
-    pv = _pv()
-    grid = _grid(section.points_um, section.cells)
-    phase = section.phase
-    present = [p for p in Phase if np.any(phase == p)]
+    """Phase map of a whole section mesh (``meshes.build.SectionMesh``, held by rank 0), with
+    axes in um and a legend of the phases present (matplotlib, publication style)."""
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+    from matplotlib.patches import Patch
+
+    present = [p for p in Phase if np.any(section.phase == p)]
     index = np.zeros(8, dtype=int)
     for i, p in enumerate(present):
         index[p] = i
-    grid.cell_data["phase"] = index[phase]
-    from matplotlib.colors import ListedColormap
-
     cmap = ListedColormap([PHASE_COLORS[p] for p in present])
+    norm = BoundaryNorm(np.arange(len(present) + 1) - 0.5, len(present))
     aspect = section.thickness_um / section.width_um
-    width_px = 900 if aspect < 2 else 600
-    pl = pv.Plotter(off_screen=True,
-                    window_size=(width_px, int(min(2400, width_px * aspect * 0.8 + 200))))
-    pl.add_mesh(grid, scalars="phase", cmap=cmap, clim=(-0.5, len(present) - 0.5),
-                show_scalar_bar=False)
-    pl.add_legend([(p.label, PHASE_COLORS[p]) for p in present], bcolor="white",
-                  face="rectangle", size=(0.36, 0.16), loc="upper right")
-    pl.add_text(f"{section.kind} cathode, {section.width_um:g} x {section.thickness_um:.3g} um"
-                " (x, z)",
-                font_size=9, position="upper_left")
-    pl.view_xy()
-    pl.camera.tight(padding=0.12)
-    pl.screenshot(str(path))
-    pl.close()
+    fig, ax = plt.subplots(figsize=(4.2 + 1.8, min(16.0, 4.2 * aspect + 0.8)),
+                           layout="constrained")
+    ax.tripcolor(section.points_um[:, 0], section.points_um[:, 1], section.cells,
+                 facecolors=index[section.phase], cmap=cmap, norm=norm, edgecolors="none",
+                 rasterized=True)
+    ax.set_aspect("equal")
+    ax.set_xlim(0, section.width_um)
+    ax.set_ylim(0, section.thickness_um)
+    ax.set_xlabel("x [um]")
+    ax.set_ylabel("z [um] (0: current collector side)")
+    ax.set_title(f"{section.kind} cathode", fontsize=10)
+    ax.legend(handles=[Patch(facecolor=PHASE_COLORS[p], edgecolor="black", linewidth=0.5,
+                             label=p.label.replace("_", " ")) for p in present],
+              loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+    fig.savefig(path, dpi=200)
+    plt.close(fig)
 
 
 def render_field(u: Any, path: Path, title: str) -> None:
-    """Scalar P1 field on its (sub)mesh, serial."""
-    pv = _pv()
+    """Scalar P1 field on its (sub)mesh (serial), axes in um, colour bar with the unit."""
     import dolfinx.plot
 
-    topology, cell_types, x = dolfinx.plot.vtk_mesh(u.function_space)
-    grid = pv.UnstructuredGrid(topology, cell_types, x)
-    grid.point_data[title] = u.x.array.real
-    pl = pv.Plotter(off_screen=True, window_size=(700, 900))
-    pl.add_mesh(grid, scalars=title, cmap="viridis",
-                scalar_bar_args={"title": title.replace("_", " ")})
-    pl.view_xy()
-    pl.camera.tight(padding=0.1)
-    pl.screenshot(str(path))
-    pl.close()
+    topology, _, x = dolfinx.plot.vtk_mesh(u.function_space)
+    tri = np.asarray(topology).reshape(-1, 4)[:, 1:]
+    values = u.x.array.real[: len(x)]
+    name, _, unit = title.rpartition("_")
+    width = float(x[:, 0].max() - x[:, 0].min())
+    height = float(x[:, 1].max() - x[:, 1].min())
+    aspect = height / max(width, 1e-12)
+    fig, ax = plt.subplots(figsize=(5.5, min(16.0, 4.0 * aspect + 0.8)), layout="constrained")
+    from matplotlib.tri import Triangulation
+
+    pc = ax.tripcolor(Triangulation(x[:, 0], x[:, 1], tri), values, shading="gouraud",
+                      cmap="viridis", rasterized=True)
+    fig.colorbar(pc, ax=ax, label=f"{name.replace('_', ' ')} [{unit}]", shrink=0.6)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x [um]")
+    ax.set_ylabel("z [um]")
+    ax.set_title("conducting cluster spanning both electrodes", fontsize=9)
+    fig.savefig(path, dpi=200)
+    plt.close(fig)
 
 
 def comparison_figure(summary: dict[str, Any], path: Path) -> None:

@@ -12,8 +12,6 @@ import pytest
 # mpi4py must load libmpi before any dolfinx import.
 from mpi4py import MPI  # noqa: F401  # isort: split
 
-os.environ.setdefault("PYVISTA_OFF_SCREEN", "true")
-
 REPO = Path(__file__).resolve().parents[1]
 
 #: A small but complete study: thin cathodes (loading scaled with thickness so the volume
