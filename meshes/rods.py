@@ -59,13 +59,12 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
-from scipy.optimize import brentq
 from scipy.sparse.csgraph import breadth_first_order, connected_components
 from scipy.spatial import cKDTree
-from scipy.special import pdtrc
 
 from meshes.realization import Wires
 from meshes.sticks import _chunks, _map
+from meshes.threshold import poisson_threshold
 
 __all__ = [
     "ETA_C_SPHERES",
@@ -598,13 +597,6 @@ def _criterion_counts(counts: IntArray, criterion: str) -> IntArray:
     raise ValueError(f"criterion = {criterion!r}: expected x, y, z, any or average")
 
 
-def _crossing(x: FloatArray, y: FloatArray) -> float:
-    """x where the non-decreasing sampled curve y(x) reaches 1/2 (linear interpolation)."""
-    i = int(np.searchsorted(y, 0.5))
-    if i == 0 or i >= y.size:
-        return float(x[min(i, y.size - 1)])
-    t = 0.0 if y[i] == y[i - 1] else (0.5 - y[i - 1]) / (y[i] - y[i - 1])
-    return float(x[i - 1] + t * (x[i] - x[i - 1]))
 
 
 def estimate_threshold(
@@ -695,24 +687,8 @@ def threshold_from_counts(
     kc = _criterion_counts(counts, criterion)
     vol = b**3
 
-    def prob(n: float | FloatArray) -> FloatArray:
-        lam = np.asarray(n, dtype=np.float64)[..., None] * vol
-        return np.asarray(pdtrc(kc.ravel() - 1, lam).mean(axis=-1))
-
-    n_all = kc.ravel() / vol
-    density = float(brentq(lambda x: float(prob(x)) - 0.5, 0.5 * float(n_all.min()),
-                           1.5 * float(n_all.max()), xtol=1e-12))
-    q_lo, q_hi = np.quantile(n_all, [0.002, 0.998])
-    span = max(float(q_hi - q_lo), 1e-9)
-    grid = np.linspace(float(q_lo) - 0.1 * span, float(q_hi) + 0.1 * span, 801)
-    # per-sample survival curves, averaged over the pooled directions: (n_samples, G)
-    sf = pdtrc(kc[:, :, None] - 1, grid[None, None, :] * vol).mean(axis=1)
-    brng = np.random.default_rng(seed)
-    idx = brng.integers(0, n_samples, size=(n_bootstrap, n_samples))
-    weights = np.stack([np.bincount(row, minlength=n_samples) for row in idx])
-    boot_p = weights @ sf / n_samples
-    boot = np.array([_crossing(grid, row) for row in boot_p])
-    dens_err = float(np.std(boot, ddof=1))
+    th = poisson_threshold(kc, vol, n_bootstrap=n_bootstrap, seed=seed)
+    density, dens_err = th.density, th.std_error
     d = 1.0 / (1.0 + a)
     v, vex = rod_volume(a * d, d), excluded_volume(a * d, d)
     eta = density * v
@@ -723,5 +699,5 @@ def threshold_from_counts(
         phi_c=-math.expm1(-eta), phi_c_std_error=math.exp(-eta) * dens_err * v,
         nc_vex=density * vex, nc_vex_std_error=dens_err * vex,
         rod_volume=v, excluded_volume=vex, sample_counts=counts,
-        densities=grid, probabilities=prob(grid), probability_std=boot_p.std(axis=0, ddof=1),
+        densities=th.grid, probabilities=th.probabilities, probability_std=th.probability_std,
     )

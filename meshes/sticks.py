@@ -51,10 +51,10 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
-from scipy.optimize import brentq
 from scipy.sparse.csgraph import breadth_first_order, connected_components, minimum_spanning_tree
 from scipy.spatial import cKDTree
-from scipy.special import pdtrc
+
+from meshes.threshold import poisson_threshold
 
 __all__ = [
     "NC_L2_LI_ZHANG_2009",
@@ -940,39 +940,11 @@ def threshold_from_counts(
     n_samples = counts.shape[0]
     area = (b + 1.0) ** 2
     kc = _criterion_counts(counts, criterion)
-    n_per = kc.shape[1]
-
-    def prob(eta: float | FloatArray) -> FloatArray:
-        # Pr[Poisson(eta * area) >= k], averaged over the per-sample thresholds k.
-        lam = np.asarray(eta, dtype=np.float64)[..., None] * area
-        return np.asarray(pdtrc(kc.ravel() - 1, lam).mean(axis=-1))
-
     eta_all = kc.ravel() / area
-    lo = float(eta_all.min()) * 0.5
-    hi = float(eta_all.max()) * 1.5
-    estimate = float(brentq(lambda e: float(prob(e)) - 0.5, lo, hi, xtol=1e-10))
-
-    # Bootstrap over samples: P_b(eta) = sum_u w_bu Pr[Poisson >= k_u] / (n * n_per), with
-    # the resampling weights w of the distinct counts k_u, evaluated on a fine grid.
-    q_lo, q_hi = np.quantile(eta_all, [0.002, 0.998])
-    span = max(float(q_hi - q_lo), 1e-6)
-    grid = np.linspace(float(q_lo) - 0.1 * span, float(q_hi) + 0.1 * span, 601)
-    uniq, inv = np.unique(kc, return_inverse=True)
-    inv = inv.reshape(kc.shape)
-    sf = pdtrc(uniq[:, None] - 1, grid[None, :] * area)  # (U, G)
-    brng = np.random.default_rng(seed)
-    boot_p = np.empty((n_bootstrap, grid.size))
-    step = max(1, 2_000_000 // (n_samples * n_per))  # bounded memory per chunk
-    for first in range(0, n_bootstrap, step):
-        nb = min(step, n_bootstrap - first)
-        idx = brng.integers(0, n_samples, size=(nb, n_samples))
-        flat = (np.arange(nb)[:, None, None] * uniq.size + inv[idx]).ravel()
-        weights = np.bincount(flat, minlength=nb * uniq.size).reshape(nb, uniq.size)
-        boot_p[first:first + nb] = weights @ sf / (n_samples * n_per)
-    boot_est = np.array([_crossing(grid, row) for row in boot_p])
+    th = poisson_threshold(kc, area, n_bootstrap=n_bootstrap, seed=seed, grid_points=601)
     return ThresholdEstimate(
-        estimate=estimate,
-        std_error=float(np.std(boot_est, ddof=1)),
+        estimate=th.density,
+        std_error=th.std_error,
         box_over_length=b,
         n_samples=int(n_samples),
         criterion=str(criterion),
@@ -981,20 +953,10 @@ def threshold_from_counts(
         sample_thresholds=counts / area,
         mean_threshold=float(eta_all.mean()),
         threshold_width=float(eta_all.std(ddof=1)),
-        reduced_densities=grid,
-        probabilities=prob(grid),
-        probability_std=boot_p.std(axis=0, ddof=1),
+        reduced_densities=th.grid,
+        probabilities=th.probabilities,
+        probability_std=th.probability_std,
         n_bootstrap=int(n_bootstrap),
     )
 
 
-def _crossing(x: FloatArray, y: FloatArray, level: float = 0.5) -> float:
-    """x where the non-decreasing sampled curve y(x) first reaches ``level`` (linear interp)."""
-    i = int(np.searchsorted(y, level))
-    if i == 0:
-        return float(x[0])
-    if i >= y.size:
-        return float(x[-1])
-    y0, y1 = y[i - 1], y[i]
-    t = 0.0 if y1 == y0 else (level - y0) / (y1 - y0)
-    return float(x[i - 1] + t * (x[i] - x[i - 1]))
