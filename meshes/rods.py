@@ -597,8 +597,6 @@ def _criterion_counts(counts: IntArray, criterion: str) -> IntArray:
     raise ValueError(f"criterion = {criterion!r}: expected x, y, z, any or average")
 
 
-
-
 def estimate_threshold(
     *,
     aspect_ratio: float,
