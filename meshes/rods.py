@@ -63,8 +63,7 @@ from scipy.sparse.csgraph import breadth_first_order, connected_components
 from scipy.spatial import cKDTree
 
 from meshes.realization import Wires
-from meshes.sticks import _chunks, _map
-from meshes.threshold import poisson_threshold
+from meshes.threshold import parallel_map, poisson_threshold, seed_chunks
 
 __all__ = [
     "ETA_C_SPHERES",
@@ -639,7 +638,8 @@ def estimate_threshold(
         raise ValueError(f"n_samples = {n_samples}: must be >= 10")
     seqs = np.random.SeedSequence(seed).spawn(n_samples + 1)
     boot_seq, seqs = seqs[0], seqs[1:]
-    res = _map(_critical_counts_chunk, [(c, a, b) for c in _chunks(seqs, workers)], workers)
+    res = parallel_map(_critical_counts_chunk,
+                       [(c, a, b) for c in seed_chunks(seqs, workers)], workers)
     counts = np.array([v for r in res for v in r], dtype=np.int64).reshape(n_samples, 3)
     return threshold_from_counts(counts, aspect_ratio=a, box_over_length=b, criterion=criterion,
                                  n_bootstrap=n_bootstrap, seed=boot_seq)

@@ -40,13 +40,9 @@ probabilities at N_c that differ from 1/2, so their P = 1/2 points are biased by
 
 from __future__ import annotations
 
-import itertools
 import math
-import multiprocessing
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -54,7 +50,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import breadth_first_order, connected_components, minimum_spanning_tree
 from scipy.spatial import cKDTree
 
-from meshes.threshold import poisson_threshold
+from meshes.threshold import parallel_map, poisson_threshold, seed_chunks
 
 __all__ = [
     "NC_L2_LI_ZHANG_2009",
@@ -667,28 +663,6 @@ def _seed_sequences(seed: int, n: int) -> list[np.random.SeedSequence]:
     return np.random.SeedSequence(seed).spawn(n)
 
 
-def _map[T](fn: Callable[..., T], args: Sequence[tuple[Any, ...]], workers: int) -> list[T]:
-    """Apply fn to argument tuples, optionally in worker processes (results in order).
-
-    Workers are started with the ``spawn`` method (no fork of a possibly multi-threaded
-    process), so a script that passes ``workers > 1`` must guard its entry point with
-    ``if __name__ == "__main__":``.
-    """
-    if workers <= 1 or len(args) < 2:
-        return [fn(*a) for a in args]
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        return list(pool.map(fn, *zip(*args, strict=True)))
-
-
-def _chunks(
-    seqs: list[np.random.SeedSequence], workers: int
-) -> list[list[np.random.SeedSequence]]:
-    k = min(len(seqs), 4 * workers) if workers > 1 else 1
-    bounds = np.linspace(0, len(seqs), k + 1).round().astype(int)
-    return [seqs[a:b] for a, b in itertools.pairwise(bounds) if b > a]
-
-
 def _spans_chunk(
     seqs: list[np.random.SeedSequence], eta: float, b: float
 ) -> list[tuple[bool, bool]]:
@@ -746,8 +720,8 @@ def spanning_probability(
     b = float(box_over_length)
     if criterion not in ("x", "y", "either", "both", "average"):
         raise ValueError(f"criterion = {criterion!r}: expected x, y, either, both or average")
-    chunks = _chunks(_seed_sequences(seed, n_samples), workers)
-    res = _map(_spans_chunk, [(c, float(reduced_density), b) for c in chunks], workers)
+    chunks = seed_chunks(_seed_sequences(seed, n_samples), workers)
+    res = parallel_map(_spans_chunk, [(c, float(reduced_density), b) for c in chunks], workers)
     flags = np.array([v for r in res for v in r], dtype=bool).reshape(n_samples, 2)
     if criterion == "x":
         hits = flags[:, 0]
@@ -895,8 +869,8 @@ def estimate_threshold(
         raise ValueError(f"n_samples = {n_samples}: must be >= 10")
     seqs = _seed_sequences(seed, n_samples + 1)
     boot_seq, seqs = seqs[0], seqs[1:]
-    chunks = _chunks(seqs, workers)
-    res = _map(_critical_counts_chunk, [(c, b) for c in chunks], workers)
+    chunks = seed_chunks(seqs, workers)
+    res = parallel_map(_critical_counts_chunk, [(c, b) for c in chunks], workers)
     counts = np.array([v for r in res for v in r], dtype=np.int64).reshape(n_samples, 2)
     return threshold_from_counts(counts, box_over_length=b, criterion=criterion,
                                  n_bootstrap=n_bootstrap, seed=boot_seq)

@@ -9,14 +9,19 @@ samples, evaluated on a fine density grid with the distinct counts only (bounded
 
 from __future__ import annotations
 
+import itertools
+import multiprocessing
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from scipy.optimize import brentq
 from scipy.special import pdtrc
 
-__all__ = ["PoissonThreshold", "crossing", "poisson_threshold"]
+__all__ = ["PoissonThreshold", "crossing", "parallel_map", "poisson_threshold", "seed_chunks"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -76,3 +81,26 @@ def poisson_threshold(counts: npt.ArrayLike, measure: float, *, n_bootstrap: int
     boot = np.array([crossing(grid, row) for row in boot_p])
     return PoissonThreshold(density=density, std_error=float(np.std(boot, ddof=1)), grid=grid,
                             probabilities=prob(grid), probability_std=boot_p.std(axis=0, ddof=1))
+
+
+def parallel_map[T](fn: Callable[..., T], args: Sequence[tuple[Any, ...]], workers: int) -> list[T]:
+    """Apply fn to argument tuples, optionally in worker processes (results in order).
+
+    Workers are started with the ``spawn`` method (no fork of a possibly multi-threaded
+    process), so a script that passes ``workers > 1`` must guard its entry point with
+    ``if __name__ == "__main__":``.
+    """
+    if workers <= 1 or len(args) < 2:
+        return [fn(*a) for a in args]
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        return list(pool.map(fn, *zip(*args, strict=True)))
+
+
+def seed_chunks(
+    seqs: list[np.random.SeedSequence], workers: int
+) -> list[list[np.random.SeedSequence]]:
+    """Split per-sample seed sequences into about 4 chunks per worker (one chunk serially)."""
+    k = min(len(seqs), 4 * workers) if workers > 1 else 1
+    bounds = np.linspace(0, len(seqs), k + 1).round().astype(int)
+    return [seqs[a:b] for a, b in itertools.pairwise(bounds) if b > a]
