@@ -138,8 +138,10 @@ def comparison_figure(summary: dict[str, Any], path: Path) -> None:
         v = np.asarray(iv["voltage_V"])
         for face, ls in (("top", "--"), ("bottom", "-")):
             i_a = np.abs(np.asarray(iv[f"{face}_current_A_per_cm"]))
+            no_path = not np.any(i_a > 0)
             ax.semilogy(v, np.where(i_a > 0, i_a, np.nan), ls, color=colors[kind],
-                        label=f"{kind}, {face} face")
+                        label=f"{kind}, {face} face" + (": no path (zero current)"
+                                                        if no_path else ""))
     ax.set_xlabel("probe voltage [V]")
     ax.set_ylabel("|current| [A per cm depth]")
     ax.set_title("(d) two-probe surface I-V (cf. paper Fig. 2f)")
