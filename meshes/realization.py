@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 from meshes.spec import (
     GradientSpec,
@@ -129,13 +130,37 @@ def _boolean_count(rng: np.random.Generator, phi: float, mean_volume: float,
     return int(rng.poisson(-math.log1p(-phi) / mean_volume * volume))
 
 
-def _wires(rng: np.random.Generator, nw: NanowireSpec, centers: np.ndarray) -> Wires:
+def _stream(seed: int, kind: int, attribute: int) -> np.random.Generator:
+    """One generator per (realization kind, attribute): each attribute array is filled in
+    order, so the first n objects do not change when more are drawn (nested realizations:
+    a higher density only adds objects)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, kind, attribute]))
+
+
+def _nested_count(seed: int, kind: int, mean: float) -> int:
+    """Poisson count by inversion of one fixed uniform: monotone in ``mean``."""
+    u = _stream(seed, kind, 0).uniform()
+    return int(stats.poisson.ppf(u, mean)) if mean > 0 else 0
+
+
+def _wires(seed: int, kind: int, nw: NanowireSpec, centers: np.ndarray) -> Wires:
     n = len(centers)
+    if nw.orientation == "isotropic":
+        v = _stream(seed, kind, 11).normal(size=(n, 3))
+        axes = v / np.linalg.norm(v, axis=1)[:, None]
+    else:
+        tilt = np.deg2rad(nw.tilt_sd_deg) * _stream(seed, kind, 12).normal(size=n)
+        if nw.orientation == "in_plane":
+            azimuth = _stream(seed, kind, 13).uniform(0.0, 2 * math.pi, n)
+        else:  # aligned with x, spread in azimuth and tilt
+            azimuth = np.deg2rad(nw.tilt_sd_deg) * _stream(seed, kind, 13).normal(size=n)
+        axes = np.stack([np.cos(tilt) * np.cos(azimuth), np.cos(tilt) * np.sin(azimuth),
+                         np.sin(tilt)], axis=1)
     return Wires(
         centers_um=centers,
-        axes=_axes(rng, nw.orientation, nw.tilt_sd_deg, n),
-        lengths_um=rng.uniform(nw.length_min_um, nw.length_max_um, n),
-        radii_um=0.5 * _diameters(rng, nw, n),
+        axes=axes,
+        lengths_um=_stream(seed, kind, 14).uniform(nw.length_min_um, nw.length_max_um, n),
+        radii_um=0.5 * _diameters(_stream(seed, kind, 15), nw, n),
     )
 
 
@@ -161,16 +186,20 @@ def _enlarged(window: tuple[float, float, float, float], margin: float, z0: floa
 
 
 def realize_gradient(spec: GradientSpec, window_um: tuple[float, float, float, float],
-                     seed: int) -> Realization:
-    """Gradient NW membrane: in-plane random wires and flat rGO flakes below the SPE skin."""
+                     seed: int, density_factor: float = 1.0) -> Realization:
+    """Gradient NW membrane: in-plane random wires and flat rGO flakes below the SPE skin.
+
+    ``density_factor`` scales the wire number density; realizations are nested in it (see
+    :func:`meshes.build.build_section`, which calibrates the realised volume fraction)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
     d = derive_gradient(spec)
     z1 = spec.thickness_um - spec.skin_thickness_um
     margin = 0.5 * spec.nanowire.length_max_um
     lo, hi = _enlarged(window_um, margin, 0.0, z1)
-    n = _boolean_count(rng, d.nanowire_volume_fraction_composite,
-                       _mean_wire_volume_um3(spec.nanowire), float(np.prod(hi - lo)))
-    wires = _wires(rng, spec.nanowire, _uniform_points(rng, n, lo, hi))
+    mean = (-math.log1p(-d.nanowire_volume_fraction_composite)
+            / _mean_wire_volume_um3(spec.nanowire) * float(np.prod(hi - lo)) * density_factor)
+    n = _nested_count(seed, 1, mean)
+    wires = _wires(seed, 1, spec.nanowire, _uniform_points(_stream(seed, 1, 10), n, lo, hi))
     lo_s, hi_s = _enlarged(window_um, 0.5 * spec.rgo_sheet_size_um, 0.0, z1)
     sheets = _sheets(rng, d.rgo_volume_fraction_composite, spec.rgo_sheet_size_um,
                      spec.rgo_sheet_thickness_um, lo_s, hi_s, "in_plane",
@@ -186,9 +215,10 @@ def realize_gradient(spec: GradientSpec, window_um: tuple[float, float, float, f
 
 
 def realize_homogeneous(spec: HomogeneousSpec, window_um: tuple[float, float, float, float],
-                        seed: int) -> Realization:
+                        seed: int, density_factor: float = 1.0) -> Realization:
     """Tape-cast cathode: NW/rGO agglomerates (Thomas cluster process of wires and flakes),
-    carbon-black aggregates (Boolean spheres), on an Al foil slab."""
+    carbon-black aggregates (Boolean spheres), on an Al foil slab. Nested in
+    ``density_factor`` (more agglomerates, the existing ones unchanged)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
     d = derive_homogeneous(spec)
     z0 = spec.al_foil_thickness_um
@@ -198,15 +228,16 @@ def realize_homogeneous(spec: HomogeneousSpec, window_um: tuple[float, float, fl
     lo, hi = _enlarged(window_um, margin, z0, z1)
     volume = float(np.prod(hi - lo))
     v_wire = _mean_wire_volume_um3(nw)
-    n_wires_mean = -math.log1p(-d.nanowire_volume_fraction) / v_wire * volume
+    n_wires_mean = -math.log1p(-d.nanowire_volume_fraction) / v_wire * volume * density_factor
     # About half the agglomerate volume is wire (loose random packing of rods).
     per_cluster = max(1.0, 0.5 * (4 / 3) * math.pi * spec.agglomerate_radius_um**3 / v_wire)
-    parents = _uniform_points(rng, int(rng.poisson(n_wires_mean / per_cluster)), lo, hi)
-    counts = rng.poisson(per_cluster, len(parents))
+    n_parents = _nested_count(seed, 2, n_wires_mean / per_cluster)
+    parents = _uniform_points(_stream(seed, 2, 1), n_parents, lo, hi)
+    counts = _stream(seed, 2, 2).poisson(per_cluster, n_parents)
     sigma = 0.5 * spec.agglomerate_radius_um
     centers = np.repeat(parents, counts, axis=0)
-    centers = centers + sigma * rng.normal(size=centers.shape)
-    wires = _wires(rng, nw, centers)
+    centers = centers + sigma * _stream(seed, 2, 3).normal(size=centers.shape)
+    wires = _wires(seed, 2, nw, centers)
     # rGO flakes sit in the agglomerates (the composite was made before casting).
     n_sheets = _boolean_count(rng, d.rgo_volume_fraction, math.pi / 4 * spec.rgo_sheet_size_um**2
                               * spec.rgo_sheet_thickness_um, volume)
