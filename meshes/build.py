@@ -124,8 +124,8 @@ def _calibrated(make: Callable[[float, bool], Section], target: float, max_iter:
 
     The Boolean-model density n = -ln(1 - phi) / v is exact only for independent, unclipped
     objects; clustering (tape-cast agglomerates), clipping at the layer faces and the contact
-    closing shift the realised fraction by 5-20 %. The wire density is rescaled with the
-    Boolean relation as the update until the section matches within CALIBRATION_TOL;
+    closing shift the realised fraction by 5-20 %. The wire density is rescaled (first step by
+    the Boolean relation, then secant steps) until the section matches within CALIBRATION_TOL;
     realizations are nested in the density (more wires, the others unchanged), so the
     fraction is monotone and the update converges unless one object is a large share of a
     small section: then the closest trial is kept, and both numbers are reported. The first
@@ -133,6 +133,7 @@ def _calibrated(make: Callable[[float, bool], Section], target: float, max_iter:
     on it.
     """
     factor = 1.0
+    history: list[tuple[float, float]] = []
     best: tuple[float, float, float, Section | None] | None = None
     for iteration in range(max_iter):
         full = iteration > 0
@@ -144,7 +145,13 @@ def _calibrated(make: Callable[[float, bool], Section], target: float, max_iter:
             best = (err, got, factor, trial if full else None)
         if err <= CALIBRATION_TOL or not 0.0 < got < 1.0:
             break
-        factor *= math.log1p(-target) / math.log1p(-got)
+        history.append((factor, got))
+        (f0, g0), (f1, g1) = history[-2] if len(history) > 1 else (0.0, 0.0), history[-1]
+        boolean = f1 * math.log1p(-target) / math.log1p(-g1)
+        # Secant on the monotone fraction(factor) once two trials exist; Boolean step first.
+        secant = f1 + (target - g1) * (f1 - f0) / (g1 - g0) if len(history) > 1 and g1 != g0 \
+            else boolean
+        factor = secant if secant > 0 else boolean
     assert best is not None
     _, got, factor, section = best
     return (section if section is not None else make(factor, True)), {
