@@ -56,8 +56,9 @@ def measure(width_um: float) -> dict:
         # conducts (the void-rich lean zone blocks all physical z paths in 2D).
         r = effective_conductivity(tm, {int(p): 1.0 for p in Phase}, direction="z")
         rows[kind] = {
-            "cells_count": int(stats["n_cells"]), "vertices_count": int(stats["n_vertices"]),
-            "min_quality_factor": stats["min_quality"],
+            "cells_count": int(stats["cells_count"]),
+            "vertices_count": int(stats["vertices_count"]),
+            "min_quality_factor": stats["min_quality_factor"],
             "geometry_time_s": stats["geometry_time_s"], "gmsh_time_s": stats["mesh_time_s"],
             "mesh_time_s": t_mesh, "distribute_time_s": t_dist, "study_solve_time_s": t_study,
             "one_solve_dofs_count": r.n_dofs, "one_solve_time_s": r.solve_time_s,
@@ -75,8 +76,8 @@ def scaling(widths: list[float]) -> list[dict]:
         case = load_case({"section": {"width_um": w}})
         t0 = time.perf_counter()
         sm = build_section(case, "gradient", threads=2)
-        rows.append({"width_um": w, "objects_count": int(sm.stats["n_nanowire_sections"]),
-                     "cells_count": int(sm.stats["n_cells"]),
+        rows.append({"width_um": w, "objects_count": int(sm.stats["nanowire_sections_count"]),
+                     "cells_count": int(sm.stats["cells_count"]),
                      "geometry_time_s": sm.stats["geometry_time_s"],
                      "gmsh_time_s": sm.stats["mesh_time_s"],
                      "total_time_s": time.perf_counter() - t0})

@@ -200,7 +200,7 @@ def run_study(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
         for kind in kinds:
             _say(comm, f"[{kind}] building the section mesh")
             tm, info, section = _build(comm, case, kind)
-            _say(comm, f"[{kind}] {int(info['n_cells'])} cells, meshed in "
+            _say(comm, f"[{kind}] {int(info['cells_count'])} cells, meshed in "
                        f"{info['geometry_time_s'] + info['mesh_time_s']:.1f} s; solving")
             t0 = time.perf_counter()
             numbers, fields = solve_section(tm, petsc_options)

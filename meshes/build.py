@@ -224,10 +224,11 @@ def build_section(case: CaseSpec, kind: str, *, threads: int = 1) -> SectionMesh
     phase[np.nonzero(pore)[0]] = np.where(spe, Phase.SPE, Phase.VOID)
 
     stats = {"geometry_time_s": t_geom, "mesh_time_s": tri.mesh_time_s,
-             "n_cells": float(len(tri.cells)), "n_vertices": float(len(tri.points_um)),
-             "n_faces": float(tri.n_faces), "n_curves": float(tri.n_curves),
-             "n_absorbed_faces": float(tri.n_absorbed), "min_quality": tri.min_quality}
-    stats.update({f"n_{k}_sections": float(v) for k, v in section.n_objects.items()})
+             "cells_count": float(len(tri.cells)), "vertices_count": float(len(tri.points_um)),
+             "faces_count": float(tri.n_faces), "curves_count": float(tri.n_curves),
+             "absorbed_faces_count": float(tri.n_absorbed),
+             "min_quality_factor": tri.min_quality}
+    stats.update({f"{k}_sections_count": float(v) for k, v in section.n_objects.items()})
     stats.update(calibration)
     return SectionMesh(kind=kind, points_um=tri.points_um, cells=tri.cells, phase=phase,
                        width_um=section.width_um, thickness_um=section.thickness_um,

@@ -40,7 +40,7 @@ def test_mesh_is_conforming_and_valid(small_meshes: dict[str, SectionMesh], kind
     on_box = ((np.abs(p[..., 0]) < 1e-9) | (np.abs(p[..., 0] - m.width_um) < 1e-9)
               | (np.abs(p[..., 1]) < 1e-9) | (np.abs(p[..., 1] - m.thickness_um) < 1e-9))
     assert on_box.all(axis=1).all()
-    assert m.stats["min_quality"] > 0.0
+    assert m.stats["min_quality_factor"] > 0.0
 
 
 def test_same_seed_same_mesh_different_seed_differs() -> None:
