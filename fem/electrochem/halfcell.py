@@ -1,0 +1,474 @@
+"""Microstructure-resolved half cell: H2V3O8 wires, electronic network, polymer electrolyte,
+Li metal counter electrode. Fields jump at the active/electrolyte interface.
+
+Unknowns (shared/MODEL.md section 3), each on the submesh of the phases that carry it:
+
+* ``c_s`` (mol/m3), Li in the active phase (tag 1);
+* ``phi_s`` (V), electronic potential in the electronic phases (1, 2, 5, 7) connected to the
+  current collector or to a reacting interface;
+* ``c_e`` (mol/m3) and ``phi_e`` (V), salt and electrolyte potential in the ionic phases (3, 6)
+  connected to the Li anode or to a reacting interface;
+* the Li anode potential ``phi_a`` (V), one global scalar.
+
+The current collector (the bottom face where it touches an electronic phase) is grounded:
+``phi_s = 0``; the cell voltage is ``V = -phi_a``. The Li anode is the top face of the ionic
+phases (Butler-Volmer, Li metal at ``phi_a``). Galvanostatic control adds the constraint
+"anode current = applied current"; the Newton step solves the bordered system
+``[J B; G h] [du; dphi_a] = -[R; g]`` with two solves per iteration on one LU factorisation.
+
+Every integral is written on the parent mesh with entity maps (shared/notes,
+dolfinx-0.11-multidomain.md); interface facets are ordered so that ``"+"`` is the active cell.
+Units: :class:`fem.electrochem.parameters.ModelUnits` (um, s, mol/m3, V, A/m2).
+
+Time stepping is backward Euler; :mod:`fem.electrochem.protocol` chooses the steps.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from mpi4py import MPI  # isort: split
+
+import dolfinx
+import dolfinx.fem
+import dolfinx.fem.petsc
+import dolfinx.la.petsc
+import dolfinx.mesh
+import numpy as np
+import ufl
+from petsc4py import PETSc
+
+from fem.electrochem.parameters import CellParameters, ModelUnits
+from fem.percolation import cell_components, components_touching
+from meshes.adapter import TaggedMesh
+from meshes.tags import ELECTRONIC_PHASES, IONIC_PHASES, Facet, Phase
+
+__all__ = ["HalfCell", "NewtonFailure", "StepReport"]
+
+_ACTIVE, _ELECTRONIC, _IONIC = 1, 2, 3  # integration-domain ids (cells)
+_GAMMA, _ANODE = 1, 2  # integration-domain ids (facets)
+
+DEFAULT_PETSC_OPTIONS: dict[str, str] = {
+    "ksp_type": "preonly",
+    "pc_type": "lu",
+    "pc_factor_mat_solver_type": "mumps",
+}
+
+
+class NewtonFailure(RuntimeError):
+    """Newton did not converge in a step (the state is left at the start of the step)."""
+
+
+@dataclass(frozen=True)
+class StepReport:
+    newton_iterations: int
+    linear_solves: int
+    seconds: float
+
+
+def _local_cells(msh: dolfinx.mesh.Mesh) -> int:
+    im = msh.topology.index_map(msh.topology.dim)
+    return im.size_local + im.num_ghosts
+
+
+def _facets_of_cells(msh: dolfinx.mesh.Mesh, facets: np.ndarray, cells_mask: np.ndarray
+                     ) -> np.ndarray:
+    """The facets in ``facets`` adjacent to at least one cell in ``cells_mask``."""
+    tdim = msh.topology.dim
+    f2c = msh.topology.connectivity(tdim - 1, tdim)
+    keep = [f for f in facets if cells_mask[f2c.links(f)].any()]
+    return np.asarray(keep, dtype=np.int32)
+
+
+class HalfCell:
+    """The coupled model on one tagged mesh; holds the state of the current time level."""
+
+    def __init__(self, tm: TaggedMesh, params: CellParameters, *,
+                 petsc_options: dict[str, str] | None = None,
+                 quadrature_degree: int = 4) -> None:
+        self.tm = tm
+        self.params = params
+        msh = tm.mesh
+        self.comm: MPI.Comm = msh.comm
+        tdim, fdim = msh.topology.dim, msh.topology.dim - 1
+        msh.topology.create_connectivity(fdim, tdim)
+        msh.topology.create_connectivity(tdim, fdim)
+        phase = tm.phase
+        n_local = _local_cells(msh)
+        cond = params.conductivities
+        sigma_S_cm = cond.electronic()  # phase -> S/cm (no polymer leakage)
+        ftags = tm.facet_tags
+        gamma_all = ftags.find(int(Facet.ACTIVE_ELECTROLYTE))
+        bottom = ftags.find(int(Facet.BOTTOM))
+        top = ftags.find(int(Facet.TOP))
+
+        # --- which cells carry which field ---------------------------------------------
+        electronic = np.isin(phase, [p for p in ELECTRONIC_PHASES if int(p) in sigma_S_cm])
+        ionic = np.isin(phase, IONIC_PHASES)
+        active = phase == int(Phase.NANOWIRE)
+        collector = _facets_of_cells(msh, bottom, electronic)
+        anode = _facets_of_cells(msh, top, ionic)
+        if self.comm.allreduce(len(collector), op=MPI.SUM) == 0:
+            raise ValueError("current collector: no electronic phase touches the bottom face")
+        if self.comm.allreduce(len(anode), op=MPI.SUM) == 0:
+            raise ValueError("Li anode: no ionic phase touches the top face")
+        # Conducting islands with neither a Dirichlet face nor a reacting interface would
+        # make the matrix singular (shared/notes trap 7): keep only the useful components.
+        comps_e = cell_components(msh, electronic.astype(np.int32), [1])
+        keep_e = np.union1d(components_touching(msh, comps_e, collector),
+                            components_touching(msh, comps_e, gamma_all))
+        comps_i = cell_components(msh, ionic.astype(np.int32), [1])
+        keep_i = np.union1d(components_touching(msh, comps_i, anode),
+                            components_touching(msh, comps_i, gamma_all))
+        electronic = electronic & np.isin(comps_e.labels, keep_e)
+        ionic = ionic & np.isin(comps_i.labels, keep_i)
+        self.cells = {"active": active, "electronic": electronic, "ionic": ionic}
+        self.removed_cells = {
+            "electronic": int(self._owned_count(np.isin(phase, list(sigma_S_cm)) & ~electronic)),
+            "ionic": int(self._owned_count(np.isin(phase, IONIC_PHASES) & ~ionic)),
+        }
+
+        # --- submeshes and spaces --------------------------------------------------------
+        def sub(mask: np.ndarray) -> tuple[dolfinx.mesh.Mesh, object]:
+            s, emap, _, _ = dolfinx.mesh.create_submesh(
+                msh, tdim, np.nonzero(mask)[0].astype(np.int32))
+            return s, emap
+
+        if self.comm.allreduce(int(active.sum()), op=MPI.SUM) == 0:
+            raise ValueError("mesh has no active (nanowire) cells")
+        self.sub_a, map_a = sub(active)
+        self.sub_e, map_e = sub(electronic)
+        self.sub_i, map_i = sub(ionic)
+        self.entity_maps = [map_a, map_e, map_i]
+        v_cs = dolfinx.fem.functionspace(self.sub_a, ("Lagrange", 1))
+        v_ps = dolfinx.fem.functionspace(self.sub_e, ("Lagrange", 1))
+        v_ce = dolfinx.fem.functionspace(self.sub_i, ("Lagrange", 1))
+        v_pe = dolfinx.fem.functionspace(self.sub_i, ("Lagrange", 1))
+        self.spaces = [v_cs, v_ps, v_ce, v_pe]
+        self.c_s = dolfinx.fem.Function(v_cs, name="c_s_mol_m3")
+        self.phi_s = dolfinx.fem.Function(v_ps, name="phi_s_V")
+        self.c_e = dolfinx.fem.Function(v_ce, name="c_e_mol_m3")
+        self.phi_e = dolfinx.fem.Function(v_pe, name="phi_e_V")
+        self.u = [self.c_s, self.phi_s, self.c_e, self.phi_e]
+        self.c_s_old = dolfinx.fem.Function(v_cs)
+        self.c_e_old = dolfinx.fem.Function(v_ce)
+        self.phi_a = dolfinx.fem.Constant(msh, 0.0)
+        self.dt = dolfinx.fem.Constant(msh, 1.0)
+        self.applied_current = 0.0  # model units (1e-12 A), anode -> electrolyte positive
+
+        # --- phase-wise coefficients on the parent mesh (DG0) ----------------------------
+        q0 = dolfinx.fem.functionspace(msh, ("DG", 0))
+
+        def per_phase(values: dict[int, float]) -> dolfinx.fem.Function:
+            f = dolfinx.fem.Function(q0)
+            lookup = np.zeros(16)
+            for p, v in values.items():
+                lookup[int(p)] = v
+            f.x.array[:n_local] = lookup[phase[:n_local]]
+            f.x.scatter_forward()
+            return f
+
+        units = ModelUnits
+        e_spe, e_sep = params.spe, params.separator
+        a_spe, a_sep = params.arrhenius(e_spe), params.arrhenius(e_sep)
+        self.sigma = per_phase({p: units.conductivity(s) for p, s in sigma_S_cm.items()})
+        self.kappa = per_phase({
+            Phase.SPE: units.conductivity(e_spe.conductivity.value * a_spe),
+            Phase.SEPARATOR: units.conductivity(e_sep.conductivity.value * a_sep)})
+        self.d_e = per_phase({
+            Phase.SPE: units.diffusivity(e_spe.diffusivity.value * a_spe),
+            Phase.SEPARATOR: units.diffusivity(e_sep.diffusivity.value * a_sep)})
+        self.t_plus = per_phase({Phase.SPE: e_spe.transference.value,
+                                 Phase.SEPARATOR: e_sep.transference.value})
+        self.thermo = per_phase({Phase.SPE: e_spe.thermodynamic_factor.value,
+                                 Phase.SEPARATOR: e_sep.thermodynamic_factor.value})
+
+        # --- integration domains -----------------------------------------------------------
+        itype = dolfinx.fem.IntegralType
+        topo = msh.topology
+
+        def cell_domain(mask: np.ndarray) -> np.ndarray:
+            return dolfinx.fem.compute_integration_domains(
+                itype.cell, topo, np.nonzero(mask)[0].astype(np.int32))
+
+        gamma_all = gamma_all.astype(np.int32)
+        gamma = dolfinx.fem.compute_integration_domains(itype.interior_facet, topo, gamma_all)
+        gamma = np.asarray(gamma).reshape(-1, 4).copy()
+        # "+" must be the active cell (trap 1: the order is arbitrary and partition-dependent).
+        swap = phase[gamma[:, 0]] != int(Phase.NANOWIRE)
+        gamma[swap] = gamma[swap][:, [2, 3, 0, 1]]
+        if not (np.all(phase[gamma[:, 0]] == int(Phase.NANOWIRE))
+                and np.all(np.isin(phase[gamma[:, 2]], IONIC_PHASES))):
+            raise RuntimeError("interface facets must separate an active and an ionic cell")
+        anode_entities = dolfinx.fem.compute_integration_domains(
+            itype.exterior_facet, topo, anode)
+        q_md = {"quadrature_degree": quadrature_degree}
+        self.dx = ufl.Measure("dx", domain=msh, subdomain_data=[
+            (_ACTIVE, cell_domain(active)), (_ELECTRONIC, cell_domain(electronic)),
+            (_IONIC, cell_domain(ionic))], metadata=q_md)
+        self.dS = ufl.Measure("dS", domain=msh, subdomain_data=[(_GAMMA, gamma.reshape(-1))],
+                              metadata=q_md)
+        self.ds = ufl.Measure("ds", domain=msh, subdomain_data=[(_ANODE, anode_entities)],
+                              metadata=q_md)
+        self.interface_facets_count = int(self.comm.allreduce(len(gamma), op=MPI.SUM))
+
+        # --- collector: phi_s = 0 ------------------------------------------------------------
+        self.sub_e.topology.create_connectivity(fdim, tdim)
+        zero_z = 1e-7 * max(tm.width_um, tm.thickness_um)
+        coll_sub = dolfinx.mesh.locate_entities_boundary(
+            self.sub_e, fdim, lambda x: np.abs(x[tdim - 1]) < zero_z)
+        self.bc_dofs = dolfinx.fem.locate_dofs_topological(v_ps, fdim, coll_sub)
+        self.bcs = [dolfinx.fem.dirichletbc(0.0, self.bc_dofs, v_ps)]
+
+        self._build_forms()
+        self._build_solver(petsc_options)
+
+    # ----------------------------------------------------------------------------------------
+    def _owned_count(self, mask: np.ndarray) -> int:
+        n = self.tm.mesh.topology.index_map(self.tm.mesh.topology.dim).size_local
+        return int(self.comm.allreduce(int(mask[:n].sum()), op=MPI.SUM))
+
+    def _kinetics(self) -> tuple[object, object, object]:
+        """Interface current i_n (A/m2, solid -> electrolyte), anode current i_a
+        (A/m2, Li metal -> electrolyte) and di_a/dphi_a, as UFL expressions."""
+        p = self.params
+        f = 1.0 / p.thermal_voltage_V
+        aa, ac = p.alpha_anodic.value, p.alpha_cathodic.value
+        c_max = p.c_max_mol_m3
+        c0 = p.salt_concentration.value
+        theta = self.c_s("+") / c_max
+        th = ufl.max_value(ufl.min_value(theta, 1 - 1e-9), 1e-9)
+        ce_g = ufl.max_value(self.c_e("-"), 1e-9 * c0)
+        i0 = (p.exchange_current_cathode.value * (ce_g / c0) ** aa
+              * th ** ac * (1 - th) ** aa / 0.5 ** (aa + ac))
+        eta = self.phi_s("+") - self.phi_e("-") - p.ocv.ufl(theta)
+        i_n = i0 * (ufl.exp(aa * f * eta) - ufl.exp(-ac * f * eta))
+        pa = ufl.variable(self.phi_a)
+        ce_a = ufl.max_value(self.c_e, 1e-9 * c0)
+        i0_a = p.exchange_current_anode.value * (ce_a / c0) ** 0.5
+        eta_a = pa - self.phi_e
+        i_a = i0_a * (ufl.exp(0.5 * f * eta_a) - ufl.exp(-0.5 * f * eta_a))
+        return i_n, i_a, ufl.diff(i_a, pa)
+
+    def _build_forms(self) -> None:
+        p = self.params
+        fm = ModelUnits.faraday
+        dx, dS, ds = self.dx, self.dS, self.ds
+        c_s, phi_s, c_e, phi_e = self.u
+        w, v, q, psi = (ufl.TestFunction(s) for s in self.spaces)
+        d_s = ModelUnits.diffusivity(p.solid_diffusivity.value)
+        i_n, i_a, di_a = self._kinetics()
+        self.i_n, self.i_a = i_n, i_a
+        tp = self.t_plus
+        kappa_d = (2 * self.kappa * p.thermal_voltage_V * (1 - tp) * self.thermo)
+        dt = self.dt
+        f_cs = ((c_s - self.c_s_old) / dt * w * dx(_ACTIVE)
+                + d_s * ufl.inner(ufl.grad(c_s), ufl.grad(w)) * dx(_ACTIVE)
+                + i_n / fm * w("+") * dS(_GAMMA))
+        f_ps = (self.sigma * ufl.inner(ufl.grad(phi_s), ufl.grad(v)) * dx(_ELECTRONIC)
+                + i_n * v("+") * dS(_GAMMA))
+        f_ce = ((c_e - self.c_e_old) / dt * q * dx(_IONIC)
+                + self.d_e * ufl.inner(ufl.grad(c_e), ufl.grad(q)) * dx(_IONIC)
+                - (1 - tp("-")) * i_n / fm * q("-") * dS(_GAMMA)
+                - (1 - tp) * i_a / fm * q * ds(_ANODE))
+        f_pe = (self.kappa * ufl.inner(ufl.grad(phi_e), ufl.grad(psi)) * dx(_IONIC)
+                - kappa_d / c_e * ufl.inner(ufl.grad(c_e), ufl.grad(psi)) * dx(_IONIC)
+                - i_n * psi("-") * dS(_GAMMA)
+                - i_a * psi * ds(_ANODE))
+        residual = [f_cs, f_ps, f_ce, f_pe]
+        jac = dolfinx.fem.forms.derivative_block(residual, self.u)
+        jac = [[None if (b is None or b.empty()) else b for b in row] for row in jac]
+        zero = dolfinx.fem.Constant(self.tm.mesh, 0.0)
+        border = [zero * w * dx(_ACTIVE), zero * v * dx(_ELECTRONIC),
+                  -(1 - tp) * di_a / fm * q * ds(_ANODE), -di_a * psi * ds(_ANODE)]
+        g = i_a * ds(_ANODE)
+        g_vec = [zero * w * dx(_ACTIVE), zero * v * dx(_ELECTRONIC),
+                 ufl.derivative(g, c_e, q), ufl.derivative(g, phi_e, psi)]
+        em = self.entity_maps
+
+        def form(f):  # noqa: ANN001, ANN202
+            return dolfinx.fem.form(f, entity_maps=em)
+
+        self.F = [form(f) for f in residual]
+        self.J = [[None if b is None else form(b) for b in row] for row in jac]
+        self.B = [form(f) for f in border]
+        self.G = [form(f) for f in g_vec]
+        self.g = form(g)
+        self.h = form(di_a * ds(_ANODE))
+        self.interface_current_form = form(i_n * dS(_GAMMA))
+        self.inventory_s_form = form(c_s * dx(_ACTIVE))
+        self.inventory_e_form = form(c_e * dx(_IONIC))
+        self.active_volume_form = form(dolfinx.fem.Constant(self.tm.mesh, 1.0) * dx(_ACTIVE))
+        self.anode_area_form = form(dolfinx.fem.Constant(self.tm.mesh, 1.0) * ds(_ANODE))
+        self.eta_form = None
+
+    def _build_solver(self, petsc_options: dict[str, str] | None) -> None:
+        petsc = dolfinx.fem.petsc
+        self.A = petsc.create_matrix(self.J, kind="mpi")
+        self.x = petsc.create_vector(self.spaces, kind="mpi")
+        self.b = petsc.create_vector(self.spaces, kind="mpi")
+        self.vb = petsc.create_vector(self.spaces, kind="mpi")
+        self.vg = petsc.create_vector(self.spaces, kind="mpi")
+        self.w1 = petsc.create_vector(self.spaces, kind="mpi")
+        self.w2 = petsc.create_vector(self.spaces, kind="mpi")
+        self._blocks = self.b.getAttr("_blocks")
+        self.ksp = PETSc.KSP().create(self.comm)
+        self.ksp.setOptionsPrefix("cathodefem_halfcell_")
+        opts = PETSc.Options()
+        options = dict(DEFAULT_PETSC_OPTIONS)
+        options.update(petsc_options or {})
+        for k, val in options.items():
+            opts[f"cathodefem_halfcell_{k}"] = val
+        self.ksp.setFromOptions()
+        for k in options:
+            del opts[f"cathodefem_halfcell_{k}"]
+        self.ksp.setOperators(self.A)
+        self.linear_solves = 0
+
+    # --- state ------------------------------------------------------------------------------
+    def set_equilibrium(self, theta: float) -> None:
+        """Uniform state at rest: c_s = theta c_max, c_e = c0, phi_s = 0,
+        phi_e = phi_a = -U(theta)."""
+        if not (0.0 < theta < 1.0):
+            raise ValueError(f"theta = {theta}: initial lithiation fraction must be in (0, 1)")
+        p = self.params
+        u0 = float(p.ocv(theta))
+        self.c_s.x.array[:] = theta * p.c_max_mol_m3
+        self.phi_s.x.array[:] = 0.0
+        self.c_e.x.array[:] = p.salt_concentration.value
+        self.phi_e.x.array[:] = -u0
+        self.phi_a.value = -u0
+        self.accept()
+
+    def accept(self) -> None:
+        """Make the present state the old time level."""
+        self.c_s_old.x.array[:] = self.c_s.x.array
+        self.c_e_old.x.array[:] = self.c_e.x.array
+
+    def snapshot(self) -> tuple[list[np.ndarray], float]:
+        return [f.x.array.copy() for f in self.u], float(self.phi_a.value)
+
+    def restore(self, snap: tuple[list[np.ndarray], float]) -> None:
+        arrays, pa = snap
+        for f, a in zip(self.u, arrays, strict=True):
+            f.x.array[:] = a
+        self.phi_a.value = pa
+
+    # --- Newton -----------------------------------------------------------------------------
+    def _scaled_update(self, du: PETSc.Vec) -> float:
+        """max over blocks of |du| / scale (c_s: c_max, c_e: c0, potentials: 1 V)."""
+        p = self.params
+        scales = [p.c_max_mol_m3, 1.0, p.salt_concentration.value, 1.0]
+        off = self._blocks[0]
+        arr = du.getArray(readonly=True)
+        worst = 0.0
+        for k, s in enumerate(scales):
+            part = arr[off[k]:off[k + 1]]
+            if part.size:
+                worst = max(worst, float(np.max(np.abs(part))) / s)
+        return float(self.comm.allreduce(worst, op=MPI.MAX))
+
+    def _assemble_vec(self, vec: PETSc.Vec, forms: list) -> None:  # noqa: ANN001
+        dolfinx.la.petsc._zero_vector(vec)
+        vec.setAttr("_blocks", self._blocks)
+        dolfinx.fem.petsc.assemble_vector(vec, forms)
+        dolfinx.la.petsc._ghost_update(vec, PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
+        dolfinx.fem.petsc.set_bc(vec, [self.bcs if k == 1 else [] for k in range(4)])
+
+    def solve_step(self, dt_s: float, *, current: float | None = None,
+                   voltage_V: float | None = None, max_iterations: int = 25,
+                   tolerance: float = 1e-10) -> StepReport:
+        """One backward-Euler step of ``dt_s`` seconds from the old time level.
+
+        Exactly one of ``current`` (model units: integral of A/m2 over um^2, positive in
+        discharge) and ``voltage_V`` (cell voltage) is given. Raises :class:`NewtonFailure`
+        with the state restored on divergence, NaN or too many iterations.
+        """
+        if (current is None) == (voltage_V is None):
+            raise ValueError("give exactly one of current and voltage_V")
+        t0 = time.perf_counter()
+        self.dt.value = dt_s
+        snap = self.snapshot()
+        if voltage_V is not None:
+            self.phi_a.value = -voltage_V
+        petsc = dolfinx.fem.petsc
+        solves0 = self.linear_solves
+        for it in range(1, max_iterations + 1):
+            petsc.assign(self.u, self.x)
+            dolfinx.la.petsc._ghost_update(self.x, PETSc.InsertMode.INSERT,
+                                           PETSc.ScatterMode.FORWARD)
+            petsc.assemble_residual(None, self.x, self.b, self.u, self.F, self.J, self.bcs,
+                                    self._blocks)
+            petsc.assemble_jacobian(None, self.x, self.A, None, self.u, self.J, None, self.bcs)
+            self.ksp.setOperators(self.A)
+            self.ksp.solve(self.b, self.w1)
+            self.linear_solves += 1
+            du = self.w1
+            du.scale(-1.0)
+            d_pa = 0.0
+            if current is not None:
+                self._assemble_vec(self.vb, self.B)
+                self._assemble_vec(self.vg, self.G)
+                self.ksp.solve(self.vb, self.w2)
+                self.linear_solves += 1
+                g = self.comm.allreduce(dolfinx.fem.assemble_scalar(self.g), op=MPI.SUM)
+                h = self.comm.allreduce(dolfinx.fem.assemble_scalar(self.h), op=MPI.SUM)
+                # R + J du + B dpa = 0 and g - I + G.du + h dpa = 0, with du = -w1 - dpa w2
+                g_w1 = -self.vg.dot(du)  # G . w1
+                g_w2 = self.vg.dot(self.w2)
+                d_pa = (g_w1 - (g - current)) / (h - g_w2)
+                du.axpy(-d_pa, self.w2)
+            if not (np.isfinite(du.norm()) and np.isfinite(d_pa)):
+                self.restore(snap)
+                raise NewtonFailure(f"non-finite Newton update at iteration {it}")
+            # Limit potential jumps to 0.5 V per iteration (exponential kinetics overshoot).
+            step = self._scaled_update(du)
+            damp = min(1.0, 0.5 / max(step, abs(d_pa), 1e-300))
+            self.x.axpy(damp, du)
+            petsc.assign(self.x, self.u)
+            for f in self.u:
+                f.x.scatter_forward()
+            self.phi_a.value = float(self.phi_a.value) + damp * d_pa
+            if damp == 1.0 and max(step, abs(d_pa)) < tolerance:
+                return StepReport(it, self.linear_solves - solves0, time.perf_counter() - t0)
+        self.restore(snap)
+        raise NewtonFailure(f"Newton did not converge in {max_iterations} iterations")
+
+    # --- diagnostics (all collective) --------------------------------------------------------
+    def _scalar(self, form) -> float:  # noqa: ANN001
+        return float(self.comm.allreduce(dolfinx.fem.assemble_scalar(form), op=MPI.SUM))
+
+    @property
+    def cell_voltage_V(self) -> float:
+        return -float(self.phi_a.value)
+
+    def anode_current(self) -> float:
+        """Current from the Li anode into the electrolyte (model units, 1e-12 A)."""
+        return self._scalar(self.g)
+
+    def interface_current(self) -> float:
+        """Net current from the active material into the electrolyte (model units)."""
+        return self._scalar(self.interface_current_form)
+
+    def li_in_solid(self) -> float:
+        """Li in the active phase, (mol/m3) um^3 = 1e-18 mol."""
+        return self._scalar(self.inventory_s_form)
+
+    def salt_in_electrolyte(self) -> float:
+        return self._scalar(self.inventory_e_form)
+
+    def active_volume_um3(self) -> float:
+        """Active-phase volume (area x 1 um in 2D)."""
+        return self._scalar(self.active_volume_form)
+
+    def active_mass_g(self) -> float:
+        return self.active_volume_um3() * self.params.density_g_cm3.value * 1e-12
+
+    def current_for(self, specific_mA_g: float) -> float:
+        """Model current for a specific current (mA per g of active material)."""
+        return specific_mA_g * 1e-3 * self.active_mass_g() / ModelUnits.current_A
+
+    def mean_theta(self) -> float:
+        return self.li_in_solid() / (self.active_volume_um3() * self.params.c_max_mol_m3)
+
