@@ -19,6 +19,7 @@ __all__ = [
     "annulus_sector_section",
     "coated_disk_section",
     "empty_section",
+    "half_disk_section",
     "random_disk_section",
     "structured_section",
 ]
@@ -198,3 +199,24 @@ def empty_section(width: float, thickness: float, size: float) -> SectionMesh:
     from meshes.section import Region
 
     return _project_mesh({}, width, thickness, size, {int(Region.PORE): 3})
+
+
+def half_disk_section(width: float, height: float, radius: float, size: float, *,
+                      inner: int = 1, outer: int = 3) -> SectionMesh:
+    """Rectangle [0, width] x [0, height] with the half disk of ``radius`` centred on the bottom
+    edge at x = width / 2 (phase ``inner``), the rest phase ``outer``: Gmsh OCC fragment.
+    Mirror symmetry about z = 0 makes a no-flux bottom face exact for a full disk."""
+
+    def build(gmsh: object) -> dict[int, int]:
+        occ = gmsh.model.occ  # type: ignore[attr-defined]
+        rect = occ.addRectangle(0.0, 0.0, 0.0, width, height)
+        disk = occ.addDisk(0.5 * width, 0.0, 0.0, radius, radius)
+        _, pieces = occ.fragment([(2, rect)], [(2, disk)])
+        in_rect = {t for _, t in pieces[0]}
+        in_disk = {t for _, t in pieces[1]}
+        occ.remove([(2, t) for t in in_disk - in_rect], recursive=True)
+        occ.synchronize()
+        return {t: inner if t in in_disk else outer for t in in_rect}
+
+    points, cells, phase = _gmsh_fragment_mesh(build, size)
+    return _section(points, cells, phase, width, height)

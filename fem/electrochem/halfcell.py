@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from mpi4py import MPI  # isort: split
 
@@ -37,7 +38,7 @@ import dolfinx.la.petsc
 import dolfinx.mesh
 import numpy as np
 import ufl
-from petsc4py import PETSc
+from petsc4py import PETSc as _PETSc
 
 from fem.electrochem.parameters import CellParameters, ModelUnits
 from fem.percolation import cell_components, components_touching
@@ -45,6 +46,11 @@ from meshes.adapter import TaggedMesh
 from meshes.tags import ELECTRONIC_PHASES, IONIC_PHASES, Facet, Phase
 
 __all__ = ["HalfCell", "NewtonFailure", "StepReport"]
+
+# The dolfinx/petsc4py stubs do not describe the blocked (list-of-forms) calls used here.
+PETSc: Any = _PETSc
+fem_petsc: Any = dolfinx.fem.petsc
+la_petsc: Any = dolfinx.la.petsc
 
 _ACTIVE, _ELECTRONIC, _IONIC = 1, 2, 3  # integration-domain ids (cells)
 _GAMMA, _ANODE = 1, 2  # integration-domain ids (facets)
@@ -130,7 +136,7 @@ class HalfCell:
         }
 
         # --- submeshes and spaces --------------------------------------------------------
-        def sub(mask: np.ndarray) -> tuple[dolfinx.mesh.Mesh, object]:
+        def sub(mask: np.ndarray) -> tuple[dolfinx.mesh.Mesh, Any]:
             s, emap, _, _ = dolfinx.mesh.create_submesh(
                 msh, tdim, np.nonzero(mask)[0].astype(np.int32))
             return s, emap
@@ -153,8 +159,8 @@ class HalfCell:
         self.u = [self.c_s, self.phi_s, self.c_e, self.phi_e]
         self.c_s_old = dolfinx.fem.Function(v_cs)
         self.c_e_old = dolfinx.fem.Function(v_ce)
-        self.phi_a = dolfinx.fem.Constant(msh, 0.0)
-        self.dt = dolfinx.fem.Constant(msh, 1.0)
+        self.phi_a: Any = dolfinx.fem.Constant(msh, 0.0)
+        self.dt: Any = dolfinx.fem.Constant(msh, 1.0)
         self.applied_current = 0.0  # model units (1e-12 A), anode -> electrolyte positive
 
         # --- phase-wise coefficients on the parent mesh (DG0) ----------------------------
@@ -229,7 +235,7 @@ class HalfCell:
         n = self.tm.mesh.topology.index_map(self.tm.mesh.topology.dim).size_local
         return int(self.comm.allreduce(int(mask[:n].sum()), op=MPI.SUM))
 
-    def _kinetics(self) -> tuple[object, object, object]:
+    def _kinetics(self) -> tuple[Any, Any, Any]:
         """Interface current i_n (A/m2, solid -> electrolyte), anode current i_a
         (A/m2, Li metal -> electrolyte) and di_a/dphi_a, as UFL expressions."""
         p = self.params
@@ -277,8 +283,8 @@ class HalfCell:
                 - i_n * psi("-") * dS(_GAMMA)
                 - i_a * psi * ds(_ANODE))
         residual = [f_cs, f_ps, f_ce, f_pe]
-        jac = dolfinx.fem.forms.derivative_block(residual, self.u)
-        jac = [[None if (b is None or b.empty()) else b for b in row] for row in jac]
+        jac_ufl: Any = dolfinx.fem.forms.derivative_block(residual, self.u)
+        jac = [[None if (b is None or b.empty()) else b for b in row] for row in jac_ufl]
         zero = dolfinx.fem.Constant(self.tm.mesh, 0.0)
         border = [zero * w * dx(_ACTIVE), zero * v * dx(_ELECTRONIC),
                   -(1 - tp) * di_a / fm * q * ds(_ANODE), -di_a * psi * ds(_ANODE)]
@@ -287,7 +293,7 @@ class HalfCell:
                  ufl.derivative(g, c_e, q), ufl.derivative(g, phi_e, psi)]
         em = self.entity_maps
 
-        def form(f):  # noqa: ANN001, ANN202
+        def form(f):
             return dolfinx.fem.form(f, entity_maps=em)
 
         self.F = [form(f) for f in residual]
@@ -304,7 +310,7 @@ class HalfCell:
         self.eta_form = None
 
     def _build_solver(self, petsc_options: dict[str, str] | None) -> None:
-        petsc = dolfinx.fem.petsc
+        petsc = fem_petsc
         self.A = petsc.create_matrix(self.J, kind="mpi")
         self.x = petsc.create_vector(self.spaces, kind="mpi")
         self.b = petsc.create_vector(self.spaces, kind="mpi")
@@ -312,7 +318,7 @@ class HalfCell:
         self.vg = petsc.create_vector(self.spaces, kind="mpi")
         self.w1 = petsc.create_vector(self.spaces, kind="mpi")
         self.w2 = petsc.create_vector(self.spaces, kind="mpi")
-        self._blocks = self.b.getAttr("_blocks")
+        self._blocks: Any = self.b.getAttr("_blocks")
         self.ksp = PETSc.KSP().create(self.comm)
         self.ksp.setOptionsPrefix("cathodefem_halfcell_")
         opts = PETSc.Options()
@@ -369,12 +375,12 @@ class HalfCell:
                 worst = max(worst, float(np.max(np.abs(part))) / s)
         return float(self.comm.allreduce(worst, op=MPI.MAX))
 
-    def _assemble_vec(self, vec: PETSc.Vec, forms: list) -> None:  # noqa: ANN001
-        dolfinx.la.petsc._zero_vector(vec)
+    def _assemble_vec(self, vec: PETSc.Vec, forms: list) -> None:
+        la_petsc._zero_vector(vec)
         vec.setAttr("_blocks", self._blocks)
-        dolfinx.fem.petsc.assemble_vector(vec, forms)
-        dolfinx.la.petsc._ghost_update(vec, PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
-        dolfinx.fem.petsc.set_bc(vec, [self.bcs if k == 1 else [] for k in range(4)])
+        fem_petsc.assemble_vector(vec, forms)
+        la_petsc._ghost_update(vec, PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
+        fem_petsc.set_bc(vec, [self.bcs if k == 1 else [] for k in range(4)])
 
     def solve_step(self, dt_s: float, *, current: float | None = None,
                    voltage_V: float | None = None, max_iterations: int = 25,
@@ -392,11 +398,11 @@ class HalfCell:
         snap = self.snapshot()
         if voltage_V is not None:
             self.phi_a.value = -voltage_V
-        petsc = dolfinx.fem.petsc
+        petsc = fem_petsc
         solves0 = self.linear_solves
         for it in range(1, max_iterations + 1):
             petsc.assign(self.u, self.x)
-            dolfinx.la.petsc._ghost_update(self.x, PETSc.InsertMode.INSERT,
+            la_petsc._ghost_update(self.x, PETSc.InsertMode.INSERT,
                                            PETSc.ScatterMode.FORWARD)
             petsc.assemble_residual(None, self.x, self.b, self.u, self.F, self.J, self.bcs,
                                     self._blocks)
@@ -436,7 +442,7 @@ class HalfCell:
         raise NewtonFailure(f"Newton did not converge in {max_iterations} iterations")
 
     # --- diagnostics (all collective) --------------------------------------------------------
-    def _scalar(self, form) -> float:  # noqa: ANN001
+    def _scalar(self, form) -> float:
         return float(self.comm.allreduce(dolfinx.fem.assemble_scalar(form), op=MPI.SUM))
 
     @property

@@ -120,7 +120,7 @@ class OpenCircuitVoltage:
         u = self._basis(flat) @ self.coefficients + self.nernst_V * np.log((1 - flat) / flat)
         return u.reshape(t.shape)
 
-    def ufl(self, theta):  # noqa: ANN001, ANN201 - UFL expressions are untyped
+    def ufl(self, theta):
         """The same function as a UFL expression of ``theta`` (clamped to [1e-6, 1-1e-6])."""
         import ufl
 

@@ -1,0 +1,269 @@
+"""Cycling protocols as data (a lab sheet) and the time loop that runs them on a half cell.
+
+A protocol is a list of steps:
+
+* ``cc``: constant specific current (mA/g of active material; positive = discharge) until a
+  cut-off voltage, a duration, or both;
+* ``cv``: constant cell voltage until the current falls below a limit, a duration, or both;
+* ``rest``: zero current for a duration.
+
+Time stepping: backward Euler with adaptive steps. A step grows by 1.5x after an easy Newton
+solve (<= 4 iterations) up to ``dt_max_s`` and up to a lithiation change of ``dtheta_max``
+per step; a failed Newton solve halves it (at most ``max_cuts`` times in a row, then the run
+stops with :class:`ProtocolError` and the last converged state is kept). A cut-off crossed
+inside a step is located by re-solving that step with secant-corrected lengths until the end
+voltage is within ``cutoff_tol_V`` of the cut-off, so the step ends *at* the cut-off.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fem.electrochem.halfcell import HalfCell, NewtonFailure
+from fem.electrochem.parameters import ModelUnits
+
+__all__ = ["Protocol", "ProtocolError", "Record", "Step", "protocol_from_dict", "run_protocol"]
+
+VOLTAGE_RANGE_V = (0.5, 5.0)
+
+
+class ProtocolError(ValueError):
+    """Invalid protocol input, or a run that cannot continue (message is one line)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step:
+    kind: str  # "cc", "cv" or "rest"
+    current_mA_g: float = 0.0  # cc: positive discharge, negative charge
+    voltage_V: float | None = None  # cv: held voltage
+    until_voltage_V: float | None = None  # cc: cut-off
+    until_current_mA_g: float | None = None  # cv: stop when |I| falls below
+    duration_s: float | None = None  # every kind: maximum duration
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        name = self.label or self.kind
+        if self.kind not in ("cc", "cv", "rest"):
+            raise ProtocolError(f"step {name}: kind = {self.kind!r}, must be cc, cv or rest")
+        lo, hi = VOLTAGE_RANGE_V
+        for key in ("voltage_V", "until_voltage_V"):
+            v = getattr(self, key)
+            if v is not None and not (lo <= v <= hi):
+                raise ProtocolError(f"step {name}: {key} = {v}, must be in [{lo}, {hi}] V")
+        if self.duration_s is not None and not (0 < self.duration_s < 1e9):
+            raise ProtocolError(f"step {name}: duration_s = {self.duration_s}, must be in "
+                                f"(0, 1e9) s")
+        if not math.isfinite(self.current_mA_g) or abs(self.current_mA_g) > 1e6:
+            raise ProtocolError(f"step {name}: current_mA_g = {self.current_mA_g}, must be "
+                                f"finite with |I| <= 1e6 mA/g")
+        if self.kind == "cc":
+            if self.current_mA_g == 0:
+                raise ProtocolError(f"step {name}: current_mA_g = 0; use a rest step")
+            if self.until_voltage_V is None and self.duration_s is None:
+                raise ProtocolError(f"step {name}: a cc step needs until_voltage_V or "
+                                    f"duration_s")
+        if self.kind == "cv":
+            if self.voltage_V is None:
+                raise ProtocolError(f"step {name}: a cv step needs voltage_V")
+            if self.until_current_mA_g is None and self.duration_s is None:
+                raise ProtocolError(f"step {name}: a cv step needs until_current_mA_g or "
+                                    f"duration_s")
+        if self.kind == "rest" and self.duration_s is None:
+            raise ProtocolError(f"step {name}: a rest step needs duration_s")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Protocol:
+    steps: tuple[Step, ...]
+    initial_theta: float = 0.01  # lithiation fraction of the charged cathode
+    dt_initial_s: float = 1.0
+    dt_max_s: float = 120.0
+    dt_min_s: float = 1e-6
+    dtheta_max: float = 0.005
+    max_cuts: int = 12
+    cutoff_tol_V: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if not self.steps:
+            raise ProtocolError("protocol: needs at least one step")
+        if not (0 < self.initial_theta < 1):
+            raise ProtocolError(f"protocol.initial_theta = {self.initial_theta}, must be in "
+                                f"(0, 1)")
+        if not (0 < self.dt_min_s <= self.dt_initial_s <= self.dt_max_s):
+            raise ProtocolError("protocol: need 0 < dt_min_s <= dt_initial_s <= dt_max_s")
+        if not (0 < self.dtheta_max <= 0.2):
+            raise ProtocolError(f"protocol.dtheta_max = {self.dtheta_max}, must be in (0, 0.2]")
+
+
+def protocol_from_dict(data: Mapping[str, Any]) -> Protocol:
+    """Build a protocol from a TOML table (``[protocol]`` with ``[[protocol.step]]``)."""
+    known_steps = {f for f in Step.__dataclass_fields__}
+    known = {f for f in Protocol.__dataclass_fields__} - {"steps"} | {"step"}
+    for key in data:
+        if key not in known:
+            raise ProtocolError(f"protocol.{key}: unknown key (allowed: {sorted(known)})")
+    steps = []
+    for k, raw in enumerate(data.get("step", [])):
+        for key in raw:
+            if key not in known_steps:
+                raise ProtocolError(f"protocol.step[{k}].{key}: unknown key (allowed: "
+                                    f"{sorted(known_steps)})")
+        try:
+            steps.append(Step(**raw))
+        except TypeError as e:
+            raise ProtocolError(f"protocol.step[{k}]: {e}") from None
+    rest = {k: v for k, v in data.items() if k != "step"}
+    return Protocol(steps=tuple(steps), **rest)
+
+
+@dataclass
+class Record:
+    """One accepted time step (units in the names)."""
+
+    step: int
+    label: str
+    time_s: float
+    voltage_V: float
+    current_mA_g: float
+    capacity_mAh_g: float  # discharge capacity passed since the start (charge subtracts)
+    mean_theta: float
+    dt_s: float
+    newton_iterations: int
+    charge_balance_rel: float  # |anode + interface current| / max(|current|, 1 mA/g)
+    li_balance_rel: float  # Li change of the solid vs. interface current, this step
+
+    def as_row(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class RunResult:
+    records: list[Record] = field(default_factory=list)
+    stopped_by: list[str] = field(default_factory=list)  # per step: cutoff/duration/current
+
+
+def run_protocol(cell: HalfCell, protocol: Protocol,
+                 on_record: Callable[[Record], None] | None = None) -> RunResult:
+    """Run every step of ``protocol`` on ``cell`` (collective). Starts from equilibrium at
+    ``protocol.initial_theta``."""
+    cell.set_equilibrium(protocol.initial_theta)
+    per_mA_g = cell.current_for(1.0)  # model current of 1 mA/g
+    f_model = ModelUnits.faraday
+    result = RunResult()
+    t = 0.0
+    capacity = 0.0
+    dt = protocol.dt_initial_s
+    li_scale = cell.params.c_max_mol_m3 * cell.active_volume_um3()
+    for k, step in enumerate(protocol.steps):
+        t_step = 0.0
+        stopped = "duration"
+        while True:
+            remaining = None if step.duration_s is None else step.duration_s - t_step
+            if remaining is not None and remaining <= 1e-9 * max(1.0, step.duration_s or 1):
+                break
+            h = dt if remaining is None else min(dt, remaining)
+            li0 = cell.li_in_solid()
+            try:
+                rep, h = _advance(cell, step, h, per_mA_g, protocol)
+            except NewtonFailure as e:
+                dt = h / 2
+                if dt < protocol.dt_min_s or _cuts(cell) >= protocol.max_cuts:
+                    raise ProtocolError(f"step {k} ({step.label or step.kind}) at t = {t:.6g} s:"
+                                        f" Newton failed with dt = {h:.3g} s ({e}); the last "
+                                        f"converged state is kept") from None
+                cell._cuts = _cuts(cell) + 1  # type: ignore[attr-defined]
+                continue
+            cell._cuts = 0  # type: ignore[attr-defined]
+            i_anode = cell.anode_current()
+            i_int = cell.interface_current()
+            d_li = cell.li_in_solid() - li0
+            cell.accept()
+            t += h
+            t_step += h
+            current_mA_g = i_anode / per_mA_g
+            capacity += current_mA_g * h / 3600.0
+            # Relative to the current, or to 1 mA/g at rest (the current is then ~0).
+            charge_rel = abs(i_anode + i_int) / max(abs(i_anode), per_mA_g)
+            li_rel = abs(d_li + i_int * h / f_model) / li_scale
+            rec = Record(step=k, label=step.label or step.kind, time_s=t,
+                         voltage_V=cell.cell_voltage_V, current_mA_g=current_mA_g,
+                         capacity_mAh_g=capacity, mean_theta=cell.mean_theta(), dt_s=h,
+                         newton_iterations=rep.newton_iterations,
+                         charge_balance_rel=charge_rel, li_balance_rel=li_rel)
+            result.records.append(rec)
+            if on_record is not None:
+                on_record(rec)
+            if _hit_cutoff(step, cell.cell_voltage_V, protocol.cutoff_tol_V):
+                stopped = "cutoff"
+                break
+            if (step.kind == "cv" and step.until_current_mA_g is not None
+                    and abs(current_mA_g) <= step.until_current_mA_g):
+                stopped = "current"
+                break
+            # Step-size control: Newton effort and lithiation change per step.
+            grow = 1.5 if rep.newton_iterations <= 4 else 1.0
+            dtheta_rate = abs(current_mA_g) * 1e-3 / 3600.0 / max(
+                cell.params.theoretical_capacity_mAh_g * 1e-3, 1e-30)  # 1/s
+            dt_theta = protocol.dtheta_max / dtheta_rate if dtheta_rate > 0 else math.inf
+            dt = min(h * grow, protocol.dt_max_s, dt_theta)
+            dt = max(dt, protocol.dt_min_s)
+        result.stopped_by.append(stopped)
+    return result
+
+
+def _cuts(cell: HalfCell) -> int:
+    return int(getattr(cell, "_cuts", 0))
+
+
+def _hit_cutoff(step: Step, voltage: float, tol: float) -> bool:
+    if step.kind != "cc" or step.until_voltage_V is None:
+        return False
+    if step.current_mA_g > 0:
+        return voltage <= step.until_voltage_V + tol
+    return voltage >= step.until_voltage_V - tol
+
+
+def _solve(cell: HalfCell, step: Step, h: float, per_mA_g: float):
+    if step.kind == "cv":
+        assert step.voltage_V is not None
+        return cell.solve_step(h, voltage_V=step.voltage_V)
+    current = step.current_mA_g * per_mA_g if step.kind == "cc" else 0.0
+    return cell.solve_step(h, current=current)
+
+
+def _advance(cell: HalfCell, step: Step, h: float, per_mA_g: float, protocol: Protocol
+             ) -> tuple[Any, float]:
+    """Solve one step of length ``h``; if a cc cut-off is crossed, shorten the step so that it
+    ends on the cut-off (secant on the step length, then bisection safeguard)."""
+    v0 = cell.cell_voltage_V
+    snap = cell.snapshot()
+    rep = _solve(cell, step, h, per_mA_g)
+    if step.kind != "cc" or step.until_voltage_V is None:
+        return rep, h
+    target = step.until_voltage_V
+    sign = 1.0 if step.current_mA_g > 0 else -1.0  # discharge: V falls
+
+    def excess(v: float) -> float:  # > 0 while the cut-off is not reached
+        return sign * (v - target)
+
+    v1 = cell.cell_voltage_V
+    if excess(v1) >= -protocol.cutoff_tol_V:
+        return rep, h
+    lo, f_lo = 0.0, excess(v0)
+    hi, f_hi = h, excess(v1)
+    for _ in range(40):
+        guess = lo + (hi - lo) * f_lo / (f_lo - f_hi) if f_lo != f_hi else 0.5 * (lo + hi)
+        guess = min(max(guess, lo + 0.05 * (hi - lo)), hi - 0.05 * (hi - lo))
+        cell.restore(snap)
+        rep = _solve(cell, step, guess, per_mA_g)
+        f_g = excess(cell.cell_voltage_V)
+        if abs(f_g) <= protocol.cutoff_tol_V:
+            return rep, guess
+        if f_g > 0:
+            lo, f_lo = guess, f_g
+        else:
+            hi, f_hi = guess, f_g
+    return rep, guess
