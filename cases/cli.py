@@ -1,4 +1,4 @@
-"""Command line: ``cathodefem {mesh,solve,compare,show-spec}``.
+"""Command line: ``cathodefem {mesh,solve,compare,ensemble,cycle,rate,show-spec}``.
 
 Every subcommand takes an optional case TOML file (default: the packaged default study) and
 ``--set key=value`` overrides with dotted keys (``--set section.width_um=4``). User mistakes
@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
                        ("solve", "mesh and solve one cathode"),
                        ("compare", "the gradient-vs-homogeneous study (both cathodes)"),
                        ("ensemble", "the study over several seeds: mean and 95 % CI"),
+                       ("cycle", "run the case's [protocol] on the half cell of each cathode"),
+                       ("rate", "rate capability: discharge each cathode at several currents"),
                        ("show-spec", "print the validated case with derived quantities")):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("case", nargs="?", help="case TOML file (default: packaged default)")
@@ -71,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
         if name == "solve":
             p.add_argument("--cathode", choices=["gradient", "homogeneous"], required=True)
+        if name in ("cycle", "rate"):
+            p.add_argument("--cathode", choices=["gradient", "homogeneous"], default=None,
+                           help="one cathode only (default: both)")
+        if name == "rate":
+            p.add_argument("--rates", default="50,100,200,300", metavar="I1,I2,...",
+                           help="specific currents in mA/g (default 50,100,200,300)")
         if name == "ensemble":
             p.add_argument("--seeds", type=int, default=5,
                            help="number of seeds, from section.seed on (default 5)")
@@ -107,6 +115,8 @@ def _run(args: argparse.Namespace) -> int:
         result = ensemble.run_ensemble(case, out, args.seeds, comm)
         if comm.rank == 0:
             ensemble.print_ensemble(result)
+    elif args.command in ("cycle", "rate"):
+        return _run_electrochemistry(args, case, out, comm)
     elif args.command == "solve":
         study.run_study(case, out, comm, kinds=(args.cathode,))
     else:
@@ -116,6 +126,38 @@ def _run(args: argparse.Namespace) -> int:
     if comm.rank == 0:
         log.info(f"results written to {out}")
     return 0
+
+
+def _run_electrochemistry(args: argparse.Namespace, case: Any, out: Path, comm: Any) -> int:
+    from cases import cycling
+    from meshes.build import KINDS
+
+    kinds = (args.cathode,) if args.cathode else KINDS
+    progress = not args.quiet
+    if args.command == "cycle":
+        summary = cycling.run_cycling(case, out, comm, kinds=kinds, progress=progress)
+        statuses = {k: summary[k]["status"] for k in kinds}
+    else:
+        try:
+            rates = [float(r) for r in args.rates.split(",") if r.strip()]
+        except ValueError:
+            raise ValueError(f"--rates {args.rates!r}: expected numbers in mA/g, e.g. "
+                             f"50,100,200,300") from None
+        summary = cycling.run_rate_study(case, out, rates, comm, kinds=kinds,
+                                         progress=progress)
+        statuses = {f"{k} {r['rate_mA_g']:g} mA/g": r["status"]
+                    for k in kinds for r in summary[k]["rates"]}
+        if comm.rank == 0:
+            print(f"\n{'specific current [mA/g]':24s}" + "".join(f"{k:>14s}" for k in kinds))
+            for i, rate in enumerate(rates):
+                caps = [summary[k]["rates"][i]["capacity_mAh_g"] for k in kinds]
+                print(f"{rate:<24g}" + "".join(f"{c:14.1f}" for c in caps))
+    failed = {k: s for k, s in statuses.items() if s != "completed"}
+    if comm.rank == 0:
+        log.info(f"results written to {out}")
+        for k, s in failed.items():
+            print(f"cathodefem: {k}: {s}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def print_table(summary: dict[str, Any]) -> None:

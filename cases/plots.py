@@ -19,7 +19,8 @@ import numpy as np
 from meshes.build import KINDS
 from meshes.tags import Phase
 
-__all__ = ["PHASE_COLORS", "comparison_figure", "render_field", "render_phases"]
+__all__ = ["PHASE_COLORS", "comparison_figure", "rate_capability_figure", "render_field",
+           "render_phases", "voltage_curves"]
 
 PHASE_COLORS = {
     Phase.NANOWIRE: "#1f4e9c", Phase.RGO: "#222222", Phase.SPE: "#f2c94c",
@@ -169,4 +170,55 @@ def comparison_figure(summary: dict[str, Any], path: Path) -> None:
         ax.legend(fontsize=7)
     fig.suptitle(f"{summary['case']}: gradient NW membrane vs tape-cast cathode (2D sections)")
     fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+_KIND_COLORS = {"gradient": "#1f77b4", "homogeneous": "#d62728"}
+
+
+def voltage_curves(curves: dict[str, dict[str, Any]], path: Path) -> None:
+    """Cell voltage vs specific capacity: one panel per cathode, one line per run
+    (paper Fig. 4a, b). ``curves[kind][label]`` is a list of protocol records."""
+    kinds = list(curves)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 4.2), squeeze=False,
+                             layout="constrained", sharey=True)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        runs = curves[kind]
+        cmap = plt.get_cmap("viridis", max(len(runs), 2))
+        for k, (label, recs) in enumerate(runs.items()):
+            if not recs:
+                ax.plot([], [], color=cmap(k), label=f"{label}: blocked")
+                continue
+            q = [0.0] + [abs(r.capacity_mAh_g) for r in recs]
+            v = [recs[0].voltage_V] + [r.voltage_V for r in recs]
+            ax.plot(q, v, color=cmap(k), label=label)
+        ax.set_xlabel("specific capacity [mAh/g]")
+        ax.set_title(kind)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0, 0].set_ylabel("cell voltage vs Li/Li$^+$ [V]")
+    fig.savefig(path, dpi=200)
+    plt.close(fig)
+
+
+def rate_capability_figure(summary: dict[str, Any], path: Path) -> None:
+    """Discharge capacity vs specific current for both cathodes, with the paper's values
+    (Fig. 4d) as open markers."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.2), layout="constrained")
+    for kind in KINDS:
+        if kind not in summary:
+            continue
+        rates = [r["rate_mA_g"] for r in summary[kind]["rates"]]
+        caps = [r["capacity_mAh_g"] for r in summary[kind]["rates"]]
+        ax.plot(rates, caps, "o-", color=_KIND_COLORS[kind], label=f"{kind} (model)")
+        paper = summary.get("paper_capacity_mAh_g", {}).get(kind, {})
+        if paper:
+            ax.plot(list(paper), list(paper.values()), "s", mfc="none", ms=9,
+                    color=_KIND_COLORS[kind], label=f"{kind} (paper, Fig. 4d)")
+    ax.set_xlabel("specific current [mA/g]")
+    ax.set_ylabel("discharge capacity [mAh/g]")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=200)
     plt.close(fig)

@@ -18,7 +18,7 @@ import shapely
 from meshes.fill import gaussian_field, gradient_fill, label_pore_cells
 from meshes.gmsh2d import mesh_section
 from meshes.realization import realize_gradient, realize_homogeneous
-from meshes.section import Region, Section, assemble_section, cut_realization
+from meshes.section import Region, Section, add_separator, assemble_section, cut_realization
 from meshes.spec import CaseSpec, derive_gradient, derive_homogeneous
 from meshes.tags import Phase
 
@@ -190,6 +190,7 @@ def build_section(case: CaseSpec, kind: str, *, threads: int = 1) -> SectionMesh
                 realize_homogeneous(h, window, sec.seed, f), y_um=0.0, coating_thickness_um=0.0,
                 contact_width_um=h.contact_width_um, grid_um=_grid(case)),
             derive_homogeneous(h).nanowire_volume_fraction)
+    section = add_separator(section, sec.separator_um)
     t_geom = time.perf_counter() - t0
     tri = mesh_section(section, size_fine_um=sec.mesh_size_fine_um,
                        size_coarse_um=sec.mesh_size_coarse_um,
@@ -199,7 +200,8 @@ def build_section(case: CaseSpec, kind: str, *, threads: int = 1) -> SectionMesh
     phase = np.empty(len(tri.cells), dtype=np.int32)
     direct = {Region.NANOWIRE: Phase.NANOWIRE, Region.RGO: Phase.RGO,
               Region.CARBON_BLACK: Phase.CARBON_BLACK, Region.AL_FOIL: Phase.AL_FOIL,
-              Region.COATING: Phase.SPE, Region.SKIN: Phase.SPE}
+              Region.COATING: Phase.SPE, Region.SKIN: Phase.SPE,
+              Region.SEPARATOR: Phase.SEPARATOR}
     for region, ph in direct.items():
         phase[tri.region == region] = ph
     pore = tri.region == Region.PORE
@@ -218,7 +220,10 @@ def build_section(case: CaseSpec, kind: str, *, threads: int = 1) -> SectionMesh
         p = tri.points_um[tri.cells[pore]]
         d1, d2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
         area = 0.5 * np.abs(d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0])
-    gfield = gaussian_field(centroids[pore], (section.width_um, section.thickness_um), corr,
+    # The field lives on the cathode box (without the separator): the same microstructure
+    # with and without a separator layer.
+    cathode_box = (section.width_um, section.thickness_um - section.separator_um)
+    gfield = gaussian_field(centroids[pore], cathode_box, corr,
                             sec.seed)
     spe = label_pore_cells(gfield, fill, area)
     phase[np.nonzero(pore)[0]] = np.where(spe, Phase.SPE, Phase.VOID)

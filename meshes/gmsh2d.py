@@ -55,7 +55,7 @@ def _classify(faces: np.ndarray, section: Section) -> np.ndarray:
     """Region of each face: the first region in priority order that contains it."""
     probe = shapely.point_on_surface(faces)
     label = np.zeros(len(faces), dtype=np.int32)
-    for region in (*section.priority, Region.AL_FOIL):
+    for region in (*section.priority, Region.AL_FOIL, Region.SEPARATOR):
         geom = section.regions.get(region)
         if geom is None or geom.is_empty:
             continue
@@ -148,8 +148,10 @@ def _partition(section: Section, *, spacing_um: float, tile_um: float,
     # Material interfaces, the layer lines and the top and bottom faces (where electrodes
     # and surface probes sit) set the fine size; tile lines and the sides do not.
     faces_z = [shapely.LineString([(0.0, z), (w, z)]) for z in (0.0, *section.layer_z_um, t)]
+    # (The separator's sides and top are not interfaces: its bottom is a layer line.)
     interface_lines = [shapely.segmentize(g.boundary, spacing_um)
-                       for g in section.regions.values() if not g.is_empty]
+                       for r, g in section.regions.items()
+                       if not g.is_empty and r != Region.SEPARATOR]
     interface_lines += [shapely.segmentize(g, spacing_um) for g in faces_z]
     sizing = shapely.get_coordinates(interface_lines) if interface_lines else np.zeros((0, 2))
     return faces, label, chains, n_small, sizing

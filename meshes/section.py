@@ -19,7 +19,7 @@ size, so no sliver edges reach Gmsh.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 
 import numpy as np
@@ -29,7 +29,8 @@ from shapely.geometry.base import BaseGeometry
 from meshes.realization import Realization, Sheets, Spheres, Wires
 from meshes.tags import Phase
 
-__all__ = ["Region", "Section", "assemble_section", "cut_realization"]
+__all__ = [
+    "Region", "Section", "add_separator", "assemble_section", "cut_realization"]
 
 #: points per half ellipse outline; 2 x 12 = 24-gon for a full cross-section
 _HALF_POINTS = 12
@@ -45,6 +46,7 @@ class Region(IntEnum):
     COATING = 103  # SPE shell around the solids (always SPE)
     PORE = 104  # remaining space in the composite layer: SPE or void by the fill field
     SKIN = 105  # pure-SPE layer on top (gradient membrane)
+    SEPARATOR = int(Phase.SEPARATOR)  # solid-electrolyte separator layer above the cathode
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class Section:
     composite_z_um: tuple[float, float]
     layer_z_um: tuple[float, ...]
     n_objects: dict[str, int]
+    #: thickness of the separator layer on top (0: none); thickness_um includes it
+    separator_um: float = 0.0
 
     #: classification order: solids first, then the coating shell
     priority: tuple[Region, ...] = (Region.NANOWIRE, Region.RGO, Region.CARBON_BLACK,
@@ -226,3 +230,19 @@ def assemble_section(*, width_um: float, thickness_um: float, composite_z_um: tu
     return Section(width_um=width_um, thickness_um=thickness_um, regions=regions,
                    composite_z_um=composite_z_um, layer_z_um=layer_z_um,
                    n_objects={r.name.lower(): len(p) for r, p in objects.items()})
+
+
+def add_separator(section: Section, thickness_um: float) -> Section:
+    """The same section with a separator layer of ``thickness_um`` on top of the cathode.
+
+    The cathode's top face becomes a layer line (the cathode/separator interface) and the
+    section's top face the separator/anode face.
+    """
+    if thickness_um <= 0:
+        return section
+    t = section.thickness_um
+    regions = dict(section.regions)
+    regions[Region.SEPARATOR] = shapely.box(0.0, t, section.width_um, t + thickness_um)
+    return replace(section, thickness_um=t + thickness_um, regions=regions,
+                   layer_z_um=(*section.layer_z_um, t),
+                   separator_um=section.separator_um + thickness_um)

@@ -24,6 +24,7 @@ from meshes.materials import DENSITIES
 
 __all__ = [
     "CaseSpec",
+    "ElectrochemistrySpec",
     "GradientDerived",
     "GradientSpec",
     "HomogeneousDerived",
@@ -197,11 +198,29 @@ class SectionSpec(_Spec):
     mesh_size_fine_um: float = _num(0.04, 0.001, 10.0, "um")
     mesh_size_coarse_um: float = _num(0.5, 0.001, 100.0, "um")
     seed: int = _num(0, 0, 2**31 - 1, "1", integer=True)
+    #: solid-electrolyte separator layer on top of the cathode (0: none). The paper's is
+    #: about 100 um of PEO/LiTFSI/LLZTO; the electrochemistry cases resolve part of it.
+    separator_um: float = _num(0.0, 0.0, 1000.0, "um")
 
     def _check(self) -> None:
         if self.mesh_size_coarse_um < self.mesh_size_fine_um:
             raise SpecError(f"mesh_size_coarse_um = {self.mesh_size_coarse_um}: must be >= "
                             f"mesh_size_fine_um = {self.mesh_size_fine_um}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ElectrochemistrySpec(_Spec):
+    """How the half-cell model runs (the material parameters are one shared set:
+    :mod:`fem.electrochem.parameters`)."""
+
+    #: ideal: every electronic phase touching the electrolyte is held at the collector
+    #: potential (equipotential electronic network; needed on 2D sections, where wires that
+    #: connect in 3D appear as islands); resolved: only the mesh's own connectivity
+    electronic: str = _choice("ideal", ("ideal", "resolved"))
+    temperature_K: float = _num(298.15, 200.0, 450.0, "K")
+    #: write the fields every this many time steps (0: only at the start of every protocol
+    #: step and at the end)
+    fields_every: int = _num(0, 0, 10**6, "1", integer=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -212,6 +231,10 @@ class CaseSpec(_Spec):
     section: SectionSpec = field(default_factory=SectionSpec)
     gradient: GradientSpec = field(default_factory=GradientSpec)
     homogeneous: HomogeneousSpec = field(default_factory=HomogeneousSpec)
+    electrochemistry: ElectrochemistrySpec = field(default_factory=ElectrochemistrySpec)
+    #: cycling protocol table (steps as [[protocol.step]]); validated by
+    #: :func:`fem.electrochem.protocol.protocol_from_dict` when a cycling command runs
+    protocol: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- derived

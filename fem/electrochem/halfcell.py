@@ -11,10 +11,18 @@ Unknowns (shared/MODEL.md section 3), each on the submesh of the phases that car
 * the Li anode potential ``phi_a`` (V), one global scalar.
 
 The current collector (the bottom face where it touches an electronic phase) is grounded:
-``phi_s = 0``; the cell voltage is ``V = -phi_a``. The Li anode is the top face of the ionic
-phases (Butler-Volmer, Li metal at ``phi_a``). Galvanostatic control adds the constraint
-"anode current = applied current"; the Newton step solves the bordered system
-``[J B; G h] [du; dphi_a] = -[R; g]`` with two solves per iteration on one LU factorisation.
+``phi_s = 0``; the cell voltage is ``V = -phi_a``.
+
+``electronic="ideal"`` is the equipotential-network limit: every electronic phase that touches
+a reacting interface is held at the collector potential, as if connected to it by a perfect
+conductor. A 2D section needs it to say anything about ion transport, because wires that are
+connected in 3D appear as isolated islands in the section plane (see the README); the
+``"resolved"`` mode keeps only the in-plane (or, on 3D meshes, the real) connectivity.
+
+The Li anode is the top face of the ionic phases (Butler-Volmer, Li metal at ``phi_a``).
+Galvanostatic control adds the constraint "anode current = applied current"; the Newton step
+solves the bordered system ``[J B; G h] [du; dphi_a] = -[R; g]`` with two solves per
+iteration on one LU factorisation.
 
 Every integral is written on the parent mesh with entity maps (shared/notes,
 dolfinx-0.11-multidomain.md); interface facets are ordered so that ``"+"`` is the active cell.
@@ -71,6 +79,7 @@ class StepReport:
     newton_iterations: int
     linear_solves: int
     seconds: float
+    jacobian_assemblies: int = 0
 
 
 def _local_cells(msh: dolfinx.mesh.Mesh) -> int:
@@ -92,7 +101,10 @@ class HalfCell:
 
     def __init__(self, tm: TaggedMesh, params: CellParameters, *,
                  petsc_options: dict[str, str] | None = None,
-                 quadrature_degree: int = 4) -> None:
+                 quadrature_degree: int = 4, electronic: str = "resolved") -> None:
+        if electronic not in ("resolved", "ideal"):
+            raise ValueError(f"electronic = {electronic!r}: must be 'resolved' or 'ideal'")
+        self.electronic_mode = electronic_mode = electronic
         self.tm = tm
         self.params = params
         msh = tm.mesh
@@ -110,28 +122,36 @@ class HalfCell:
         top = ftags.find(int(Facet.TOP))
 
         # --- which cells carry which field ---------------------------------------------
-        electronic = np.isin(phase, [p for p in ELECTRONIC_PHASES if int(p) in sigma_S_cm])
+        elec_cells = np.isin(phase, [p for p in ELECTRONIC_PHASES if int(p) in sigma_S_cm])
         ionic = np.isin(phase, IONIC_PHASES)
         active = phase == int(Phase.NANOWIRE)
-        collector = _facets_of_cells(msh, bottom, electronic)
+        collector = _facets_of_cells(msh, bottom, elec_cells)
         anode = _facets_of_cells(msh, top, ionic)
-        if self.comm.allreduce(len(collector), op=MPI.SUM) == 0:
+        n_collector = self.comm.allreduce(len(collector), op=MPI.SUM)
+        if electronic_mode == "resolved" and n_collector == 0:
             raise ValueError("current collector: no electronic phase touches the bottom face")
         if self.comm.allreduce(len(anode), op=MPI.SUM) == 0:
             raise ValueError("Li anode: no ionic phase touches the top face")
         # Conducting islands with neither a Dirichlet face nor a reacting interface would
         # make the matrix singular (shared/notes trap 7): keep only the useful components.
-        comps_e = cell_components(msh, electronic.astype(np.int32), [1])
+        comps_e = cell_components(msh, elec_cells.astype(np.int32), [1])
         keep_e = np.union1d(components_touching(msh, comps_e, collector),
                             components_touching(msh, comps_e, gamma_all))
         comps_i = cell_components(msh, ionic.astype(np.int32), [1])
         keep_i = np.union1d(components_touching(msh, comps_i, anode),
                             components_touching(msh, comps_i, gamma_all))
-        electronic = electronic & np.isin(comps_e.labels, keep_e)
+        elec_cells = elec_cells & np.isin(comps_e.labels, keep_e)
         ionic = ionic & np.isin(comps_i.labels, keep_i)
-        self.cells = {"active": active, "electronic": electronic, "ionic": ionic}
+        # Interface facets that can pass a net current: electrolyte side connected to the
+        # anode, solid side connected to the collector (any electronic phase when ideal).
+        to_anode = components_touching(msh, comps_i, anode)
+        to_collector = (keep_e if electronic_mode == "ideal"
+                        else components_touching(msh, comps_e, collector))
+        self._to_anode, self._to_collector = to_anode, to_collector
+        self._comps = (comps_e, comps_i)
+        self.cells = {"active": active, "electronic": elec_cells, "ionic": ionic}
         self.removed_cells = {
-            "electronic": int(self._owned_count(np.isin(phase, list(sigma_S_cm)) & ~electronic)),
+            "electronic": int(self._owned_count(np.isin(phase, list(sigma_S_cm)) & ~elec_cells)),
             "ionic": int(self._owned_count(np.isin(phase, IONIC_PHASES) & ~ionic)),
         }
 
@@ -144,7 +164,7 @@ class HalfCell:
         if self.comm.allreduce(int(active.sum()), op=MPI.SUM) == 0:
             raise ValueError("mesh has no active (nanowire) cells")
         self.sub_a, map_a = sub(active)
-        self.sub_e, map_e = sub(electronic)
+        self.sub_e, map_e = sub(elec_cells)
         self.sub_i, map_i = sub(ionic)
         self.entity_maps = [map_a, map_e, map_i]
         v_cs = dolfinx.fem.functionspace(self.sub_a, ("Lagrange", 1))
@@ -207,12 +227,18 @@ class HalfCell:
         if not (np.all(phase[gamma[:, 0]] == int(Phase.NANOWIRE))
                 and np.all(np.isin(phase[gamma[:, 2]], IONIC_PHASES))):
             raise RuntimeError("interface facets must separate an active and an ionic cell")
+        comps_e, comps_i = self._comps
+        live = (np.isin(comps_e.labels[gamma[:, 0]], self._to_collector)
+                & np.isin(comps_i.labels[gamma[:, 2]], self._to_anode))
+        #: interface facets through which current can flow between collector and anode
+        self.connected_interface_facets_count = int(self.comm.allreduce(int(live.sum()),
+                                                                        op=MPI.SUM))
         anode_entities = dolfinx.fem.compute_integration_domains(
             itype.exterior_facet, topo, anode)
         q_md = {"quadrature_degree": quadrature_degree}
         self.dx = ufl.Measure("dx", domain=msh, subdomain_data=[
-            (_ACTIVE, cell_domain(active)), (_ELECTRONIC, cell_domain(electronic)),
-            (_IONIC, cell_domain(ionic))], metadata=q_md)
+            (_ACTIVE, cell_domain(active)), (_ELECTRONIC, cell_domain(elec_cells)),
+            (_IONIC, cell_domain(ionic))], metadata={"quadrature_degree": 2})
         self.dS = ufl.Measure("dS", domain=msh, subdomain_data=[(_GAMMA, gamma.reshape(-1))],
                               metadata=q_md)
         self.ds = ufl.Measure("ds", domain=msh, subdomain_data=[(_ANODE, anode_entities)],
@@ -225,6 +251,9 @@ class HalfCell:
         coll_sub = dolfinx.mesh.locate_entities_boundary(
             self.sub_e, fdim, lambda x: np.abs(x[tdim - 1]) < zero_z)
         self.bc_dofs = dolfinx.fem.locate_dofs_topological(v_ps, fdim, coll_sub)
+        if self.electronic_mode == "ideal":
+            im = v_ps.dofmap.index_map
+            self.bc_dofs = np.arange(im.size_local + im.num_ghosts, dtype=np.int32)
         self.bcs = [dolfinx.fem.dirichletbc(0.0, self.bc_dofs, v_ps)]
 
         self._build_forms()
@@ -331,6 +360,8 @@ class HalfCell:
             del opts[f"cathodefem_halfcell_{k}"]
         self.ksp.setOperators(self.A)
         self.linear_solves = 0
+        self.jacobian_assemblies = 0
+        self._jacobian_fresh = False  # True while A is the factorised Jacobian to reuse
 
     # --- state ------------------------------------------------------------------------------
     def set_equilibrium(self, theta: float) -> None:
@@ -345,6 +376,7 @@ class HalfCell:
         self.c_e.x.array[:] = p.salt_concentration.value
         self.phi_e.x.array[:] = -u0
         self.phi_a.value = -u0
+        self._jacobian_fresh = False
         self.accept()
 
     def accept(self) -> None:
@@ -382,32 +414,52 @@ class HalfCell:
         la_petsc._ghost_update(vec, PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
         fem_petsc.set_bc(vec, [self.bcs if k == 1 else [] for k in range(4)])
 
+    @property
+    def can_pass_current(self) -> bool:
+        """False when no reacting interface is connected to both the collector and the anode
+        (then any nonzero current is impossible: the cell is blocked)."""
+        return self.connected_interface_facets_count > 0
+
     def solve_step(self, dt_s: float, *, current: float | None = None,
-                   voltage_V: float | None = None, max_iterations: int = 25,
+                   voltage_V: float | None = None, max_iterations: int = 40,
                    tolerance: float = 1e-10) -> StepReport:
         """One backward-Euler step of ``dt_s`` seconds from the old time level.
 
         Exactly one of ``current`` (model units: integral of A/m2 over um^2, positive in
         discharge) and ``voltage_V`` (cell voltage) is given. Raises :class:`NewtonFailure`
         with the state restored on divergence, NaN or too many iterations.
+
+        Newton with a lagged Jacobian: the factorisation of the last assembled Jacobian is
+        reused (also across time steps) while the updates contract by at least 4x per
+        iteration; otherwise the Jacobian is reassembled at the present iterate. Converged
+        when the scaled update (c_s / c_max, c_e / c0, potentials in V) is below
+        ``tolerance`` after a contracting iteration.
         """
         if (current is None) == (voltage_V is None):
             raise ValueError("give exactly one of current and voltage_V")
         t0 = time.perf_counter()
+        if dt_s != float(self.dt.value):
+            self._jacobian_fresh = False  # the mass term changed
         self.dt.value = dt_s
         snap = self.snapshot()
         if voltage_V is not None:
             self.phi_a.value = -voltage_V
         petsc = fem_petsc
-        solves0 = self.linear_solves
+        solves0, assemblies0 = self.linear_solves, self.jacobian_assemblies
+        previous = np.inf
         for it in range(1, max_iterations + 1):
             petsc.assign(self.u, self.x)
             la_petsc._ghost_update(self.x, PETSc.InsertMode.INSERT,
-                                           PETSc.ScatterMode.FORWARD)
+                                   PETSc.ScatterMode.FORWARD)
             petsc.assemble_residual(None, self.x, self.b, self.u, self.F, self.J, self.bcs,
                                     self._blocks)
-            petsc.assemble_jacobian(None, self.x, self.A, None, self.u, self.J, None, self.bcs)
-            self.ksp.setOperators(self.A)
+            if not self._jacobian_fresh:
+                petsc.assemble_jacobian(None, self.x, self.A, None, self.u, self.J, None,
+                                        self.bcs)
+                self.ksp.setOperators(self.A)
+                self.jacobian_assemblies += 1
+                self._jacobian_fresh = True
+                previous = np.inf
             self.ksp.solve(self.b, self.w1)
             self.linear_solves += 1
             du = self.w1
@@ -427,18 +479,26 @@ class HalfCell:
                 du.axpy(-d_pa, self.w2)
             if not (np.isfinite(du.norm()) and np.isfinite(d_pa)):
                 self.restore(snap)
+                self._jacobian_fresh = False
                 raise NewtonFailure(f"non-finite Newton update at iteration {it}")
             # Limit potential jumps to 0.5 V per iteration (exponential kinetics overshoot).
-            step = self._scaled_update(du)
-            damp = min(1.0, 0.5 / max(step, abs(d_pa), 1e-300))
+            step = max(self._scaled_update(du), abs(d_pa))
+            damp = min(1.0, 0.5 / max(step, 1e-300))
             self.x.axpy(damp, du)
             petsc.assign(self.x, self.u)
             for f in self.u:
                 f.x.scatter_forward()
             self.phi_a.value = float(self.phi_a.value) + damp * d_pa
-            if damp == 1.0 and max(step, abs(d_pa)) < tolerance:
-                return StepReport(it, self.linear_solves - solves0, time.perf_counter() - t0)
+            contracting = step < 0.25 * previous
+            if damp == 1.0 and step < tolerance and (contracting or step == 0.0):
+                return StepReport(it, self.linear_solves - solves0,
+                                  time.perf_counter() - t0,
+                                  self.jacobian_assemblies - assemblies0)
+            if not contracting or damp < 1.0:
+                self._jacobian_fresh = False  # reassemble at the next iterate
+            previous = step
         self.restore(snap)
+        self._jacobian_fresh = False
         raise NewtonFailure(f"Newton did not converge in {max_iterations} iterations")
 
     # --- diagnostics (all collective) --------------------------------------------------------
