@@ -226,6 +226,10 @@ def test_discharge_charge_conserves_charge_li_and_salt_and_stops_at_cutoffs(
     recs = res.records
     assert max(r.charge_balance_rel for r in recs) < 1e-8
     assert max(r.li_balance_rel for r in recs) < 1e-8
+    parts = ("ocv_mean_V", "solid_diffusion_V", "kinetic_cathode_V", "electronic_ohmic_V",
+             "electrolyte_ohmic_V", "electrolyte_concentration_V", "kinetic_anode_V")
+    for r in recs:  # the breakdown adds up on a 2D field with local currents, and at rest
+        assert sum(getattr(r, k) for k in parts) == pytest.approx(r.voltage_V, abs=1e-9)
     by_step = {k: [r for r in recs if r.step == k] for k in range(4)}
     # Cut-offs are located on the cut-off, not at the next step.
     assert by_step[0][-1].voltage_V == pytest.approx(2.5, abs=proto.cutoff_tol_V)
@@ -419,3 +423,35 @@ def test_two_ranks_give_the_one_rank_result(tmp_path: Path) -> None:
 
 def test_faraday_constant_in_model_units() -> None:
     assert ModelUnits.faraday == pytest.approx(FARADAY_C_MOL * 1e-6, rel=1e-15)
+
+
+def test_overpotential_breakdown_sums_to_the_voltage_and_matches_closed_forms(
+        planar: TaggedMesh) -> None:
+    p = _params(sigma_nw_S_cm=1e-6, kappa_spe_S_cm=1e-6)
+    cell = HalfCell(planar, p)
+    theta0 = 0.3
+    cell.set_equilibrium(theta0)
+    current = cell.current_for(300.0)
+    cell.solve_step(1e-6, current=current)
+    b = cell.overpotentials()
+    assert sum(b.values()) == pytest.approx(cell.cell_voltage_V, abs=1e-12)
+    i = current / 1.0
+    vt = p.thermal_voltage_V
+    i0_c = p.exchange_current_cathode.value * math.sqrt(theta0 * (1 - theta0)) / 0.5
+    assert b["ocv_mean_V"] == pytest.approx(float(p.ocv(theta0)), abs=1e-9)
+    assert b["kinetic_cathode_V"] == pytest.approx(_bv_overpotential(-i, i0_c, vt), abs=1e-6)
+    assert b["kinetic_anode_V"] == pytest.approx(
+        -_bv_overpotential(i, p.exchange_current_anode.value, vt), abs=1e-9)
+    assert b["electronic_ohmic_V"] == pytest.approx(-i * 0.5 / ModelUnits.conductivity(1e-6),
+                                                    rel=1e-6)
+    assert b["electrolyte_ohmic_V"] == pytest.approx(-i * 1.5 / ModelUnits.conductivity(1e-6),
+                                                     rel=1e-5)
+    assert abs(b["solid_diffusion_V"]) < 1e-5 and abs(b["electrolyte_concentration_V"]) < 1e-6
+    # At rest only the OCV remains.
+    cell.set_equilibrium(theta0)
+    cell.solve_step(1.0, current=0.0)
+    rest = cell.overpotentials()
+    assert rest["ocv_mean_V"] == pytest.approx(cell.cell_voltage_V, abs=1e-9)
+    assert sum(rest.values()) == pytest.approx(cell.cell_voltage_V, abs=1e-12)
+    assert all(v == 0.0 for k, v in rest.items() if k not in ("ocv_mean_V",
+                                                               "solid_diffusion_V"))

@@ -181,7 +181,9 @@ class HalfCell:
         self.c_e_old = dolfinx.fem.Function(v_ce)
         self.phi_a: Any = dolfinx.fem.Constant(msh, 0.0)
         self.dt: Any = dolfinx.fem.Constant(msh, 1.0)
-        self.applied_current = 0.0  # model units (1e-12 A), anode -> electrolyte positive
+        #: magnitude of the last nonzero applied current (model units): the scale below which
+        #: a current counts as zero in the overpotential breakdown
+        self.applied_scale = 1.0
 
         # --- phase-wise coefficients on the parent mesh (DG0) ----------------------------
         q0 = dolfinx.fem.functionspace(msh, ("DG", 0))
@@ -284,6 +286,7 @@ class HalfCell:
         i0_a = p.exchange_current_anode.value * (ce_a / c0) ** 0.5
         eta_a = pa - self.phi_e
         i_a = i0_a * (ufl.exp(0.5 * f * eta_a) - ufl.exp(-0.5 * f * eta_a))
+        self._eta, self._eta_a, self._u_surface = eta, eta_a, p.ocv.ufl(theta)
         return i_n, i_a, ufl.diff(i_a, pa)
 
     def _build_forms(self) -> None:
@@ -336,7 +339,21 @@ class HalfCell:
         self.inventory_e_form = form(c_e * dx(_IONIC))
         self.active_volume_form = form(dolfinx.fem.Constant(self.tm.mesh, 1.0) * dx(_ACTIVE))
         self.anode_area_form = form(dolfinx.fem.Constant(self.tm.mesh, 1.0) * ds(_ANODE))
-        self.eta_form = None
+        # Overpotential breakdown: current-weighted interface and anode averages.
+        ln_ce_i = ufl.ln(ufl.max_value(c_e("-"), 1e-9))
+        ln_ce_a = ufl.ln(ufl.max_value(c_e, 1e-9))
+        self.breakdown_forms = {
+            "i": form(i_n * dS(_GAMMA)),
+            "u": form(i_n * self._u_surface * dS(_GAMMA)),
+            "eta": form(i_n * self._eta * dS(_GAMMA)),
+            "phi_s": form(i_n * phi_s("+") * dS(_GAMMA)),
+            "phi_e": form(i_n * phi_e("-") * dS(_GAMMA)),
+            "ln_ce": form(i_n * ln_ce_i * dS(_GAMMA)),
+            "ia": form(i_a * ds(_ANODE)),
+            "phi_e_a": form(i_a * phi_e * ds(_ANODE)),
+            "eta_a": form(i_a * self._eta_a * ds(_ANODE)),
+            "ln_ce_a": form(i_a * ln_ce_a * ds(_ANODE)),
+        }
 
     def _build_solver(self, petsc_options: dict[str, str] | None) -> None:
         petsc = fem_petsc
@@ -442,6 +459,8 @@ class HalfCell:
             self._jacobian_fresh = False  # the mass term changed
         self.dt.value = dt_s
         snap = self.snapshot()
+        if current is not None and current != 0.0:
+            self.applied_scale = abs(current)
         if voltage_V is not None:
             self.phi_a.value = -voltage_V
         petsc = fem_petsc
@@ -534,6 +553,48 @@ class HalfCell:
     def current_for(self, specific_mA_g: float) -> float:
         """Model current for a specific current (mA per g of active material)."""
         return specific_mA_g * 1e-3 * self.active_mass_g() / ModelUnits.current_A
+
+    def overpotentials(self) -> dict[str, float]:
+        """Breakdown of the cell voltage (V), exact in sum:
+
+        ``V = ocv_mean + solid_diffusion + kinetic_cathode + electronic_ohmic
+        + electrolyte_ohmic + electrolyte_concentration + kinetic_anode``
+
+        with current-weighted averages <.> over the reacting interface (weights i_n / I) and
+        the anode (weights i_a / I): ocv_mean = U(mean theta); solid_diffusion = <U(theta_s)>
+        - U(mean theta); kinetic_cathode = <eta>; electronic_ohmic = -<phi_s> (the collector
+        is at 0); electrolyte = <phi_e> - <phi_e>_anode, split into the diffusion potential
+        (2RT/F)(1 - t+)(1 + dlnf/dlnc)(<ln c_e> - <ln c_e>_anode) with the cathode SPE's t+
+        (exact for uniform t+) and the ohmic rest; kinetic_anode = -<eta_a>. At zero net
+        current the weights are undefined: V - U(mean theta) (concentration relaxation) is
+        then reported as solid_diffusion and the others as 0.
+        """
+        vals = {k: self._scalar(f) for k, f in self.breakdown_forms.items()}
+        p = self.params
+        u_mean = float(p.ocv(self.mean_theta()))
+        out = {"ocv_mean_V": u_mean, "solid_diffusion_V": 0.0, "kinetic_cathode_V": 0.0,
+               "electronic_ohmic_V": 0.0, "electrolyte_ohmic_V": 0.0,
+               "electrolyte_concentration_V": 0.0, "kinetic_anode_V": 0.0}
+        i_c, i_a = vals["i"], vals["ia"]
+        scale = max(abs(i_c), abs(i_a))
+        # Net currents below 1e-6 of the last applied one count as rest: dividing the local
+        # (cancelling) currents by a vanishing net current would only amplify round-off.
+        if scale <= 1e-6 * self.applied_scale:
+            out["solid_diffusion_V"] = self.cell_voltage_V - u_mean
+            return out
+        electrolyte = vals["phi_e"] / i_c - vals["phi_e_a"] / i_a
+        tp, tf = p.spe.transference.value, p.spe.thermodynamic_factor.value
+        conc = (2 * p.thermal_voltage_V * (1 - tp) * tf
+                * (vals["ln_ce"] / i_c - vals["ln_ce_a"] / i_a))
+        out.update({
+            "solid_diffusion_V": vals["u"] / i_c - u_mean,
+            "kinetic_cathode_V": vals["eta"] / i_c,
+            "electronic_ohmic_V": -vals["phi_s"] / i_c,
+            "electrolyte_ohmic_V": electrolyte - conc,
+            "electrolyte_concentration_V": conc,
+            "kinetic_anode_V": -vals["eta_a"] / i_a,
+        })
+        return out
 
     def mean_theta(self) -> float:
         return self.li_in_solid() / (self.active_volume_um3() * self.params.c_max_mol_m3)

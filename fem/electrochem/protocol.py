@@ -137,6 +137,14 @@ class Record:
     newton_iterations: int
     charge_balance_rel: float  # |anode + interface current| / max(|current|, 1 mA/g)
     li_balance_rel: float  # Li change of the solid vs. interface current, this step
+    # Voltage breakdown (HalfCell.overpotentials): these seven sum to voltage_V.
+    ocv_mean_V: float = 0.0
+    solid_diffusion_V: float = 0.0
+    kinetic_cathode_V: float = 0.0
+    electronic_ohmic_V: float = 0.0
+    electrolyte_ohmic_V: float = 0.0
+    electrolyte_concentration_V: float = 0.0
+    kinetic_anode_V: float = 0.0
 
     def as_row(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -201,7 +209,8 @@ def run_protocol(cell: HalfCell, protocol: Protocol,
                          voltage_V=cell.cell_voltage_V, current_mA_g=current_mA_g,
                          capacity_mAh_g=capacity, mean_theta=cell.mean_theta(), dt_s=h,
                          newton_iterations=rep.newton_iterations,
-                         charge_balance_rel=charge_rel, li_balance_rel=li_rel)
+                         charge_balance_rel=charge_rel, li_balance_rel=li_rel,
+                         **cell.overpotentials())
             result.records.append(rec)
             if on_record is not None:
                 on_record(rec)
