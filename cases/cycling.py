@@ -177,6 +177,32 @@ def _run_one(comm: MPI.Comm, cell: HalfCell, protocol: Protocol, folder: Path, c
     return res, status, wall
 
 
+def _utilization(cell: HalfCell, theta0: float, path: Path) -> dict[str, Any]:
+    """Per-particle lithiation at the end of a run (``particles.csv``) and its summary: a
+    particle that gained less than 10 % of the mean lithiation change counts as unused."""
+    import numpy as np
+
+    vol, theta = cell.particle_lithiation()
+    gain = theta - theta0
+    mean_gain = float((gain * vol).sum() / max(vol.sum(), 1e-300))
+    unused = gain < 0.1 * mean_gain if mean_gain > 0 else np.zeros(len(vol), dtype=bool)
+    if cell.comm.rank == 0:
+        with path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["particle", "volume_um3", "theta_start", "theta_end",
+                        "electronically_connected", "unused"])
+            for k in range(len(vol)):
+                w.writerow([k, vol[k], theta0, theta[k], bool(cell.particle_connected[k]),
+                            bool(unused[k])])
+    return {
+        "particles_count": len(vol),
+        "electronically_connected_particles_count": int(cell.particle_connected.sum()),
+        "mean_lithiation_gain": mean_gain,
+        "unused_particles_count": int(unused.sum()),
+        "unused_active_volume_fraction": float(vol[unused].sum() / max(vol.sum(), 1e-300)),
+    }
+
+
 def _parameter_table(params: CellParameters) -> dict[str, Any]:
     return params.sources()
 
@@ -200,6 +226,8 @@ def run_cycling(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
             res, status, wall = _run_one(comm, cell, protocol, folder / kind, "cycling.csv",
                                          kind, ec.fields_every, progress)
             entry = _cell_info(cell, info)
+            entry["utilization"] = _utilization(cell, protocol.initial_theta,
+                                                folder / kind / "particles.csv")
             entry.update({"status": status, "wall_time_s": wall,
                           "steps": _step_table(protocol, res),
                           "max_charge_balance_rel": max(
@@ -261,6 +289,7 @@ def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
                                              progress)
                 recs = res.records
                 q = recs[-1].capacity_mAh_g if recs else 0.0
+                use = _utilization(cell, protocol.initial_theta, sub / "particles.csv")
                 entry["rates"].append({
                     "rate_mA_g": float(rate), "capacity_mAh_g": q, "status": status,
                     "stopped_by": res.stopped_by[0] if res.stopped_by else "not run",
@@ -275,6 +304,8 @@ def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
                     "max_charge_balance_rel": max((r.charge_balance_rel for r in recs),
                                                   default=0.0),
                     "max_li_balance_rel": max((r.li_balance_rel for r in recs), default=0.0),
+                    "utilization": use,
+                    "overpotentials_at_half_capacity_V": _breakdown_at(recs, 0.5),
                 })
                 curves[kind][f"{rate:g} mA/g"] = recs
                 if on_rate is not None:
@@ -291,6 +322,18 @@ def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
             voltage_curves(curves, folder / "voltage_curves.png")
             rate_capability_figure(summary, folder / "rate_capability.png")
     return summary
+
+
+def _breakdown_at(recs: Sequence[Record], fraction: float) -> dict[str, float] | None:
+    """The voltage breakdown at the record nearest to ``fraction`` of the final capacity."""
+    if not recs:
+        return None
+    target = fraction * recs[-1].capacity_mAh_g
+    r = min(recs, key=lambda x: abs(x.capacity_mAh_g - target))
+    keys = ("voltage_V", "capacity_mAh_g", "ocv_mean_V", "solid_diffusion_V",
+            "kinetic_cathode_V", "electronic_ohmic_V", "electrolyte_ohmic_V",
+            "electrolyte_concentration_V", "kinetic_anode_V")
+    return {k: getattr(r, k) for k in keys}
 
 
 def _write_rate_table(path: Path, summary: dict[str, Any], kinds: Sequence[str]) -> None:

@@ -455,3 +455,29 @@ def test_overpotential_breakdown_sums_to_the_voltage_and_matches_closed_forms(
     assert sum(rest.values()) == pytest.approx(cell.cell_voltage_V, abs=1e-12)
     assert all(v == 0.0 for k, v in rest.items() if k not in ("ocv_mean_V",
                                                                "solid_diffusion_V"))
+
+
+def test_particle_lithiation_finds_the_wire_that_never_lithiates() -> None:
+    # Two pillars: the left one touches the collector, the right one floats in the SPE with
+    # no electronic path: it can exchange no net current and must stay at the start value.
+    def phase(x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        left = (x > 0.1) & (x < 0.4) & (z < 1.5)
+        right = (x > 0.6) & (x < 0.9) & (z > 0.3) & (z < 1.5)
+        return np.where(left | right, int(Phase.NANOWIRE), int(Phase.SPE))
+
+    sec = structured_section(10, 20, 1.0, 2.0, phase)
+    tm = _tagged(sec if COMM.rank == 0 else None)
+    cell = HalfCell(tm, default_parameters())
+    assert cell.particles.num_components == 2
+    assert list(cell.particle_connected) == [True, False]
+    res = run_protocol(cell, Protocol(steps=(Step(kind="cc", current_mA_g=200.0,
+                                                  duration_s=600.0),), initial_theta=0.05))
+    vol, theta = cell.particle_lithiation()
+    assert vol[0] == pytest.approx(0.3 * 1.5, rel=1e-12)
+    assert vol[1] == pytest.approx(0.3 * 1.2, rel=1e-12)
+    assert theta[1] == pytest.approx(0.05, abs=1e-9)  # floating wire: no net lithiation
+    # The connected wire took all the charge (the mass-specific current counts both wires).
+    added = 200 * 600 / 3600 / cell.params.theoretical_capacity_mAh_g * vol.sum() / vol[0]
+    assert theta[0] - 0.05 == pytest.approx(added, rel=1e-9)
+    assert res.records[-1].mean_theta == pytest.approx((theta * vol).sum() / vol.sum(),
+                                                       rel=1e-12)

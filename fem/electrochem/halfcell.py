@@ -149,6 +149,14 @@ class HalfCell:
                         else components_touching(msh, comps_e, collector))
         self._to_anode, self._to_collector = to_anode, to_collector
         self._comps = (comps_e, comps_i)
+        # Active particles (wires, or wire sections in 2D): facet-connected active cells.
+        self.particles = cell_components(msh, phase, [int(Phase.NANOWIRE)])
+        labels = self.particles.labels
+        is_active = labels >= 0
+        self.particle_connected = np.zeros(self.particles.num_components, dtype=bool)
+        mine = np.unique(labels[is_active & np.isin(comps_e.labels, to_collector)])
+        for part in self.comm.allgather(mine):
+            self.particle_connected[part] = True
         self.cells = {"active": active, "electronic": elec_cells, "ionic": ionic}
         self.removed_cells = {
             "electronic": int(self._owned_count(np.isin(phase, list(sigma_S_cm)) & ~elec_cells)),
@@ -342,6 +350,10 @@ class HalfCell:
         # Overpotential breakdown: current-weighted interface and anode averages.
         ln_ce_i = ufl.ln(ufl.max_value(c_e("-"), 1e-9))
         ln_ce_a = ufl.ln(ufl.max_value(c_e, 1e-9))
+        q0 = dolfinx.fem.functionspace(self.tm.mesh, ("DG", 0))
+        v0 = ufl.TestFunction(q0)
+        self._cell_li_form = form(c_s * v0 * dx(_ACTIVE))
+        self._cell_vol_form = form(dolfinx.fem.Constant(self.tm.mesh, 1.0) * v0 * dx(_ACTIVE))
         self.breakdown_forms = {
             "i": form(i_n * dS(_GAMMA)),
             "u": form(i_n * self._u_surface * dS(_GAMMA)),
@@ -439,7 +451,7 @@ class HalfCell:
 
     def solve_step(self, dt_s: float, *, current: float | None = None,
                    voltage_V: float | None = None, max_iterations: int = 40,
-                   tolerance: float = 1e-10) -> StepReport:
+                   tolerance: float = 1e-10, balance_tolerance: float = 1e-10) -> StepReport:
         """One backward-Euler step of ``dt_s`` seconds from the old time level.
 
         Exactly one of ``current`` (model units: integral of A/m2 over um^2, positive in
@@ -450,7 +462,8 @@ class HalfCell:
         reused (also across time steps) while the updates contract by at least 4x per
         iteration; otherwise the Jacobian is reassembled at the present iterate. Converged
         when the scaled update (c_s / c_max, c_e / c0, potentials in V) is below
-        ``tolerance`` after a contracting iteration.
+        ``tolerance`` after a contracting iteration and the charge balance (anode current +
+        interface current) is below ``balance_tolerance`` times the applied current.
         """
         if (current is None) == (voltage_V is None):
             raise ValueError("give exactly one of current and voltage_V")
@@ -509,7 +522,8 @@ class HalfCell:
                 f.x.scatter_forward()
             self.phi_a.value = float(self.phi_a.value) + damp * d_pa
             contracting = step < 0.25 * previous
-            if damp == 1.0 and step < tolerance and (contracting or step == 0.0):
+            if (damp == 1.0 and step < tolerance and (contracting or step == 0.0)
+                    and self._balanced(balance_tolerance)):
                 return StepReport(it, self.linear_solves - solves0,
                                   time.perf_counter() - t0,
                                   self.jacobian_assemblies - assemblies0)
@@ -519,6 +533,10 @@ class HalfCell:
         self.restore(snap)
         self._jacobian_fresh = False
         raise NewtonFailure(f"Newton did not converge in {max_iterations} iterations")
+
+    def _balanced(self, tol: float) -> bool:
+        i_a = self.anode_current()
+        return abs(i_a + self.interface_current()) <= tol * max(abs(i_a), self.applied_scale)
 
     # --- diagnostics (all collective) --------------------------------------------------------
     def _scalar(self, form) -> float:
@@ -595,6 +613,23 @@ class HalfCell:
             "kinetic_anode_V": -vals["eta_a"] / i_a,
         })
         return out
+
+    def particle_lithiation(self) -> tuple[np.ndarray, np.ndarray]:
+        """Volume (um^3; um^2 x 1 um in 2D) and mean lithiation fraction of every active
+        particle (facet-connected active cells: a wire, or a wire section in 2D), ordered
+        by the partition-independent particle id. Collective; the same on every rank."""
+        li = dolfinx.fem.assemble_vector(self._cell_li_form)
+        vol = dolfinx.fem.assemble_vector(self._cell_vol_form)
+        n_owned = self.tm.mesh.topology.index_map(self.tm.mesh.topology.dim).size_local
+        labels = self.particles.labels[:n_owned]
+        act = labels >= 0
+        n = self.particles.num_components
+        li_p = np.bincount(labels[act], weights=li.array[:n_owned][act], minlength=n)
+        vol_p = np.bincount(labels[act], weights=vol.array[:n_owned][act], minlength=n)
+        li_p = self.comm.allreduce(li_p, op=MPI.SUM)
+        vol_p = self.comm.allreduce(vol_p, op=MPI.SUM)
+        theta = li_p / np.maximum(vol_p, 1e-300) / self.params.c_max_mol_m3
+        return vol_p, theta
 
     def mean_theta(self) -> float:
         return self.li_in_solid() / (self.active_volume_um3() * self.params.c_max_mol_m3)

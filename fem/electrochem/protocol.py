@@ -135,7 +135,7 @@ class Record:
     mean_theta: float
     dt_s: float
     newton_iterations: int
-    charge_balance_rel: float  # |anode + interface current| / max(|current|, 1 mA/g)
+    charge_balance_rel: float  # |anode + interface current| / |current (last applied at rest)|
     li_balance_rel: float  # Li change of the solid vs. interface current, this step
     # Voltage breakdown (HalfCell.overpotentials): these seven sum to voltage_V.
     ocv_mean_V: float = 0.0
@@ -202,8 +202,8 @@ def run_protocol(cell: HalfCell, protocol: Protocol,
             t_step += h
             current_mA_g = i_anode / per_mA_g
             capacity += current_mA_g * h / 3600.0
-            # Relative to the current, or to 1 mA/g at rest (the current is then ~0).
-            charge_rel = abs(i_anode + i_int) / max(abs(i_anode), per_mA_g)
+            # Relative to the current, or at rest to the last applied current.
+            charge_rel = abs(i_anode + i_int) / max(abs(i_anode), cell.applied_scale)
             li_rel = abs(d_li + i_int * h / f_model) / li_scale
             rec = Record(step=k, label=step.label or step.kind, time_s=t,
                          voltage_V=cell.cell_voltage_V, current_mA_g=current_mA_g,

@@ -1,0 +1,149 @@
+"""The cycling and rate-capability commands at small size: outputs, status, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, cathodefem
+
+#: A thin gradient membrane (NW fraction as in the paper: loading scaled with thickness) with
+#: a 2 um separator, coarse enough that a discharge takes seconds.
+TINY = """
+name = "tiny-ec"
+[section]
+width_um = 1.5
+seed = 3
+mesh_size_fine_um = 0.06
+mesh_size_coarse_um = 0.5
+separator_um = 2.0
+[gradient]
+thickness_um = 4.0
+loading_mg_cm2 = 0.17647
+lean_zone_um = 1.0
+skin_thickness_um = 0.5
+[homogeneous]
+loading_mg_cm2 = 0.2
+[electrochemistry]
+electronic = "ideal"
+[protocol]
+initial_theta = 0.01
+dtheta_max = 0.05
+dt_max_s = 900.0
+"""
+
+CYCLE = TINY + """
+[[protocol.step]]
+kind = "cc"
+current_mA_g = 300.0
+until_voltage_V = 2.6
+label = "discharge"
+[[protocol.step]]
+kind = "rest"
+duration_s = 300.0
+[[protocol.step]]
+kind = "cc"
+current_mA_g = -300.0
+until_voltage_V = 3.4
+label = "charge"
+"""
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([*cathodefem(), *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=600, check=False)
+
+
+@pytest.fixture(scope="module")
+def cycled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    tmp = tmp_path_factory.mktemp("cycle")
+    case = tmp / "cycle.toml"
+    case.write_text(CYCLE)
+    out = tmp / "out"
+    r = _run(["cycle", str(case), "--cathode", "gradient", "--out", str(out), "-q"], tmp)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, json.loads((out / "summary.json").read_text())
+
+
+def test_cycle_writes_records_fields_and_summary(cycled: tuple[Path, dict]) -> None:
+    out, summary = cycled
+    g = summary["gradient"]
+    assert g["status"] == "completed"
+    assert [s["stopped_by"] for s in g["steps"]] == ["cutoff", "duration", "cutoff"]
+    assert g["steps"][0]["end_voltage_V"] == pytest.approx(2.6, abs=1e-4)
+    assert g["steps"][2]["end_voltage_V"] == pytest.approx(3.4, abs=1e-4)
+    assert g["steps"][0]["capacity_mAh_g"] > 10  # it did discharge
+    assert g["max_charge_balance_rel"] < 1e-8 and g["max_li_balance_rel"] < 1e-8
+    assert 0 < g["connected_interface_facets_count"] <= g["interface_facets_count"]
+    # Every parameter in the summary has its source.
+    assert all(len(v["source"]) > 10 for v in summary["parameters"].values())
+    with (out / "gradient" / "cycling.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) > 5
+    for col in ("time_s", "voltage_V", "current_mA_g", "capacity_mAh_g", "kinetic_cathode_V"):
+        assert col in rows[0]
+    for name in ("solid_lithium.bp", "solid_potential.bp", "electrolyte.bp"):
+        assert (out / "gradient" / "fields" / name).is_dir()
+    assert (out / "gradient" / "voltage.png").stat().st_size > 0
+    assert (out / "gradient" / "particles.csv").stat().st_size > 0
+    assert g["utilization"]["particles_count"] > 0
+
+
+def test_rate_study_table_and_figures(tmp_path: Path) -> None:
+    case = tmp_path / "rate.toml"
+    case.write_text(TINY)
+    out = tmp_path / "rate"
+    r = _run(["rate", str(case), "--rates", "100,600", "--out", str(out), "-q"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads((out / "summary.json").read_text())
+    for name in ("rate_capability.csv", "rate_capability.png", "voltage_curves.png"):
+        assert (out / name).stat().st_size > 0
+    g = [x["capacity_mAh_g"] for x in s["gradient"]["rates"]]
+    assert g[0] > 100 and g[1] <= g[0] + 1e-6  # a higher rate never gives more capacity
+    for x in s["gradient"]["rates"]:
+        b = x["overpotentials_at_half_capacity_V"]
+        parts = [v for k, v in b.items() if k not in ("voltage_V", "capacity_mAh_g")]
+        assert sum(parts) == pytest.approx(b["voltage_V"], abs=1e-9)
+    # The printed table has both cathodes.
+    assert "gradient" in r.stdout and "homogeneous" in r.stdout
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ('[[protocol.step]]\nkind = "cc"\ncurrent_mA_g = 100.0\n',
+     "needs until_voltage_V or duration_s"),
+    ('[[protocol.step]]\nkind = "cc"\ncurrent_mA_g = 100.0\nuntil_voltage_V = 7.0\n',
+     "until_voltage_V = 7.0, must be in [0.5, 5.0] V"),
+    ("", "protocol: needs at least one step"),
+])
+def test_cycle_bad_protocol_is_one_line_and_leaves_no_folder(tmp_path: Path, extra: str,
+                                                              message: str) -> None:
+    case = tmp_path / "bad.toml"
+    case.write_text(TINY + extra)
+    out = tmp_path / "bad"
+    r = _run(["cycle", str(case), "--out", str(out)], tmp_path)
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln]
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_rate_bad_rates_is_one_line(tmp_path: Path) -> None:
+    case = tmp_path / "rate.toml"
+    case.write_text(TINY)
+    r = _run(["rate", str(case), "--rates", "100,fast", "--out", str(tmp_path / "o")],
+             tmp_path)
+    assert r.returncode == 2
+    assert "--rates '100,fast': expected numbers in mA/g" in r.stderr
+    r = _run(["rate", str(case), "--rates", "-5", "--out", str(tmp_path / "o")], tmp_path)
+    assert r.returncode == 2 and "rates = [-5.0]" in r.stderr
+    r = _run(["cycle", str(case), "--set", "electrochemistry.electronic=magic",
+              "--out", str(tmp_path / "o")], tmp_path)
+    assert r.returncode == 2 and "electronic = 'magic'" in r.stderr
+    assert not (tmp_path / "o").exists()
