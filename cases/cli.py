@@ -76,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
         if name in ("cycle", "rate"):
             p.add_argument("--cathode", choices=["gradient", "homogeneous"], default=None,
                            help="one cathode only (default: both)")
+        if name == "cycle":
+            p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                           help="save the state every N time steps (in <out>.checkpoint)")
+            p.add_argument("--resume", action="store_true",
+                           help="continue from the checkpoint of an interrupted run")
         if name == "rate":
             p.add_argument("--rates", default="50,100,200,300", metavar="I1,I2,...",
                            help="specific currents in mA/g (default 50,100,200,300)")
@@ -135,7 +140,11 @@ def _run_electrochemistry(args: argparse.Namespace, case: Any, out: Path, comm: 
     kinds = (args.cathode,) if args.cathode else KINDS
     progress = not args.quiet
     if args.command == "cycle":
-        summary = cycling.run_cycling(case, out, comm, kinds=kinds, progress=progress)
+        if args.checkpoint_every < 0:
+            raise ValueError(f"--checkpoint-every {args.checkpoint_every}: must be >= 0")
+        summary = cycling.run_cycling(case, out, comm, kinds=kinds, progress=progress,
+                                      checkpoint_every=args.checkpoint_every,
+                                      resume=args.resume)
         statuses = {k: summary[k]["status"] for k in kinds}
     else:
         try:

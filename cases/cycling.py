@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -42,7 +43,7 @@ from fem.electrochem.protocol import (
 from meshes.spec import CaseSpec, spec_to_dict
 from meshes.tags import phase_names
 
-__all__ = ["PAPER_RATE_CAPABILITY", "run_cycling", "run_rate_study"]
+__all__ = ["PAPER_RATE_CAPABILITY", "checkpoint_folder", "run_cycling", "run_rate_study"]
 
 log = logging.getLogger("cathodefem")
 
@@ -143,7 +144,9 @@ def _cell_info(cell: HalfCell, info: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_one(comm: MPI.Comm, cell: HalfCell, protocol: Protocol, folder: Path, csv_name: str,
-             title: str, fields_every: int, progress: bool) -> tuple[RunResult, str, float]:
+             title: str, fields_every: int, progress: bool,
+             checkpoint: tuple[Path, int, bool] | None = None
+             ) -> tuple[RunResult, str, float]:
     """Run ``protocol``, writing fields as it goes; returns the records, the status and the
     wall time. A run that cannot continue keeps its records and its last converged state."""
     writer = _FieldWriter(folder / "fields", cell)
@@ -162,7 +165,12 @@ def _run_one(comm: MPI.Comm, cell: HalfCell, protocol: Protocol, folder: Path, c
     t0 = time.perf_counter()
     status = "completed"
     try:
-        res = run_protocol(cell, protocol, on_record=on_record)
+        if checkpoint is None:
+            res = run_protocol(cell, protocol, on_record=on_record)
+        else:
+            ck_dir, every, resume = checkpoint
+            res = run_protocol(cell, protocol, on_record=on_record, checkpoint_dir=ck_dir,
+                               checkpoint_every=every, resume=resume)
     except ProtocolError as e:
         status = f"stopped: {e}"
         res = RunResult(records=seen)
@@ -207,9 +215,20 @@ def _parameter_table(params: CellParameters) -> dict[str, Any]:
     return params.sources()
 
 
+def checkpoint_folder(out: Path) -> Path:
+    """Where ``cycle --checkpoint-every`` keeps its state: beside the result folder (which
+    is only created when a run ends), so that it survives a crash."""
+    return out.parent / f"{out.name}.checkpoint"
+
+
 def run_cycling(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
-                kinds: Sequence[str] = KINDS, progress: bool = True) -> dict[str, Any]:
-    """Run the case's protocol on each cathode; returns the summary (also on disk)."""
+                kinds: Sequence[str] = KINDS, progress: bool = True,
+                checkpoint_every: int = 0, resume: bool = False) -> dict[str, Any]:
+    """Run the case's protocol on each cathode; returns the summary (also on disk).
+
+    ``checkpoint_every = N`` saves the state every N time steps in
+    :func:`checkpoint_folder`; ``resume`` continues from there (same case, same number of
+    ranks). The checkpoints are removed when the whole run has completed."""
     protocol = protocol_from_dict(case.protocol)
     ec = case.electrochemistry
     params = default_parameters(ec.temperature_K)
@@ -223,8 +242,12 @@ def run_cycling(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
             comm.barrier()
             tm, info, _ = _build(comm, case, kind)
             cell = HalfCell(tm, params, electronic=ec.electronic)
+            ck = None
+            if checkpoint_every or resume:
+                ck_dir = checkpoint_folder(out) / kind
+                ck = (ck_dir, checkpoint_every, resume and (ck_dir / "run.json").is_file())
             res, status, wall = _run_one(comm, cell, protocol, folder / kind, "cycling.csv",
-                                         kind, ec.fields_every, progress)
+                                         kind, ec.fields_every, progress, ck)
             entry = _cell_info(cell, info)
             entry["utilization"] = _utilization(cell, protocol.initial_theta,
                                                 folder / kind / "particles.csv")
@@ -242,6 +265,10 @@ def run_cycling(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
                 voltage_curves({kind: {"protocol": res.records}}, folder / kind / "voltage.png")
         if comm.rank == 0:
             write_json(folder / "summary.json", summary)
+    statuses = [summary[k]["status"] for k in kinds]
+    if comm.rank == 0 and all(st == "completed" for st in statuses):
+        shutil.rmtree(checkpoint_folder(out), ignore_errors=True)
+    comm.barrier()
     return summary
 
 

@@ -481,3 +481,36 @@ def test_particle_lithiation_finds_the_wire_that_never_lithiates() -> None:
     assert theta[0] - 0.05 == pytest.approx(added, rel=1e-9)
     assert res.records[-1].mean_theta == pytest.approx((theta * vol).sum() / vol.sum(),
                                                        rel=1e-12)
+
+
+def test_restart_from_a_checkpoint_reproduces_the_uninterrupted_run(
+        pillar: TaggedMesh, tmp_path: Path) -> None:
+    proto = Protocol(steps=(Step(kind="cc", current_mA_g=300.0, until_voltage_V=2.8),
+                            Step(kind="rest", duration_s=900.0)), initial_theta=0.02)
+    full = run_protocol(HalfCell(pillar, default_parameters()), proto,
+                        checkpoint_dir=tmp_path / "a", checkpoint_every=4)
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_11(r: object) -> None:
+        if len(seen) == 11:
+            raise Crash
+        seen.append(r)
+
+    seen: list[object] = []
+    with pytest.raises(Crash):
+        run_protocol(HalfCell(pillar, default_parameters()), proto, on_record=crash_at_11,
+                     checkpoint_dir=tmp_path / "b", checkpoint_every=4)
+    resumed = run_protocol(HalfCell(pillar, default_parameters()), proto,
+                           checkpoint_dir=tmp_path / "b", resume=True)
+    assert len(full.records) > 16
+    assert len(resumed.records) == len(full.records)
+    assert resumed.stopped_by == full.stopped_by
+    for a, b in zip(full.records, resumed.records, strict=True):
+        assert b.time_s == pytest.approx(a.time_s, rel=1e-12)
+        assert b.voltage_V == pytest.approx(a.voltage_V, abs=1e-10)
+        assert b.mean_theta == pytest.approx(a.mean_theta, rel=1e-12)
+    with pytest.raises(ProtocolError, match="resume: no checkpoint in"):
+        run_protocol(HalfCell(pillar, default_parameters()), proto,
+                     checkpoint_dir=tmp_path / "none", resume=True)

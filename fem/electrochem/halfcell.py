@@ -34,6 +34,7 @@ Time stepping is backward Euler; :mod:`fem.electrochem.protocol` chooses the ste
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,12 +102,17 @@ class HalfCell:
 
     def __init__(self, tm: TaggedMesh, params: CellParameters, *,
                  petsc_options: dict[str, str] | None = None,
-                 quadrature_degree: int = 4, electronic: str = "resolved") -> None:
+                 quadrature_degree: int = 4, electronic: str = "resolved",
+                 extra_residual: Callable[[HalfCell, list[Any]], list[Any]] | None = None,
+                 extra_exterior_facets: dict[int, np.ndarray] | None = None) -> None:
         if electronic not in ("resolved", "ideal"):
             raise ValueError(f"electronic = {electronic!r}: must be 'resolved' or 'ideal'")
         self.electronic_mode = electronic_mode = electronic
         self.tm = tm
         self.params = params
+        #: ``extra_residual(cell, tests)`` returns one UFL form (or None) per block to add to
+        #: the residual: source terms of manufactured solutions, user extensions
+        self._extra_residual = extra_residual
         msh = tm.mesh
         self.comm: MPI.Comm = msh.comm
         tdim, fdim = msh.topology.dim, msh.topology.dim - 1
@@ -251,8 +257,14 @@ class HalfCell:
             (_IONIC, cell_domain(ionic))], metadata={"quadrature_degree": 2})
         self.dS = ufl.Measure("dS", domain=msh, subdomain_data=[(_GAMMA, gamma.reshape(-1))],
                               metadata=q_md)
-        self.ds = ufl.Measure("ds", domain=msh, subdomain_data=[(_ANODE, anode_entities)],
-                              metadata=q_md)
+        # Extra exterior-facet domains (ids other than the anode's) for extra_residual terms.
+        ext = [(_ANODE, anode_entities)]
+        for tag, facets in (extra_exterior_facets or {}).items():
+            if tag == _ANODE:
+                raise ValueError(f"extra_exterior_facets: id {_ANODE} is the anode's")
+            ext.append((tag, dolfinx.fem.compute_integration_domains(
+                itype.exterior_facet, topo, np.asarray(facets, dtype=np.int32))))
+        self.ds = ufl.Measure("ds", domain=msh, subdomain_data=ext, metadata=q_md)
         self.interface_facets_count = int(self.comm.allreduce(len(gamma), op=MPI.SUM))
 
         # --- collector: phi_s = 0 ------------------------------------------------------------
@@ -323,6 +335,9 @@ class HalfCell:
                 - i_n * psi("-") * dS(_GAMMA)
                 - i_a * psi * ds(_ANODE))
         residual = [f_cs, f_ps, f_ce, f_pe]
+        if self._extra_residual is not None:
+            extra = self._extra_residual(self, [w, v, q, psi])
+            residual = [r if e is None else r + e for r, e in zip(residual, extra, strict=True)]
         jac_ufl: Any = dolfinx.fem.forms.derivative_block(residual, self.u)
         jac = [[None if (b is None or b.empty()) else b for b in row] for row in jac_ufl]
         zero = dolfinx.fem.Constant(self.tm.mesh, 0.0)
@@ -535,6 +550,8 @@ class HalfCell:
         raise NewtonFailure(f"Newton did not converge in {max_iterations} iterations")
 
     def _balanced(self, tol: float) -> bool:
+        if self._extra_residual is not None:
+            return True  # extra source terms break the charge balance by design
         i_a = self.anode_current()
         return abs(i_a + self.interface_current()) <= tol * max(abs(i_a), self.applied_scale)
 

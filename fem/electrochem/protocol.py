@@ -18,15 +18,31 @@ so the step ends *at* the cut-off.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from mpi4py import MPI  # isort: split
+
+import numpy as np
 
 from fem.electrochem.halfcell import HalfCell, NewtonFailure
 from fem.electrochem.parameters import ModelUnits
 
-__all__ = ["Protocol", "ProtocolError", "Record", "Step", "protocol_from_dict", "run_protocol"]
+__all__ = [
+    "Protocol",
+    "ProtocolError",
+    "Record",
+    "RunResult",
+    "Step",
+    "load_checkpoint",
+    "protocol_from_dict",
+    "run_protocol",
+    "save_checkpoint",
+]
 
 VOLTAGE_RANGE_V = (0.5, 5.0)
 
@@ -158,19 +174,28 @@ class RunResult:
 
 
 def run_protocol(cell: HalfCell, protocol: Protocol,
-                 on_record: Callable[[Record], None] | None = None) -> RunResult:
+                 on_record: Callable[[Record], None] | None = None, *,
+                 checkpoint_dir: Path | None = None, checkpoint_every: int = 0,
+                 resume: bool = False) -> RunResult:
     """Run every step of ``protocol`` on ``cell`` (collective). Starts from equilibrium at
-    ``protocol.initial_theta``."""
-    cell.set_equilibrium(protocol.initial_theta)
+    ``protocol.initial_theta``, or, with ``resume``, from the checkpoint in
+    ``checkpoint_dir``. With ``checkpoint_every = N > 0`` the state is saved there every N
+    time steps; a resumed run reproduces the uninterrupted one (same time steps, same
+    numbers), because each checkpoint also restarts the lagged Jacobian."""
     per_mA_g = cell.current_for(1.0)  # model current of 1 mA/g
     f_model = ModelUnits.faraday
     result = RunResult()
-    t = 0.0
-    capacity = 0.0
-    dt = protocol.dt_initial_s
+    k0, t_step0, t, capacity, dt = 0, 0.0, 0.0, 0.0, protocol.dt_initial_s
+    if resume:
+        if checkpoint_dir is None:
+            raise ProtocolError("resume: needs checkpoint_dir")
+        k0, t_step0, t, capacity, dt, result = load_checkpoint(cell, checkpoint_dir)
+    else:
+        cell.set_equilibrium(protocol.initial_theta)
     li_scale = cell.params.c_max_mol_m3 * cell.active_volume_um3()
-    for k, step in enumerate(protocol.steps):
-        t_step = 0.0
+    for k in range(k0, len(protocol.steps)):
+        step = protocol.steps[k]
+        t_step = t_step0 if k == k0 else 0.0
         stopped = "duration"
         if step.kind == "cc" and not cell.can_pass_current:
             # No ionic or electronic path: the cut-off is reached at once (the voltage
@@ -229,8 +254,67 @@ def run_protocol(cell: HalfCell, protocol: Protocol,
             dt_theta = protocol.dtheta_max / dtheta_rate if dtheta_rate > 0 else math.inf
             dt = min(h * grow, protocol.dt_max_s, dt_theta)
             dt = max(dt, protocol.dt_min_s)
+            if checkpoint_every and checkpoint_dir is not None \
+                    and len(result.records) % checkpoint_every == 0:
+                save_checkpoint(cell, checkpoint_dir, (k, t_step, t, capacity, dt), result)
         result.stopped_by.append(stopped)
     return result
+
+
+_Position = tuple[int, float, float, float, float]
+
+
+def save_checkpoint(cell: HalfCell, folder: Path, position: _Position, result: RunResult
+                    ) -> None:
+    """Write the state (every rank its own arrays) and the run position and records (rank 0).
+    Collective. The lagged Jacobian is dropped, so that the next step starts alike in the
+    running and in a resumed run."""
+    comm = cell.comm
+    if comm.rank == 0:
+        folder.mkdir(parents=True, exist_ok=True)
+    comm.barrier()
+    arrays, phi_a = cell.snapshot()
+    tmp = folder / f"state_rank{comm.rank}_of{comm.size}.npz.tmp"
+    with tmp.open("wb") as f:
+        np.savez(f, *arrays, phi_a=phi_a, applied_scale=cell.applied_scale)
+    tmp.replace(folder / f"state_rank{comm.rank}_of{comm.size}.npz")
+    if comm.rank == 0:
+        meta = {"ranks": comm.size, "position": list(position),
+                "stopped_by": result.stopped_by,
+                "records": [r.as_row() for r in result.records]}
+        (folder / "run.json.tmp").write_text(json.dumps(meta))
+        (folder / "run.json.tmp").replace(folder / "run.json")
+    comm.barrier()
+    cell._jacobian_fresh = False
+
+
+def load_checkpoint(cell: HalfCell, folder: Path) -> tuple[int, float, float, float, float,
+                                                            RunResult]:
+    """Restore a state written by :func:`save_checkpoint` (same mesh, same rank count)."""
+    comm = cell.comm
+    meta_path = folder / "run.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    if meta is None:
+        raise ProtocolError(f"resume: no checkpoint in {str(folder)!r}")
+    if meta["ranks"] != comm.size:
+        raise ProtocolError(f"resume: the checkpoint was written on {meta['ranks']} ranks; "
+                            f"resume on the same number (this run has {comm.size})")
+    with np.load(folder / f"state_rank{comm.rank}_of{comm.size}.npz") as data:
+        arrays = [data[f"arr_{i}"] for i in range(len(cell.u))]
+        phi_a = float(data["phi_a"])
+        applied_scale = float(data["applied_scale"])
+    ok = all(a.shape == f.x.array.shape for a, f in zip(arrays, cell.u, strict=True))
+    if not comm.allreduce(ok, op=MPI.LAND):
+        raise ProtocolError("resume: the checkpoint does not match this mesh (different case, "
+                            "seed or partition)")
+    cell.restore((arrays, phi_a))
+    cell.applied_scale = applied_scale
+    cell.accept()
+    cell._jacobian_fresh = False
+    k, t_step, t, capacity, dt = meta["position"]
+    result = RunResult(records=[Record(**r) for r in meta["records"]],
+                       stopped_by=list(meta["stopped_by"]))
+    return int(k), float(t_step), float(t), float(capacity), float(dt), result
 
 
 def _cuts(cell: HalfCell) -> int:
