@@ -502,8 +502,9 @@ def test_restart_from_a_checkpoint_reproduces_the_uninterrupted_run(
     with pytest.raises(Crash):
         run_protocol(HalfCell(pillar, default_parameters()), proto, on_record=crash_at_11,
                      checkpoint_dir=tmp_path / "b", checkpoint_every=4)
+    # Resumed with the same checkpoint cadence (each checkpoint restarts the Newton history).
     resumed = run_protocol(HalfCell(pillar, default_parameters()), proto,
-                           checkpoint_dir=tmp_path / "b", resume=True)
+                           checkpoint_dir=tmp_path / "b", checkpoint_every=4, resume=True)
     assert len(full.records) > 16
     assert len(resumed.records) == len(full.records)
     assert resumed.stopped_by == full.stopped_by

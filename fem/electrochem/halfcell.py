@@ -406,6 +406,8 @@ class HalfCell:
         self.linear_solves = 0
         self.jacobian_assemblies = 0
         self._jacobian_fresh = False  # True while A is the factorised Jacobian to reuse
+        self._history: Any = None  # (snapshot, dt, control) of the last accepted step
+        self._pending: Any = None  # the same for the step being solved
 
     # --- state ------------------------------------------------------------------------------
     def set_equilibrium(self, theta: float) -> None:
@@ -420,13 +422,23 @@ class HalfCell:
         self.c_e.x.array[:] = p.salt_concentration.value
         self.phi_e.x.array[:] = -u0
         self.phi_a.value = -u0
-        self._jacobian_fresh = False
+        self.forget_history()
         self.accept()
 
     def accept(self) -> None:
         """Make the present state the old time level."""
         self.c_s_old.x.array[:] = self.c_s.x.array
         self.c_e_old.x.array[:] = self.c_e.x.array
+        # Keep the previous level for the predictor of the next step (same control only).
+        self._history = self._pending
+        self._pending = None
+
+    def forget_history(self) -> None:
+        """Drop the lagged Jacobian and the predictor history: the next step starts from
+        the present state alone (after a checkpoint, a restart or a change of state)."""
+        self._jacobian_fresh = False
+        self._history = None
+        self._pending = None
 
     def snapshot(self) -> tuple[list[np.ndarray], float]:
         return [f.x.array.copy() for f in self.u], float(self.phi_a.value)
@@ -450,6 +462,17 @@ class HalfCell:
             if part.size:
                 worst = max(worst, float(np.max(np.abs(part))) / s)
         return float(self.comm.allreduce(worst, op=MPI.MAX))
+
+    def _assemble_residual(self) -> None:
+        """F(u) into ``b``, with ``b = u - 0`` on the collector rows. The Dirichlet value
+        is 0 and the iterate holds it, so the lifting of dolfinx's generic residual
+        (a product with the Jacobian columns, a third of the assembly time) is zero."""
+        la_petsc._zero_vector(self.b)
+        self.b.setAttr("_blocks", self._blocks)
+        fem_petsc.assemble_vector(self.b, self.F)
+        la_petsc._ghost_update(self.b, PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
+        fem_petsc.set_bc(self.b, [self.bcs if k == 1 else [] for k in range(4)], self.x, -1.0)
+        la_petsc._ghost_update(self.b, PETSc.InsertMode.INSERT, PETSc.ScatterMode.FORWARD)
 
     def _assemble_vec(self, vec: PETSc.Vec, forms: list) -> None:
         la_petsc._zero_vector(vec)
@@ -483,12 +506,33 @@ class HalfCell:
         if (current is None) == (voltage_V is None):
             raise ValueError("give exactly one of current and voltage_V")
         t0 = time.perf_counter()
-        if dt_s != float(self.dt.value):
-            self._jacobian_fresh = False  # the mass term changed
         self.dt.value = dt_s
         snap = self.snapshot()
+        control = ("current", current) if current is not None else ("voltage", voltage_V)
         if current is not None and current != 0.0:
             self.applied_scale = abs(current)
+        history = self._history
+        # Predict by linear extrapolation from the last two levels when both were computed
+        # under this same control (never across a jump of the current or voltage).
+        smooth = history is not None and history[2] == control
+        self._pending = (snap, dt_s, control, smooth)
+        if smooth and history[3]:
+            (prev_arrays, prev_pa), dt_prev = history[0], history[1]
+            r = min(dt_s / dt_prev, 2.0)
+            for f, a0, a1 in zip(self.u, prev_arrays, snap[0], strict=True):
+                f.x.array[:] = a1 + r * (a1 - a0)
+            self.phi_a.value = snap[1] + r * (snap[1] - prev_pa)
+            try:
+                return self._newton(snap, t0, current, voltage_V, max_iterations, tolerance,
+                                    balance_tolerance)
+            except NewtonFailure:
+                self._pending = (snap, dt_s, control, smooth)  # retry from the old level
+        return self._newton(snap, t0, current, voltage_V, max_iterations, tolerance,
+                            balance_tolerance)
+
+    def _newton(self, snap: tuple[list[np.ndarray], float], t0: float, current: float | None,
+                voltage_V: float | None, max_iterations: int, tolerance: float,
+                balance_tolerance: float) -> StepReport:
         if voltage_V is not None:
             self.phi_a.value = -voltage_V
         petsc = fem_petsc
@@ -498,8 +542,7 @@ class HalfCell:
             petsc.assign(self.u, self.x)
             la_petsc._ghost_update(self.x, PETSc.InsertMode.INSERT,
                                    PETSc.ScatterMode.FORWARD)
-            petsc.assemble_residual(None, self.x, self.b, self.u, self.F, self.J, self.bcs,
-                                    self._blocks)
+            self._assemble_residual()
             if not self._jacobian_fresh:
                 petsc.assemble_jacobian(None, self.x, self.A, None, self.u, self.J, None,
                                         self.bcs)
@@ -527,6 +570,7 @@ class HalfCell:
             if not (np.isfinite(du.norm()) and np.isfinite(d_pa)):
                 self.restore(snap)
                 self._jacobian_fresh = False
+                self._pending = None
                 raise NewtonFailure(f"non-finite Newton update at iteration {it}")
             # Limit potential jumps to 0.5 V per iteration (exponential kinetics overshoot).
             step = max(self._scaled_update(du), abs(d_pa))
@@ -547,6 +591,7 @@ class HalfCell:
             previous = step
         self.restore(snap)
         self._jacobian_fresh = False
+        self._pending = None
         raise NewtonFailure(f"Newton did not converge in {max_iterations} iterations")
 
     def _balanced(self, tol: float) -> bool:

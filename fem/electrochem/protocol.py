@@ -181,7 +181,7 @@ def run_protocol(cell: HalfCell, protocol: Protocol,
     ``protocol.initial_theta``, or, with ``resume``, from the checkpoint in
     ``checkpoint_dir``. With ``checkpoint_every = N > 0`` the state is saved there every N
     time steps; a resumed run reproduces the uninterrupted one (same time steps, same
-    numbers), because each checkpoint also restarts the lagged Jacobian."""
+    numbers), because each checkpoint also restarts the lagged Jacobian and the predictor."""
     per_mA_g = cell.current_for(1.0)  # model current of 1 mA/g
     f_model = ModelUnits.faraday
     result = RunResult()
@@ -285,7 +285,7 @@ def save_checkpoint(cell: HalfCell, folder: Path, position: _Position, result: R
         (folder / "run.json.tmp").write_text(json.dumps(meta))
         (folder / "run.json.tmp").replace(folder / "run.json")
     comm.barrier()
-    cell._jacobian_fresh = False
+    cell.forget_history()
 
 
 def load_checkpoint(cell: HalfCell, folder: Path) -> tuple[int, float, float, float, float,
@@ -309,8 +309,8 @@ def load_checkpoint(cell: HalfCell, folder: Path) -> tuple[int, float, float, fl
                             "seed or partition)")
     cell.restore((arrays, phi_a))
     cell.applied_scale = applied_scale
+    cell.forget_history()
     cell.accept()
-    cell._jacobian_fresh = False
     k, t_step, t, capacity, dt = meta["position"]
     result = RunResult(records=[Record(**r) for r in meta["records"]],
                        stopped_by=list(meta["stopped_by"]))
