@@ -572,9 +572,9 @@ class HalfCell:
                 self._jacobian_fresh = False
                 self._pending = None
                 raise NewtonFailure(f"non-finite Newton update at iteration {it}")
-            # Limit potential jumps to 0.5 V per iteration (exponential kinetics overshoot).
+            # Limit changes to 0.2 V (and 0.2 c_max) per iteration: exponential kinetics overshoot.
             step = max(self._scaled_update(du), abs(d_pa))
-            damp = min(1.0, 0.5 / max(step, 1e-300))
+            damp = min(1.0, 0.2 / max(step, 1e-300))
             self.x.axpy(damp, du)
             petsc.assign(self.x, self.u)
             for f in self.u:
