@@ -50,15 +50,25 @@ def _on(x: np.ndarray, value: float, tol: float) -> np.ndarray:
 
 
 def facet_tags_from_phases(msh: dolfinx.mesh.Mesh, phase: np.ndarray, width_um: float,
-                           thickness_um: float) -> dolfinx.mesh.MeshTags:
-    """Outer boundaries by position; interfaces by the phases of the two adjacent cells."""
+                           thickness_um: float, depth_um: float | None = None
+                           ) -> dolfinx.mesh.MeshTags:
+    """Outer boundaries by position; interfaces by the phases of the two adjacent cells.
+
+    z (through the thickness) is the last coordinate: (x, z) in 2D, (x, y, z) in 3D, where
+    ``depth_um`` is the extent in y (front y = 0, back y = depth).
+    """
     tdim = msh.topology.dim
     fdim = tdim - 1
     msh.topology.create_connectivity(fdim, tdim)
-    tol = 1e-7 * max(width_um, thickness_um)
+    tol = 1e-7 * max(width_um, thickness_um, depth_um or 0.0)
     found: dict[Facet, np.ndarray] = {}
-    sides = {Facet.BOTTOM: (1, 0.0), Facet.TOP: (1, thickness_um),
+    z = tdim - 1
+    sides = {Facet.BOTTOM: (z, 0.0), Facet.TOP: (z, thickness_um),
              Facet.LEFT: (0, 0.0), Facet.RIGHT: (0, width_um)}
+    if tdim == 3:
+        if depth_um is None:
+            raise ValueError("a 3D mesh needs depth_um (its extent in y)")
+        sides.update({Facet.FRONT: (1, 0.0), Facet.BACK: (1, depth_um)})
     for tag, (axis, value) in sides.items():
         found[tag] = dolfinx.mesh.locate_entities_boundary(
             msh, fdim, lambda x, a=axis, v=value: _on(x[a], v, tol))
