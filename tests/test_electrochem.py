@@ -562,3 +562,26 @@ def test_3d_planar_cell_and_conservation() -> None:
     assert len(res.records) > 3
     assert max(r.charge_balance_rel for r in res.records) < 1e-8
     assert max(r.li_balance_rel for r in res.records) < 1e-8
+
+
+def test_user_petsc_options_reach_the_linear_solver(pillar: TaggedMesh) -> None:
+    # An iterative solver chosen through petsc_options gives the direct solver's answer,
+    # and its Krylov iterations are counted; a failing one is a NewtonFailure, not a crash.
+    proto = Protocol(steps=(Step(kind="cc", current_mA_g=300.0, duration_s=120.0),),
+                     initial_theta=0.05)
+    direct = run_protocol(HalfCell(pillar, default_parameters()), proto)
+    options = {"ksp_type": "gmres", "pc_type": "bjacobi", "sub_pc_type": "ilu",
+               "ksp_rtol": "1e-13", "ksp_atol": "1e-16", "ksp_max_it": "2000",
+               "ksp_gmres_restart": "200"}
+    cell = HalfCell(pillar, default_parameters(), petsc_options=options)
+    iterative = run_protocol(cell, proto)
+    assert cell.linear_iterations > cell.linear_solves  # Krylov, not a direct solve
+    assert iterative.records[-1].voltage_V == pytest.approx(direct.records[-1].voltage_V,
+                                                            abs=1e-8)
+    weak = HalfCell(pillar, default_parameters(), petsc_options={
+        "ksp_type": "gmres", "pc_type": "none", "ksp_max_it": "2",
+        "ksp_error_if_not_converged": "0"})
+    weak.set_equilibrium(0.05)
+    with pytest.raises(NewtonFailure, match="linear solver failed"):
+        weak.solve_step(10.0, current=weak.current_for(300.0))
+    assert np.all(weak.c_s.x.array == pytest.approx(0.05 * weak.params.c_max_mol_m3))

@@ -100,6 +100,8 @@ def _facets_of_cells(msh: dolfinx.mesh.Mesh, facets: np.ndarray, cells_mask: np.
 class HalfCell:
     """The coupled model on one tagged mesh; holds the state of the current time level."""
 
+    _instances = 0
+
     def __init__(self, tm: TaggedMesh, params: CellParameters, *,
                  petsc_options: dict[str, str] | None = None,
                  quadrature_degree: int = 4, electronic: str = "resolved",
@@ -393,17 +395,34 @@ class HalfCell:
         self.w2 = petsc.create_vector(self.spaces, kind="mpi")
         self._blocks: Any = self.b.getAttr("_blocks")
         self.ksp = PETSc.KSP().create(self.comm)
-        self.ksp.setOptionsPrefix("cathodefem_halfcell_")
+        # A prefix per instance: options stay in the database until the solver is set up
+        # (fieldsplit reads its sub-solver options then), without leaking into other cells.
+        HalfCell._instances += 1
+        prefix = f"cathodefem_halfcell{HalfCell._instances}_"
+        self.ksp.setOptionsPrefix(prefix)
         opts = PETSc.Options()
-        options = dict(DEFAULT_PETSC_OPTIONS)
-        options.update(petsc_options or {})
+        # The direct-solver defaults apply unless the user chooses the solver.
+        user = dict(petsc_options or {})
+        options = {} if ("ksp_type" in user or "pc_type" in user) else dict(DEFAULT_PETSC_OPTIONS)
+        options.update(user)
+        self.petsc_options = options
         for k, val in options.items():
-            opts[f"cathodefem_halfcell_{k}"] = val
+            opts[f"{prefix}{k}"] = val
+        self._options_to_clear = [f"{prefix}{k}" for k in options]
         self.ksp.setFromOptions()
-        for k in options:
-            del opts[f"cathodefem_halfcell_{k}"]
+        if options.get("pc_type") == "fieldsplit":
+            # Fields c_s, phi_s, c_e, phi_e as index sets of the monolithic vector, so that
+            # block preconditioners can be composed from the options alone.
+            start = self.b.getOwnershipRange()[0]
+            off = self._blocks[0]
+            sets = []
+            for j, name in enumerate(("c_s", "phi_s", "c_e", "phi_e")):
+                idx = np.arange(start + off[j], start + off[j + 1], dtype=PETSc.IntType)
+                sets.append((name, PETSc.IS().createGeneral(idx, comm=self.comm)))
+            self.ksp.getPC().setFieldSplitIS(*sets)
         self.ksp.setOperators(self.A)
         self.linear_solves = 0
+        self.linear_iterations = 0  # Krylov iterations (0 with the direct solver)
         self.jacobian_assemblies = 0
         self._jacobian_fresh = False  # True while A is the factorised Jacobian to reuse
         self._history: Any = None  # (snapshot, dt, control) of the last accepted step
@@ -551,7 +570,9 @@ class HalfCell:
                 self._jacobian_fresh = True
                 previous = np.inf
             self.ksp.solve(self.b, self.w1)
-            self.linear_solves += 1
+            self._clear_options()
+            if not self._linear_ok():
+                self._fail(snap, f"linear solver failed ({self.ksp.getConvergedReason()})")
             du = self.w1
             du.scale(-1.0)
             d_pa = 0.0
@@ -559,7 +580,8 @@ class HalfCell:
                 self._assemble_vec(self.vb, self.B)
                 self._assemble_vec(self.vg, self.G)
                 self.ksp.solve(self.vb, self.w2)
-                self.linear_solves += 1
+                if not self._linear_ok():
+                    self._fail(snap, f"linear solver failed ({self.ksp.getConvergedReason()})")
                 g = self.comm.allreduce(dolfinx.fem.assemble_scalar(self.g), op=MPI.SUM)
                 h = self.comm.allreduce(dolfinx.fem.assemble_scalar(self.h), op=MPI.SUM)
                 # R + J du + B dpa = 0 and g - I + G.du + h dpa = 0, with du = -w1 - dpa w2
@@ -568,10 +590,7 @@ class HalfCell:
                 d_pa = (g_w1 - (g - current)) / (h - g_w2)
                 du.axpy(-d_pa, self.w2)
             if not (np.isfinite(du.norm()) and np.isfinite(d_pa)):
-                self.restore(snap)
-                self._jacobian_fresh = False
-                self._pending = None
-                raise NewtonFailure(f"non-finite Newton update at iteration {it}")
+                self._fail(snap, f"non-finite Newton update at iteration {it}")
             # Limit changes to 0.2 V (and 0.2 c_max) per iteration: exponential kinetics overshoot.
             step = max(self._scaled_update(du), abs(d_pa))
             damp = min(1.0, 0.2 / max(step, 1e-300))
@@ -589,10 +608,29 @@ class HalfCell:
             if not contracting or damp < 1.0:
                 self._jacobian_fresh = False  # reassemble at the next iterate
             previous = step
+        self._fail(snap, f"Newton did not converge in {max_iterations} iterations")
+        raise AssertionError  # unreachable (for type checkers)
+
+    def _clear_options(self) -> None:
+        """Remove this instance's options from the PETSc database once the solver (and any
+        sub-solvers) have been set up by the first solve."""
+        if self._options_to_clear:
+            opts = PETSc.Options()
+            for name in self._options_to_clear:
+                opts.delValue(name)
+            self._options_to_clear = []
+
+    def _linear_ok(self) -> bool:
+        self.linear_solves += 1
+        self.linear_iterations += self.ksp.getIterationNumber()
+        return bool(self.ksp.getConvergedReason() >= 0)
+
+    def _fail(self, snap: tuple[list[np.ndarray], float], message: str) -> None:
+        """Restore the state of the step start and raise :class:`NewtonFailure`."""
         self.restore(snap)
         self._jacobian_fresh = False
         self._pending = None
-        raise NewtonFailure(f"Newton did not converge in {max_iterations} iterations")
+        raise NewtonFailure(message)
 
     def _balanced(self, tol: float) -> bool:
         if self._extra_residual is not None:
