@@ -357,7 +357,7 @@ def _breakdown_at(recs: Sequence[Record], fraction: float) -> dict[str, float] |
         return None
     target = fraction * recs[-1].capacity_mAh_g
     r = min(recs, key=lambda x: abs(x.capacity_mAh_g - target))
-    keys = ("voltage_V", "capacity_mAh_g", "ocv_mean_V", "solid_diffusion_V",
+    keys = ("voltage_V", "capacity_mAh_g", "ocv_mean_V", "solid_concentration_V",
             "kinetic_cathode_V", "electronic_ohmic_V", "electrolyte_ohmic_V",
             "electrolyte_concentration_V", "kinetic_anode_V")
     return {k: getattr(r, k) for k in keys}

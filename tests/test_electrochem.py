@@ -226,7 +226,7 @@ def test_discharge_charge_conserves_charge_li_and_salt_and_stops_at_cutoffs(
     recs = res.records
     assert max(r.charge_balance_rel for r in recs) < 1e-8
     assert max(r.li_balance_rel for r in recs) < 1e-8
-    parts = ("ocv_mean_V", "solid_diffusion_V", "kinetic_cathode_V", "electronic_ohmic_V",
+    parts = ("ocv_mean_V", "solid_concentration_V", "kinetic_cathode_V", "electronic_ohmic_V",
              "electrolyte_ohmic_V", "electrolyte_concentration_V", "kinetic_anode_V")
     for r in recs:  # the breakdown adds up on a 2D field with local currents, and at rest
         assert sum(getattr(r, k) for k in parts) == pytest.approx(r.voltage_V, abs=1e-9)
@@ -446,7 +446,7 @@ def test_overpotential_breakdown_sums_to_the_voltage_and_matches_closed_forms(
                                                     rel=1e-6)
     assert b["electrolyte_ohmic_V"] == pytest.approx(-i * 1.5 / ModelUnits.conductivity(1e-6),
                                                      rel=1e-5)
-    assert abs(b["solid_diffusion_V"]) < 1e-5 and abs(b["electrolyte_concentration_V"]) < 1e-6
+    assert abs(b["solid_concentration_V"]) < 1e-5 and abs(b["electrolyte_concentration_V"]) < 1e-6
     # At rest only the OCV remains.
     cell.set_equilibrium(theta0)
     cell.solve_step(1.0, current=0.0)
@@ -454,7 +454,7 @@ def test_overpotential_breakdown_sums_to_the_voltage_and_matches_closed_forms(
     assert rest["ocv_mean_V"] == pytest.approx(cell.cell_voltage_V, abs=1e-9)
     assert sum(rest.values()) == pytest.approx(cell.cell_voltage_V, abs=1e-12)
     assert all(v == 0.0 for k, v in rest.items() if k not in ("ocv_mean_V",
-                                                               "solid_diffusion_V"))
+                                                               "solid_concentration_V"))
 
 
 def test_particle_lithiation_finds_the_wire_that_never_lithiates() -> None:

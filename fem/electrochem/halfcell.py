@@ -675,22 +675,29 @@ class HalfCell:
     def overpotentials(self) -> dict[str, float]:
         """Breakdown of the cell voltage (V), exact in sum:
 
-        ``V = ocv_mean + solid_diffusion + kinetic_cathode + electronic_ohmic
+        ``V = ocv_mean + solid_concentration + kinetic_cathode + electronic_ohmic
         + electrolyte_ohmic + electrolyte_concentration + kinetic_anode``
 
         with current-weighted averages <.> over the reacting interface (weights i_n / I) and
-        the anode (weights i_a / I): ocv_mean = U(mean theta); solid_diffusion = <U(theta_s)>
-        - U(mean theta); kinetic_cathode = <eta>; electronic_ohmic = -<phi_s> (the collector
-        is at 0); electrolyte = <phi_e> - <phi_e>_anode, split into the diffusion potential
-        (2RT/F)(1 - t+)(1 + dlnf/dlnc)(<ln c_e> - <ln c_e>_anode) with the cathode SPE's t+
-        (exact for uniform t+) and the ohmic rest; kinetic_anode = -<eta_a>. At zero net
-        current the weights are undefined: V - U(mean theta) (concentration relaxation) is
-        then reported as solid_diffusion and the others as 0.
+        the anode (weights i_a / I):
+
+        * ocv_mean = U(mean theta);
+        * solid_concentration = <U(theta_s)> - U(mean theta): the surface lithiation of the
+          reacting wires against the mean of all (solid diffusion inside the wires, and
+          uneven lithiation through the electrode: a reaction front, unused particles);
+        * kinetic_cathode = <eta>; electronic_ohmic = -<phi_s> (the collector is at 0);
+        * electrolyte = <phi_e> - <phi_e>_anode, split into the diffusion potential
+          (2RT/F)(1 - t+)(1 + dlnf/dlnc)(<ln c_e> - <ln c_e>_anode) with the cathode SPE's
+          t+ (exact for uniform t+) and the ohmic rest;
+        * kinetic_anode = -<eta_a>.
+
+        At zero net current the weights are undefined: V - U(mean theta) (concentration
+        relaxation) is then reported as solid_concentration and the others as 0.
         """
         vals = {k: self._scalar(f) for k, f in self.breakdown_forms.items()}
         p = self.params
         u_mean = float(p.ocv(self.mean_theta()))
-        out = {"ocv_mean_V": u_mean, "solid_diffusion_V": 0.0, "kinetic_cathode_V": 0.0,
+        out = {"ocv_mean_V": u_mean, "solid_concentration_V": 0.0, "kinetic_cathode_V": 0.0,
                "electronic_ohmic_V": 0.0, "electrolyte_ohmic_V": 0.0,
                "electrolyte_concentration_V": 0.0, "kinetic_anode_V": 0.0}
         i_c, i_a = vals["i"], vals["ia"]
@@ -698,14 +705,14 @@ class HalfCell:
         # Net currents below 1e-6 of the last applied one count as rest: dividing the local
         # (cancelling) currents by a vanishing net current would only amplify round-off.
         if scale <= 1e-6 * self.applied_scale:
-            out["solid_diffusion_V"] = self.cell_voltage_V - u_mean
+            out["solid_concentration_V"] = self.cell_voltage_V - u_mean
             return out
         electrolyte = vals["phi_e"] / i_c - vals["phi_e_a"] / i_a
         tp, tf = p.spe.transference.value, p.spe.thermodynamic_factor.value
         conc = (2 * p.thermal_voltage_V * (1 - tp) * tf
                 * (vals["ln_ce"] / i_c - vals["ln_ce_a"] / i_a))
         out.update({
-            "solid_diffusion_V": vals["u"] / i_c - u_mean,
+            "solid_concentration_V": vals["u"] / i_c - u_mean,
             "kinetic_cathode_V": vals["eta"] / i_c,
             "electronic_ohmic_V": -vals["phi_s"] / i_c,
             "electrolyte_ohmic_V": electrolyte - conc,

@@ -155,7 +155,7 @@ class Record:
     li_balance_rel: float  # Li change of the solid vs. interface current, this step
     # Voltage breakdown (HalfCell.overpotentials): these seven sum to voltage_V.
     ocv_mean_V: float = 0.0
-    solid_diffusion_V: float = 0.0
+    solid_concentration_V: float = 0.0
     kinetic_cathode_V: float = 0.0
     electronic_ohmic_V: float = 0.0
     electrolyte_ohmic_V: float = 0.0
