@@ -585,3 +585,22 @@ def test_user_petsc_options_reach_the_linear_solver(pillar: TaggedMesh) -> None:
     with pytest.raises(NewtonFailure, match="linear solver failed"):
         weak.solve_step(10.0, current=weak.current_for(300.0))
     assert np.all(weak.c_s.x.array == pytest.approx(0.05 * weak.params.c_max_mol_m3))
+
+
+def test_salt_depletion_ends_the_discharge_at_the_cutoff(pillar: TaggedMesh) -> None:
+    # A slow electrolyte at a high rate: the salt runs out where the wire reacts (limiting
+    # current). The run must end on the cut-off (not in a Newton failure), conserving charge,
+    # with the electrolyte concentration overpotential dominating the loss.
+    slow = _params(d_e_cm2_s=1e-11)
+    proto = Protocol(steps=(Step(kind="cc", current_mA_g=2000.0, until_voltage_V=1.5),),
+                     dt_initial_s=5.0, dtheta_max=0.05)
+    res = run_protocol(HalfCell(pillar, slow), proto)
+    fast = run_protocol(HalfCell(pillar, default_parameters()), proto)
+    assert res.stopped_by == ["cutoff"] and fast.stopped_by == ["cutoff"]
+    assert res.records[-1].capacity_mAh_g < 0.3 * fast.records[-1].capacity_mAh_g
+    assert max(r.charge_balance_rel for r in res.records) < 1e-8
+    last = res.records[-2]  # before the final (cut-off) state
+    losses = {k: getattr(last, k) for k in ("kinetic_cathode_V", "electrolyte_ohmic_V",
+                                            "kinetic_anode_V", "electrolyte_concentration_V")}
+    assert min(losses, key=lambda k: losses[k]) in ("electrolyte_concentration_V",
+                                                    "kinetic_cathode_V")

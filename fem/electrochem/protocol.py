@@ -13,7 +13,10 @@ lithiation change of ``dtheta_max`` per step; a failed Newton solve halves it (a
 ``max_cuts`` times in a row, then the run stops with :class:`ProtocolError` and the last
 converged state is kept). A cut-off crossed inside a step is located by re-solving that step
 with secant-corrected lengths until the end voltage is within ``cutoff_tol_V`` of the cut-off,
-so the step ends *at* the cut-off.
+so the step ends *at* the cut-off. At a limiting current (salt depleted where the wires react)
+the voltage plunges faster than any step can follow: when Newton fails three times in a row in
+a cc step, a solve at the cut-off voltage decides; if the cell delivers less than the asked
+current there, the step ends on that state (stopped by the cut-off).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from mpi4py import MPI  # isort: split
 
 import numpy as np
 
-from fem.electrochem.halfcell import HalfCell, NewtonFailure
+from fem.electrochem.halfcell import HalfCell, NewtonFailure, StepReport
 from fem.electrochem.parameters import ModelUnits
 
 __all__ = [
@@ -212,12 +215,22 @@ def run_protocol(cell: HalfCell, protocol: Protocol,
                 rep, h = _advance(cell, step, h, per_mA_g, protocol)
             except NewtonFailure as e:
                 dt = h / 2
-                if dt < protocol.dt_min_s or _cuts(cell) >= protocol.max_cuts:
+                if _cuts(cell) >= 3 and _limited(cell, step, h, per_mA_g):
+                    # Limiting current: at the cut-off voltage the cell cannot deliver the
+                    # asked current any more, so the galvanostatic voltage lies below the
+                    # cut-off within this step. The state solved at the cut-off ends it.
+                    cell._cuts = 0  # type: ignore[attr-defined]
+                    rep = _LIMITED
+                    limited = True
+                else:
+                    limited = False
+                if not limited and (dt < protocol.dt_min_s or _cuts(cell) >= protocol.max_cuts):
                     raise ProtocolError(f"step {k} ({step.label or step.kind}) at t = {t:.6g} s:"
                                         f" Newton failed with dt = {h:.3g} s ({e}); the last "
                                         f"converged state is kept") from None
-                cell._cuts = _cuts(cell) + 1  # type: ignore[attr-defined]
-                continue
+                if not limited:
+                    cell._cuts = _cuts(cell) + 1  # type: ignore[attr-defined]
+                    continue
             cell._cuts = 0  # type: ignore[attr-defined]
             i_anode = cell.anode_current()
             i_int = cell.interface_current()
@@ -315,6 +328,30 @@ def load_checkpoint(cell: HalfCell, folder: Path) -> tuple[int, float, float, fl
     result = RunResult(records=[Record(**r) for r in meta["records"]],
                        stopped_by=list(meta["stopped_by"]))
     return int(k), float(t_step), float(t), float(capacity), float(dt), result
+
+
+_LIMITED = StepReport(newton_iterations=0, linear_solves=0, seconds=0.0)
+
+
+def _limited(cell: HalfCell, step: Step, h: float, per_mA_g: float) -> bool:
+    """True (state: solved at the cut-off voltage) when a cc step's current exceeds what the
+    cell delivers at its cut-off voltage over a step ``h``; otherwise the state is left as
+    it was."""
+    if step.kind != "cc" or step.until_voltage_V is None:
+        return False
+    snap = cell.snapshot()
+    try:
+        cell.solve_step(h, voltage_V=step.until_voltage_V)
+    except NewtonFailure:
+        cell.restore(snap)
+        return False
+    delivered = cell.anode_current()
+    asked = step.current_mA_g * per_mA_g
+    if delivered * asked > 0 and abs(delivered) <= abs(asked):
+        return True
+    cell.restore(snap)
+    cell.forget_history()
+    return False
 
 
 def _cuts(cell: HalfCell) -> int:
