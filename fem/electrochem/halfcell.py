@@ -487,25 +487,6 @@ class HalfCell:
                 worst = max(worst, float(np.max(np.abs(part))) / s)
         return float(self.comm.allreduce(worst, op=MPI.MAX))
 
-    def _positivity_limit(self, du: PETSc.Vec) -> float:
-        """Largest step fraction (<= 1) that keeps c_e > 0 and 0 < c_s < c_max with a 10 %
-        margin of the present distance to the bound."""
-        off = self._blocks[0]
-        x = self.x.getArray(readonly=True)
-        d = du.getArray(readonly=True)
-        limit = 1.0
-        c_max = self.params.c_max_mol_m3
-        for k, upper in ((0, c_max), (2, None)):
-            xs, ds = x[off[k]:off[k + 1]], d[off[k]:off[k + 1]]
-            down = (ds < 0) & (xs > 0)  # (P1 undershoots at depleted nodes are left free)
-            if down.any():
-                limit = min(limit, float(np.min(0.9 * xs[down] / -ds[down])))
-            if upper is not None:
-                up = ds > 0
-                if up.any():
-                    limit = min(limit, float(np.min(0.9 * (upper - xs[up]) / ds[up])))
-        return float(self.comm.allreduce(max(limit, 0.0), op=MPI.MIN))
-
     def _assemble_residual(self) -> None:
         """F(u) into ``b``, with ``b = u - 0`` on the collector rows. The Dirichlet value
         is 0 and the iterate holds it, so the lifting of dolfinx's generic residual
@@ -616,10 +597,11 @@ class HalfCell:
             if not (np.isfinite(du.norm()) and np.isfinite(d_pa)):
                 self._fail(snap, f"non-finite Newton update at iteration {it}")
             # Limit changes to 0.2 V (and 0.2 c_max) per iteration: exponential kinetics
-            # overshoot; and keep concentrations inside their range (c_e > 0, 0 < c_s < c_max)
-            # by going at most 90 % of the way to a bound.
+            # overshoot. (No positivity limiter: where the salt is depleted the P1 solution
+            # itself undershoots below 0 at nodes; the kinetics and the diffusion potential
+            # use floored concentrations, so such iterates are harmless.)
             step = max(self._scaled_update(du), abs(d_pa))
-            damp = min(1.0, 0.2 / max(step, 1e-300), self._positivity_limit(du))
+            damp = min(1.0, 0.2 / max(step, 1e-300))
             self.x.axpy(damp, du)
             petsc.assign(self.x, self.u)
             for f in self.u:
