@@ -56,10 +56,15 @@ PAPER_RATE_CAPABILITY = {
 
 
 class _Progress:
-    """Rank-0 progress line (step, time, voltage, capacity) with rich; silent elsewhere."""
+    """Rank-0 progress (step, time, voltage, capacity): a rich line on a terminal, a log line
+    every ``LOG_EVERY`` time steps otherwise (batch jobs); silent on other ranks."""
+
+    LOG_EVERY = 10
 
     def __init__(self, comm: MPI.Comm, title: str, enabled: bool) -> None:
         self.bar: Any = None
+        self.log = comm.rank == 0 and enabled and not sys.stdout.isatty()
+        self.count = 0
         if comm.rank == 0 and enabled and sys.stdout.isatty():
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -70,10 +75,13 @@ class _Progress:
         self.title = title
 
     def update(self, r: Record) -> None:
+        text = (f"{self.title}: step {r.step} ({r.label}) t = {r.time_s:9.1f} s  "
+                f"V = {r.voltage_V:6.4f} V  Q = {r.capacity_mAh_g:7.2f} mAh/g")
+        self.count += 1
         if self.bar is not None:
-            self.bar.update(self.task, description=(
-                f"{self.title}: step {r.step} ({r.label}) t = {r.time_s:9.1f} s  "
-                f"V = {r.voltage_V:6.4f} V  Q = {r.capacity_mAh_g:7.2f} mAh/g"))
+            self.bar.update(self.task, description=text)
+        elif self.log and self.count % self.LOG_EVERY == 0:
+            log.info(text)
 
     def close(self) -> None:
         if self.bar is not None:
