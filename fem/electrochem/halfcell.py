@@ -298,13 +298,21 @@ class HalfCell:
         c0 = p.salt_concentration.value
         theta = self.c_s("+") / c_max
         th = ufl.max_value(ufl.min_value(theta, 1 - 1e-9), 1e-9)
-        ce_g = ufl.max_value(self.c_e("-"), 1e-9 * c0)
+        # Smooth positive part of c_e (floor ~1e-3 c0): where the salt is depleted, P1
+        # undershoots below 0 at nodes, and sqrt(c_e) would have an infinite derivative.
+        delta = 1e-3 * c0
+
+        def positive(c):
+            return 0.5 * (c + ufl.sqrt(c * c + delta * delta))
+
+        self._positive = positive
+        ce_g = positive(self.c_e("-"))
         i0 = (p.exchange_current_cathode.value * (ce_g / c0) ** aa
               * th ** ac * (1 - th) ** aa / 0.5 ** (aa + ac))
         eta = self.phi_s("+") - self.phi_e("-") - p.ocv.ufl(theta)
         i_n = i0 * (ufl.exp(aa * f * eta) - ufl.exp(-ac * f * eta))
         pa = ufl.variable(self.phi_a)
-        ce_a = ufl.max_value(self.c_e, 1e-9 * c0)
+        ce_a = positive(self.c_e)
         i0_a = p.exchange_current_anode.value * (ce_a / c0) ** 0.5
         eta_a = pa - self.phi_e
         i_a = i0_a * (ufl.exp(0.5 * f * eta_a) - ufl.exp(-0.5 * f * eta_a))
@@ -324,9 +332,8 @@ class HalfCell:
         kappa_d = (2 * self.kappa * p.thermal_voltage_V * (1 - tp) * self.thermo)
         dt = self.dt
         # Where the salt is depleted, P1 can undershoot below 0 at nodes next to a steep
-        # front; the diffusion potential uses c_e floored at 1e-3 c0 there (regularisation:
-        # it changes nothing while c_e > 1e-3 c0, which holds in every verification case).
-        c_floor = 1e-3 * p.salt_concentration.value
+        # front; the kinetics and the diffusion potential use the smooth positive part of c_e
+        # (relative change 2.5e-7 at c0, 2.5e-5 at 0.1 c0: negligible unless depleted).
         f_cs = ((c_s - self.c_s_old) / dt * w * dx(_ACTIVE)
                 + d_s * ufl.inner(ufl.grad(c_s), ufl.grad(w)) * dx(_ACTIVE)
                 + i_n / fm * w("+") * dS(_GAMMA))
@@ -337,7 +344,7 @@ class HalfCell:
                 - (1 - tp("-")) * i_n / fm * q("-") * dS(_GAMMA)
                 - (1 - tp) * i_a / fm * q * ds(_ANODE))
         f_pe = (self.kappa * ufl.inner(ufl.grad(phi_e), ufl.grad(psi)) * dx(_IONIC)
-                - kappa_d / ufl.max_value(c_e, c_floor)
+                - kappa_d / self._positive(c_e)
                 * ufl.inner(ufl.grad(c_e), ufl.grad(psi)) * dx(_IONIC)
                 - i_n * psi("-") * dS(_GAMMA)
                 - i_a * psi * ds(_ANODE))
@@ -370,8 +377,8 @@ class HalfCell:
         self.active_volume_form = form(dolfinx.fem.Constant(self.tm.mesh, 1.0) * dx(_ACTIVE))
         self.anode_area_form = form(dolfinx.fem.Constant(self.tm.mesh, 1.0) * ds(_ANODE))
         # Overpotential breakdown: current-weighted interface and anode averages.
-        ln_ce_i = ufl.ln(ufl.max_value(c_e("-"), c_floor))
-        ln_ce_a = ufl.ln(ufl.max_value(c_e, c_floor))
+        ln_ce_i = ufl.ln(self._positive(c_e("-")))
+        ln_ce_a = ufl.ln(self._positive(c_e))
         q0 = dolfinx.fem.functionspace(self.tm.mesh, ("DG", 0))
         v0 = ufl.TestFunction(q0)
         self._cell_li_form = form(c_s * v0 * dx(_ACTIVE))

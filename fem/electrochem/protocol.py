@@ -8,7 +8,8 @@ A protocol is a list of steps:
 * ``rest``: zero current for a duration.
 
 Time stepping: backward Euler with adaptive steps. A step grows by 1.5x after an easy Newton
-solve (at most one Jacobian assembly and 10 iterations) up to ``dt_max_s`` and up to a
+solve (iterations + 4 x Jacobian assemblies <= 14), stays after a harder one (<= 30) and
+shrinks by 0.7 otherwise, up to ``dt_max_s`` and up to a
 lithiation change of ``dtheta_max`` per step; a failed Newton solve halves it (at most
 ``max_cuts`` times in a row, then the run stops with :class:`ProtocolError` and the last
 converged state is kept). A cut-off crossed inside a step is located by re-solving that step
@@ -260,8 +261,9 @@ def run_protocol(cell: HalfCell, protocol: Protocol,
                 stopped = "current"
                 break
             # Step-size control: Newton effort and lithiation change per step.
-            easy = rep.jacobian_assemblies <= 1 and rep.newton_iterations <= 10
-            grow = 1.5 if easy else 1.0
+            # Grow after an easy solve, shrink after a hard one (failures halve it above).
+            effort = rep.newton_iterations + 4 * rep.jacobian_assemblies
+            grow = 1.5 if effort <= 14 else (1.0 if effort <= 30 else 0.7)
             dtheta_rate = abs(current_mA_g) * 1e-3 / 3600.0 / max(
                 cell.params.theoretical_capacity_mAh_g * 1e-3, 1e-30)  # 1/s
             dt_theta = protocol.dtheta_max / dtheta_rate if dtheta_rate > 0 else math.inf
