@@ -192,6 +192,11 @@ def voltage_curves(curves: dict[str, dict[str, Any]], path: Path) -> None:
             q = [0.0] + [abs(r.capacity_mAh_g) for r in recs]
             v = [recs[0].voltage_V] + [r.voltage_V for r in recs]
             ax.plot(q, v, color=cmap(k), label=label)
+        if not any(runs.values()):
+            ax.text(0.5, 0.5, "blocked: no reacting interface is connected\n"
+                    "to both the collector and the separator", transform=ax.transAxes,
+                    ha="center", va="center", fontsize=10)
+            ax.set_xlim(0, 300)
         ax.set_xlabel("specific capacity [mAh/g]")
         ax.set_title(kind)
         ax.grid(alpha=0.3)
@@ -213,7 +218,8 @@ def rate_capability_figure(summary: dict[str, Any], path: Path) -> None:
         ax.plot(rates, caps, "o-", color=_KIND_COLORS[kind], label=f"{kind} (model)")
         paper = summary.get("paper_capacity_mAh_g", {}).get(kind, {})
         if paper:
-            ax.plot(list(paper), list(paper.values()), "s", mfc="none", ms=9,
+            # (keys are strings once the summary has been through JSON)
+            ax.plot([float(k) for k in paper], list(paper.values()), "s", mfc="none", ms=9,
                     color=_KIND_COLORS[kind], label=f"{kind} (paper, Fig. 4d)")
     ax.set_xlabel("specific current [mA/g]")
     ax.set_ylabel("discharge capacity [mAh/g]")
