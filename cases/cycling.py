@@ -219,6 +219,18 @@ def _utilization(cell: HalfCell, theta0: float, path: Path) -> dict[str, Any]:
     }
 
 
+def _cathode_cell(comm: MPI.Comm, case: CaseSpec, kind: str, params: CellParameters,
+                  folder: Path) -> tuple[HalfCell, dict[str, Any]]:
+    """Build one cathode's section (as the conduction study does), its half cell and its
+    result sub-folder."""
+    if comm.rank == 0:
+        log.info(f"[{kind}] building the section mesh")
+        (folder / kind).mkdir()
+    comm.barrier()
+    tm, info, _ = _build(comm, case, kind)
+    return HalfCell(tm, params, electronic=case.electrochemistry.electronic), info
+
+
 def _parameter_table(params: CellParameters) -> dict[str, Any]:
     return params.sources()
 
@@ -244,12 +256,7 @@ def run_cycling(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
                                "parameters": _parameter_table(params)}
     with atomic_result_dir(out, comm) as folder:
         for kind in kinds:
-            if comm.rank == 0:
-                log.info(f"[{kind}] building the section mesh")
-                (folder / kind).mkdir()
-            comm.barrier()
-            tm, info, _ = _build(comm, case, kind)
-            cell = HalfCell(tm, params, electronic=ec.electronic)
+            cell, info = _cathode_cell(comm, case, kind, params, folder)
             ck = None
             if checkpoint_every or resume:
                 ck_dir = checkpoint_folder(out) / kind
@@ -302,12 +309,7 @@ def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
     curves: dict[str, dict[str, list[Record]]] = {}
     with atomic_result_dir(out, comm) as folder:
         for kind in kinds:
-            if comm.rank == 0:
-                log.info(f"[{kind}] building the section mesh")
-                (folder / kind).mkdir()
-            comm.barrier()
-            tm, info, _ = _build(comm, case, kind)
-            cell = HalfCell(tm, params, electronic=ec.electronic)
+            cell, info = _cathode_cell(comm, case, kind, params, folder)
             entry = _cell_info(cell, info)
             entry["rates"] = []
             curves[kind] = {}
