@@ -384,13 +384,13 @@ class HalfCell:
         self._cell_li_form = form(c_s * v0 * dx(_ACTIVE))
         self._cell_vol_form = form(dolfinx.fem.Constant(self.tm.mesh, 1.0) * v0 * dx(_ACTIVE))
         self.breakdown_forms = {
-            "i": form(i_n * dS(_GAMMA)),
+            "i": self.interface_current_form,  # the compiled forms above, not compiled again
             "u": form(i_n * self._u_surface * dS(_GAMMA)),
             "eta": form(i_n * self._eta * dS(_GAMMA)),
             "phi_s": form(i_n * phi_s("+") * dS(_GAMMA)),
             "phi_e": form(i_n * phi_e("-") * dS(_GAMMA)),
             "ln_ce": form(i_n * ln_ce_i * dS(_GAMMA)),
-            "ia": form(i_a * ds(_ANODE)),
+            "ia": self.g,
             "phi_e_a": form(i_a * phi_e * ds(_ANODE)),
             "eta_a": form(i_a * self._eta_a * ds(_ANODE)),
             "ln_ce_a": form(i_a * ln_ce_a * ds(_ANODE)),
@@ -437,6 +437,7 @@ class HalfCell:
         self.linear_iterations = 0  # Krylov iterations (0 with the direct solver)
         self.jacobian_assemblies = 0
         self._jacobian_fresh = False  # True while A is the factorised Jacobian to reuse
+        self._active_volume: float | None = None
         self._history: Any = None  # (snapshot, dt, control) of the last accepted step
         self._pending: Any = None  # the same for the step being solved
 
@@ -677,8 +678,11 @@ class HalfCell:
         return self._scalar(self.inventory_e_form)
 
     def active_volume_um3(self) -> float:
-        """Active-phase volume (area x 1 um in 2D)."""
-        return self._scalar(self.active_volume_form)
+        """Active-phase volume (area x 1 um in 2D); the mesh does not move, so it is
+        assembled once."""
+        if self._active_volume is None:
+            self._active_volume = self._scalar(self.active_volume_form)
+        return self._active_volume
 
     def active_mass_g(self) -> float:
         return self.active_volume_um3() * self.params.density_g_cm3.value * 1e-12
