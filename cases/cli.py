@@ -64,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
                        ("ensemble", "the study over several seeds: mean and 95 % CI"),
                        ("cycle", "run the case's [protocol] on the half cell of each cathode"),
                        ("rate", "rate capability: discharge each cathode at several currents"),
+                       ("rve", "3D voxel RVEs of both cathodes: conductivity tensors, "
+                               "percolation, seeds and depths"),
                        ("show-spec", "print the validated case with derived quantities")):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("case", nargs="?", help="case TOML file (default: packaged default)")
@@ -84,6 +86,14 @@ def _parser() -> argparse.ArgumentParser:
         if name == "rate":
             p.add_argument("--rates", default="50,100,200,300", metavar="I1,I2,...",
                            help="specific currents in mA/g (default 50,100,200,300)")
+        if name == "rve":
+            p.add_argument("--cathode", choices=["gradient", "homogeneous"], default=None,
+                           help="one cathode only (default: both)")
+            p.add_argument("--seeds", type=int, default=1,
+                           help="number of seeds, from box.seed on (default 1)")
+            p.add_argument("--depths", default=None, metavar="F1,F2,...",
+                           help="box centres as fractions of the composite layer (0: collector "
+                                "side; default box.z_center_fraction)")
         if name == "ensemble":
             p.add_argument("--seeds", type=int, default=5,
                            help="number of seeds, from section.seed on (default 5)")
@@ -122,6 +132,19 @@ def _run(args: argparse.Namespace) -> int:
             ensemble.print_ensemble(result)
     elif args.command in ("cycle", "rate"):
         return _run_electrochemistry(args, case, out, comm)
+    elif args.command == "rve":
+        from cases import rve
+
+        try:
+            depths = ([float(f) for f in args.depths.split(",") if f.strip()]
+                      if args.depths else None)
+        except ValueError:
+            raise ValueError(f"--depths {args.depths!r}: expected fractions in [0, 1], "
+                             f"e.g. 0.1,0.5,0.9") from None
+        summary = rve.run_rve(case, out, comm, kinds=(args.cathode,) if args.cathode
+                              else rve.KINDS, seeds=args.seeds, depths=depths)
+        if comm.rank == 0:
+            rve.print_rve(summary)
     elif args.command == "solve":
         study.run_study(case, out, comm, kinds=(args.cathode,))
     else:

@@ -20,7 +20,7 @@ from meshes.build import KINDS
 from meshes.tags import Phase
 
 __all__ = ["PHASE_COLORS", "comparison_figure", "rate_capability_figure", "render_field",
-           "render_phases", "voltage_curves"]
+           "render_phases", "render_rve", "voltage_curves"]
 
 PHASE_COLORS = {
     Phase.NANOWIRE: "#1f4e9c", Phase.RGO: "#222222", Phase.SPE: "#f2c94c",
@@ -226,5 +226,56 @@ def rate_capability_figure(summary: dict[str, Any], path: Path) -> None:
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.savefig(path, dpi=200)
+    plt.close(fig)
+
+
+def render_rve(labels: np.ndarray, voxel_um: float, kind: str, path: Path) -> None:
+    """Three panels of a voxel RVE (rank 0): phase map of the x-z slice at mid y, of the x-y
+    slice at mid z, and the x-z slice again with the wire voxels coloured by whether their
+    network (face-connected electronic phases, in 3D) reaches the bottom face z = 0."""
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+    from matplotlib.patches import Patch
+    from scipy import ndimage
+
+    from meshes.tags import ELECTRONIC_PHASES
+
+    present = [p for p in Phase if np.any(labels == p)]
+    index = np.zeros(8, dtype=int)
+    for i, p in enumerate(present):
+        index[p] = i
+    cmap = ListedColormap([PHASE_COLORS[p] for p in present])
+    norm = BoundaryNorm(np.arange(len(present) + 1) - 0.5, len(present))
+    nx, ny, nz = labels.shape
+    ext_xz = (0.0, nx * voxel_um, 0.0, nz * voxel_um)
+    ext_xy = (0.0, nx * voxel_um, 0.0, ny * voxel_um)
+    el = np.isin(labels, ELECTRONIC_PHASES)
+    comp, _ = ndimage.label(el)  # face connectivity, as the hexahedral mesh
+    reach = np.unique(comp[:, :, 0])
+    connected = np.isin(comp, reach[reach > 0]) & (labels == Phase.NANOWIRE)
+    isolated = (labels == Phase.NANOWIRE) & ~connected
+    fig, axes = plt.subplots(1, 3, figsize=(11.5, 4.0), layout="constrained")
+    axes[0].imshow(index[labels[:, ny // 2, :]].T, origin="lower", extent=ext_xz, cmap=cmap,
+                   norm=norm, interpolation="nearest")
+    axes[0].set(xlabel="x [um]", ylabel="z [um] in the box", title=f"x-z slice, y = "
+                f"{(ny // 2 + 0.5) * voxel_um:.2f} um")
+    axes[1].imshow(index[labels[:, :, nz // 2]].T, origin="lower", extent=ext_xy, cmap=cmap,
+                   norm=norm, interpolation="nearest")
+    axes[1].set(xlabel="x [um]", ylabel="y [um]", title=f"x-y slice, z = "
+                f"{(nz // 2 + 0.5) * voxel_um:.2f} um")
+    # the x-z slice at mid y again: wire voxels blue where their network reaches z = 0, red
+    # where not; everything else light grey
+    rgb = np.full((nz, nx, 3), 0.92)
+    rgb[connected[:, ny // 2, :].T] = (0.12, 0.31, 0.61)
+    rgb[isolated[:, ny // 2, :].T] = (0.84, 0.15, 0.16)
+    axes[2].imshow(rgb, origin="lower", extent=ext_xz, interpolation="nearest")
+    n_wire = max(1, int(np.count_nonzero(labels == Phase.NANOWIRE)))
+    axes[2].set(xlabel="x [um]", ylabel="z [um] in the box",
+                title=f"wires reaching z = 0 (blue): {np.count_nonzero(connected) / n_wire:.0%}")
+    axes[1].legend(handles=[Patch(facecolor=PHASE_COLORS[p], edgecolor="black", linewidth=0.5,
+                                  label=p.label.replace("_", " ")) for p in present],
+                   loc="upper left", bbox_to_anchor=(0.0, -0.15), ncol=3, fontsize=7,
+                   frameon=False)
+    fig.suptitle(f"{kind} cathode, voxel {voxel_um * 1000:.0f} nm", fontsize=10)
     fig.savefig(path, dpi=200)
     plt.close(fig)

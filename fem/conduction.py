@@ -12,7 +12,11 @@ negative or "fixed" value. The current is the consistent (reaction) flux, the re
 with the electrode's basis functions, which balances to solver tolerance.
 
 Units: lengths in um (mesh), sigma in S/cm, potentials in V. In 2D the current is per unit
-depth: sum_i a(u, phi_i) has units S/cm x V = A/cm (A per cm of depth).
+depth: sum_i a(u, phi_i) has units S/cm x V = A/cm (A per cm of depth); in 3D it has units
+S/cm x V x um = 1e-4 A and is converted to A. ``ConductionSolution.current_unit`` and
+``measure_unit`` name the units of its currents and measures (um2 in 2D, um3 in 3D).
+
+z (through the thickness) is the last coordinate: (x, z) in 2D, (x, y, z) in 3D.
 """
 
 from __future__ import annotations
@@ -28,14 +32,16 @@ import dolfinx.fem.petsc
 import numpy as np
 import ufl
 
-from fem.percolation import cell_components, components_touching
+from fem.percolation import cell_components, cell_measures, components_touching
 from meshes.adapter import TaggedMesh
 
 __all__ = [
     "ConductionSolution",
+    "ConductivityTensor",
     "EffectiveConductivity",
     "SurfaceIV",
     "cell_centroids",
+    "conductivity_tensor",
     "effective_conductivity",
     "solve_conduction",
     "surface_iv",
@@ -58,14 +64,19 @@ class ConductionSolution:
     """One solve between two electrodes at 1 V."""
 
     percolates: bool
-    current_high_A_per_cm: float  # into the domain at the high electrode (per cm depth)
-    current_low_A_per_cm: float  # into the domain at the low electrode (negative)
+    current_high: float  # into the domain at the high electrode (per cm depth)
+    current_low: float  # into the domain at the low electrode (negative)
     balance_rel: float  # |I_high + I_low| / |I_high|
-    conducting_area_um2: float  # cells of the set in the window
-    connected_area_um2: float  # cells of clusters touching both electrodes
+    conducting_measure: float  # cells of the set in the window
+    connected_measure: float  # cells of clusters touching both electrodes
     n_dofs: int
     solve_time_s: float
     potential: dolfinx.fem.Function | None  # on the connected submesh (None if not solved)
+    current_unit: str = "A/cm"  # 2D: A per cm of depth; 3D: A
+    measure_unit: str = "um2"  # 2D: um2; 3D: um3
+    #: volume-averaged current density vector over the window (3D only; A/cm2), the column
+    #: of the effective conductivity tensor for a unit potential gradient
+    mean_current_density_A_cm2: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -101,9 +112,10 @@ def cell_centroids(msh: dolfinx.mesh.Mesh) -> np.ndarray:
 
 
 def _cell_areas(msh: dolfinx.mesh.Mesh) -> np.ndarray:
-    p = msh.geometry.x[msh.geometry.dofmaps[0]]
-    d1, d2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
-    return np.asarray(0.5 * np.abs(d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]))
+    """Area (2D) or volume (3D) of every local cell, um^tdim (ghost entries may be 0)."""
+    tdim = msh.topology.dim
+    n = msh.topology.index_map(tdim).size_local + msh.topology.index_map(tdim).num_ghosts
+    return cell_measures(msh, np.arange(n, dtype=np.int32))
 
 
 def _owned_sum(msh: dolfinx.mesh.Mesh, values: np.ndarray) -> float:
@@ -145,9 +157,13 @@ def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Mark
     active = np.isin(comps.labels, spanning) & (comps.labels >= 0)
     conducting_area = _owned_sum(msh, np.where(in_set, area, 0.0))
     connected_area = _owned_sum(msh, np.where(active, area, 0.0))
+    units = ("A/cm", "um2") if tdim == 2 else ("A", "um3")
+    # 3D: S/cm x V x um = 1e-4 A
+    to_unit = 1.0 if tdim == 2 else 1e-4
     if len(spanning) == 0 or not sigma_S_cm:
         return ConductionSolution(False, 0.0, 0.0, 0.0, conducting_area, 0.0, 0,
-                                  time.perf_counter() - t0, None)
+                                  time.perf_counter() - t0, None, *units,
+                                  (0.0,) * tdim if tdim == 3 else ())
 
     sub, cell_map, _, _ = dolfinx.mesh.create_submesh(
         msh, tdim, np.nonzero(active)[0].astype(np.int32))
@@ -188,8 +204,18 @@ def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Mark
 
     def current(dofs: np.ndarray) -> float:
         owned = dofs[dofs < n_owned]
-        return sigma_ref * float(sub.comm.allreduce(float(residual.array[owned].sum()),
-                                                    op=MPI.SUM))
+        return to_unit * sigma_ref * float(sub.comm.allreduce(
+            float(residual.array[owned].sum()), op=MPI.SUM))
+
+    mean_j: tuple[float, ...] = ()
+    if tdim == 3:
+        # <j> = -(1/V) int sigma grad u dV over the window (V its whole volume, conducting or
+        # not): S/cm x V / um x um3 / um3 = 1e4 A/cm2
+        window_volume = _owned_sum(msh, area if cells is None else np.where(cells, area, 0.0))
+        mean_j = tuple(
+            -1e4 * sigma_ref * float(sub.comm.allreduce(dolfinx.fem.assemble_scalar(
+                dolfinx.fem.form(sigma * uh.dx(k) * ufl.dx)), op=MPI.SUM)) / window_volume
+            for k in range(3))
 
     i_high, i_low = current(dofs_high), current(dofs_low)
     n_dofs = v_space.dofmap.index_map.size_global
@@ -197,11 +223,12 @@ def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Mark
     problem.A.destroy()
     problem.b.destroy()
     return ConductionSolution(
-        percolates=True, current_high_A_per_cm=i_high, current_low_A_per_cm=i_low,
+        percolates=True, current_high=i_high, current_low=i_low,
         balance_rel=abs(i_high + i_low) / max(abs(i_high), 1e-300),
-        conducting_area_um2=conducting_area, connected_area_um2=connected_area,
+        conducting_measure=conducting_area, connected_measure=connected_area,
         n_dofs=n_dofs, solve_time_s=time.perf_counter() - t0,
-        potential=uh if keep_solution else None)
+        potential=uh if keep_solution else None, current_unit=units[0], measure_unit=units[1],
+        mean_current_density_A_cm2=mean_j)
 
 
 def _window(tm: TaggedMesh, z_window_um: tuple[float, float] | None) -> tuple[float, float]:
@@ -250,12 +277,12 @@ def effective_conductivity(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], *,
     sol = solve_conduction(tm, sigma_S_cm, high, low, cells=cells, petsc_options=petsc_options,
                            keep_solution=keep_solution)
     window_area = length * width
-    eps = sol.conducting_area_um2 / window_area
-    connected = sol.connected_area_um2 / sol.conducting_area_um2 if sol.conducting_area_um2 else 0.0
+    eps = sol.conducting_measure / window_area
+    connected = sol.connected_measure / sol.conducting_measure if sol.conducting_measure else 0.0
     if not sol.percolates:
         return EffectiveConductivity(direction, False, 0.0, eps, connected, 0.0, float("inf"),
                                      float("inf"), 0.0, 0, sol.solve_time_s, sol)
-    sigma_eff = sol.current_high_A_per_cm * length / width
+    sigma_eff = sol.current_high * length / width
     values = {s for s in sigma_S_cm.values() if s > 0.0}
     if len(values) == 1:
         factor = sigma_eff / values.pop()
@@ -264,7 +291,7 @@ def effective_conductivity(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], *,
         unit = solve_conduction(tm, {p: 1.0 for p, s in sigma_S_cm.items() if s > 0.0}, high,
                                 low, cells=cells,
                                 petsc_options=petsc_options)
-        factor = unit.current_high_A_per_cm * length / width
+        factor = unit.current_high * length / width
         t_solve = sol.solve_time_s + unit.solve_time_s
     return EffectiveConductivity(
         direction=direction, percolates=True, sigma_eff_S_cm=sigma_eff, volume_fraction=eps,
@@ -300,8 +327,92 @@ def surface_iv(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], *, face: str,
     zc = cell_centroids(tm.mesh)[:, 1]
     sol = solve_conduction(tm, sigma_S_cm, probe(a0, a1), probe(b0, b1),
                            cells=zc > tm.composite_z_um[0], petsc_options=petsc_options)
-    g = sol.current_high_A_per_cm  # at 1 V
+    g = sol.current_high  # at 1 V
     volts = np.linspace(-1.0, 1.0, 11) if voltages_V is None else np.asarray(voltages_V)
     return SurfaceIV(face=face, conductance_S_per_cm=g,
                      sheet_conductance_S=g * probe_gap_um / probe_length_um * 1e-4,
                      percolates=sol.percolates, voltage_V=volts, current_A_per_cm=g * volts)
+
+
+@dataclass(frozen=True)
+class ConductivityTensor:
+    """Apparent effective conductivity tensor of a 3D box from three solves.
+
+    Column k: a unit potential drop between the faces normal to axis k (Dirichlet), every
+    other face insulating; sigma[:, k] = -<j> L_k / (1 V), with <j> the current density
+    averaged over the whole box. The diagonal equals I_k L_k / A_k (the electrode current)
+    exactly; the off-diagonal entries are what insulating sides let through, so the tensor
+    is symmetric only up to those boundary effects (``asymmetry`` reports it). Conducting
+    clusters that do not touch both faces of a direction carry no current in it.
+    """
+
+    tensor_S_cm: np.ndarray  # (3, 3)
+    percolates: tuple[bool, bool, bool]
+    volume_fraction: float  # of the conducting phase set in the box
+    #: sigma_kk / sigma_phase with unit conductivity on every phase of the set (eps / tau)
+    transport_factor: tuple[float, float, float]
+    tortuosity_factor: tuple[float, float, float]  # eps / transport factor (inf: no path)
+    connected_fraction: tuple[float, float, float]  # of the set, spanning that direction
+    balance_rel: float  # worst |I_high + I_low| / |I_high| over the solves
+    asymmetry: float  # |S - S^T|_max / |S|_max (0 when no direction percolates)
+    n_dofs: int
+    solve_time_s: float
+
+
+def conductivity_tensor(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], *,
+                        petsc_options: Mapping[str, str | float | int] | None = None
+                        ) -> ConductivityTensor:
+    """Full 3x3 effective conductivity of a 3D box mesh (x in [0, W], y in [0, D], z in
+    [0, T]); see :class:`ConductivityTensor` for the boundary conditions. Collective."""
+    if tm.mesh.topology.dim != 3:
+        raise ValueError("conductivity_tensor needs a 3D mesh (use effective_conductivity "
+                         "for 2D sections)")
+    lengths = (tm.width_um, tm.depth_um, tm.thickness_um)
+    tol = 1e-6 * max(lengths)
+    tensor = np.zeros((3, 3))
+    perc, factor, connected = [], [], []
+    balance, t_total, n_dofs = 0.0, 0.0, 0
+    values = {v for v in sigma_S_cm.values() if v > 0.0}
+    volume_fraction = 0.0
+    for k in range(3):
+        length = lengths[k]
+        area = lengths[(k + 1) % 3] * lengths[(k + 2) % 3]
+
+        def high(x: np.ndarray, k: int = k, length: float = length) -> np.ndarray:
+            return np.asarray(np.abs(x[k] - length) < tol)
+
+        def low(x: np.ndarray, k: int = k) -> np.ndarray:
+            return np.asarray(np.abs(x[k]) < tol)
+
+        sol = solve_conduction(tm, sigma_S_cm, high, low, petsc_options=petsc_options)
+        t_total += sol.solve_time_s
+        total_volume = lengths[0] * lengths[1] * lengths[2]
+        volume_fraction = sol.conducting_measure / total_volume
+        perc.append(sol.percolates)
+        connected.append(sol.connected_measure / sol.conducting_measure
+                         if sol.conducting_measure > 0 else 0.0)
+        if not sol.percolates:
+            factor.append(0.0)
+            continue
+        n_dofs = max(n_dofs, sol.n_dofs)
+        balance = max(balance, sol.balance_rel)
+        # <j> in A/cm2 times L in cm per 1 V: S/cm
+        tensor[:, k] = -np.asarray(sol.mean_current_density_A_cm2) * length * 1e-4
+        if len(values) == 1:
+            factor.append(tensor[k, k] / next(iter(values)))
+        else:
+            unit = solve_conduction(tm, {p: 1.0 for p, v in sigma_S_cm.items() if v > 0.0},
+                                    high, low, petsc_options=petsc_options)
+            t_total += unit.solve_time_s
+            # current in A for 1 S/cm and 1 V: I L / A is the transport factor in S/cm
+            factor.append(unit.current_high * 1e4 * length / area)
+    eps = volume_fraction
+    tort = tuple(eps / f if f > 0 else float("inf") for f in factor)
+    scale = float(np.abs(tensor).max())
+    asym = float(np.abs(tensor - tensor.T).max()) / scale if scale > 0 else 0.0
+    return ConductivityTensor(
+        tensor_S_cm=tensor, percolates=(perc[0], perc[1], perc[2]), volume_fraction=eps,
+        transport_factor=(factor[0], factor[1], factor[2]),
+        tortuosity_factor=(tort[0], tort[1], tort[2]),
+        connected_fraction=(connected[0], connected[1], connected[2]),
+        balance_rel=balance, asymmetry=asym, n_dofs=n_dofs, solve_time_s=t_total)

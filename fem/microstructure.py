@@ -22,7 +22,7 @@ from mpi4py import MPI  # isort: split
 import dolfinx
 import numpy as np
 
-from fem.percolation import cell_components, components_touching
+from fem.percolation import cell_components, cell_measures, components_touching
 from meshes.adapter import TaggedMesh
 from meshes.tags import ELECTRONIC_PHASES, IONIC_PHASES, Phase
 
@@ -56,12 +56,10 @@ class DepthProfile:
 
 
 def _areas(msh: dolfinx.mesh.Mesh) -> np.ndarray:
-    p = msh.geometry.x[msh.geometry.dofmaps[0]]
-    if msh.topology.dim == 2:
-        d1, d2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
-        return np.asarray(0.5 * np.abs(d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]))
-    d = p[:, 1:] - p[:, :1]
-    return np.asarray(np.abs(np.linalg.det(d)) / 6.0)
+    """Area (2D) or volume (3D) of every local cell, any cell type (owned entries exact)."""
+    tdim = msh.topology.dim
+    n = msh.topology.index_map(tdim).size_local + msh.topology.index_map(tdim).num_ghosts
+    return cell_measures(msh, np.arange(n, dtype=np.int32))
 
 
 def percolation_report(tm: TaggedMesh, bin_um: float = 1.0) -> PercolationReport:
@@ -75,9 +73,10 @@ def percolation_report(tm: TaggedMesh, bin_um: float = 1.0) -> PercolationReport
     def total(mask: np.ndarray) -> float:
         return float(comm.allreduce(float(area[:n_owned][mask[:n_owned]].sum()), op=MPI.SUM))
 
-    bottom = dolfinx.mesh.locate_entities_boundary(msh, fdim, lambda x: np.abs(x[1]) < tol)
+    z = tdim - 1  # through the thickness: last coordinate
+    bottom = dolfinx.mesh.locate_entities_boundary(msh, fdim, lambda x: np.abs(x[z]) < tol)
     top = dolfinx.mesh.locate_entities_boundary(
-        msh, fdim, lambda x: np.abs(x[1] - tm.thickness_um) < tol)
+        msh, fdim, lambda x: np.abs(x[z] - tm.thickness_um) < tol)
     el = cell_components(msh, tm.phase, [int(p) for p in ELECTRONIC_PHASES])
     el_ok = np.isin(el.labels, components_touching(msh, el, bottom)) & (el.labels >= 0)
     ion = cell_components(msh, tm.phase, [int(p) for p in IONIC_PHASES])

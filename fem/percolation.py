@@ -34,6 +34,7 @@ from scipy.sparse.csgraph import connected_components
 __all__ = [
     "Components",
     "cell_components",
+    "cell_measures",
     "component_measures",
     "components_touching",
 ]
@@ -298,7 +299,7 @@ def _form_volumes(msh: dolfinx.mesh.Mesh, cells: npt.NDArray[np.int32]) -> npt.N
     return np.asarray(vec.array[dofs], dtype=np.float64)
 
 
-def _cell_volumes(msh: dolfinx.mesh.Mesh, cells: npt.NDArray[np.int32]) -> npt.NDArray[np.float64]:
+def cell_measures(msh: dolfinx.mesh.Mesh, cells: npt.NDArray[np.int32]) -> npt.NDArray[np.float64]:
     """Area (2D) / volume (3D) of the given local cells, in mesh length units^tdim."""
     affine = msh.geometry.cmaps[0].degree == 1
     if affine and msh.topology.cell_type in _SIMPLICES:
@@ -324,7 +325,7 @@ def component_measures(msh: dolfinx.mesh.Mesh, comps: Components) -> npt.NDArray
     """
     num_owned, _ = _num_local_cells(msh)
     cells = np.arange(num_owned, dtype=np.int32)
-    volume = _cell_volumes(msh, cells)
+    volume = cell_measures(msh, cells)
     owned = comps.labels[:num_owned]
     hit = owned >= 0
     local = np.bincount(owned[hit], weights=volume[hit], minlength=comps.num_components)

@@ -22,8 +22,10 @@ import numpy as np
 
 from meshes.build import SectionMesh
 from meshes.tags import ELECTRONIC_PHASES, Facet, Phase
+from meshes.voxels import VoxelImage
 
-__all__ = ["TaggedMesh", "build_on_root", "distribute_section", "facet_tags_from_phases"]
+__all__ = ["TaggedMesh", "build_on_root", "distribute_section", "distribute_voxels",
+           "facet_tags_from_phases"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,10 @@ class TaggedMesh:
     thickness_um: float
     composite_z_um: tuple[float, float]
     layer_z_um: tuple[float, ...]
+    #: extent in y (3D boxes; 0 for 2D sections)
+    depth_um: float = 0.0
+    #: z of the mesh's z = 0 in the realization's frame (3D boxes cut at a depth)
+    z_offset_um: float = 0.0
 
     @property
     def comm(self) -> MPI.Comm:
@@ -163,3 +169,35 @@ def distribute_section(comm: MPI.Comm, section: SectionMesh | None, root: int = 
     return TaggedMesh(mesh=msh, phase=phase, cell_tags=cell_tags, facet_tags=facet_tags,
                       kind=kind, width_um=width, thickness_um=thickness,
                       composite_z_um=tuple(zc), layer_z_um=tuple(layers))
+
+
+def distribute_voxels(comm: MPI.Comm, image: VoxelImage | None, root: int = 0) -> TaggedMesh:
+    """Hexahedral mesh of a phase image built on ``root`` (None elsewhere): one cell per voxel,
+    coordinates in the box's own frame ([0, size] in x, y, z; ``z_offset_um`` records where
+    it sits in the cathode). Every rank receives the label image (uint8) and tags its cells
+    by their midpoints, so the tags are independent of the partition."""
+    meta = None
+    if comm.rank == root:
+        assert image is not None
+        meta = (image.kind, image.labels.shape, image.voxel_um, image.origin_um,
+                image.composite_z_um)
+    kind, shape, h, origin, comp = comm.bcast(meta, root=root)
+    labels = comm.bcast(image.labels if comm.rank == root and image is not None else None,
+                        root=root)
+    size = [n * h for n in shape]
+    msh = dolfinx.mesh.create_box(
+        comm, [np.zeros(3), np.array(size)], list(shape), dolfinx.mesh.CellType.hexahedron,
+        ghost_mode=dolfinx.mesh.GhostMode.shared_facet)
+    tdim = msh.topology.dim
+    n_local = msh.topology.index_map(tdim).size_local + msh.topology.index_map(tdim).num_ghosts
+    x = msh.geometry.x[msh.geometry.dofmaps[0][:n_local]].mean(axis=1)
+    idx = [np.clip(np.floor(x[:, k] / h).astype(np.int64), 0, shape[k] - 1) for k in range(3)]
+    phase = labels[idx[0], idx[1], idx[2]].astype(np.int32)
+    cell_tags = dolfinx.mesh.meshtags(msh, tdim, np.arange(n_local, dtype=np.int32), phase)
+    cell_tags.name = "phase"
+    facet_tags = facet_tags_from_phases(msh, phase, size[0], size[2], depth_um=size[1])
+    facet_tags.name = "facets"
+    return TaggedMesh(mesh=msh, phase=phase, cell_tags=cell_tags, facet_tags=facet_tags,
+                      kind=kind, width_um=size[0], thickness_um=size[2],
+                      composite_z_um=tuple(comp), layer_z_um=(), depth_um=size[1],
+                      z_offset_um=float(origin[2]))

@@ -23,11 +23,15 @@ from scipy.interpolate import RegularGridInterpolator
 __all__ = ["gaussian_field", "gradient_fill", "label_pore_cells"]
 
 
-def gaussian_field(points_um: np.ndarray, extent_um: tuple[float, float],
-                   correlation_um: float, seed: int) -> np.ndarray:
-    """Unit-variance correlated Gaussian field evaluated at ``points_um`` (n, 2)."""
+def gaussian_field(points_um: np.ndarray, extent_um: tuple[float, ...],
+                   correlation_um: float, seed: int,
+                   origin_um: tuple[float, ...] | None = None) -> np.ndarray:
+    """Unit-variance correlated Gaussian field evaluated at ``points_um`` (n, k), k = 2 or 3.
+
+    The field is sampled on a grid covering ``origin_um + [0, extent_um]`` (origin 0 by
+    default) and interpolated linearly."""
     h = correlation_um / 4.0
-    shape = (math.ceil(extent_um[0] / h) + 9, math.ceil(extent_um[1] / h) + 9)
+    shape = tuple(math.ceil(e / h) + 9 for e in extent_um)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
     noise = rng.normal(size=shape)
     # White noise filtered with a Gaussian kernel of std ell / sqrt(2) has the Gaussian
@@ -35,12 +39,12 @@ def gaussian_field(points_um: np.ndarray, extent_um: tuple[float, float],
     sigma = correlation_um / (math.sqrt(2.0) * h)
     field = ndimage.gaussian_filter(noise, sigma, mode="wrap")
     delta = np.zeros(shape)
-    delta[0, 0] = 1.0
+    delta[(0,) * len(shape)] = 1.0
     kernel = ndimage.gaussian_filter(delta, sigma, mode="wrap")
     field /= math.sqrt(float(np.sum(kernel**2)))
-    xs = (np.arange(shape[0]) - 4) * h
-    zs = (np.arange(shape[1]) - 4) * h
-    interp = RegularGridInterpolator((xs, zs), field)
+    origin = origin_um if origin_um is not None else (0.0,) * len(shape)
+    axes = tuple(o + (np.arange(n) - 4) * h for o, n in zip(origin, shape, strict=True))
+    interp = RegularGridInterpolator(axes, field)
     return np.asarray(interp(points_um))
 
 

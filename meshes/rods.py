@@ -79,6 +79,7 @@ __all__ = [
     "rod_clusters",
     "rod_contacts",
     "rod_volume",
+    "segment_closest_points",
     "segment_distances",
     "threshold_from_counts",
 ]
@@ -140,6 +141,18 @@ def segment_distances(
     Exact (up to round-off) for all configurations: skew, intersecting, parallel or collinear
     segments, and degenerate (zero-length) segments, which are points. Inputs have shape
     ``(m, 3)`` (any common dimension works); the result has shape ``(m,)``, same unit.
+    See :func:`segment_closest_points` for the method.
+    """
+    return segment_closest_points(p1, q1, p2, q2)[0]
+
+
+def segment_closest_points(
+    p1: npt.ArrayLike, q1: npt.ArrayLike, p2: npt.ArrayLike, q2: npt.ArrayLike
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Minimal distance between segments ``p1-q1`` and ``p2-q2`` and where it is attained.
+
+    Returns ``(dist, s, t)``: the closest points are ``p1 + s (q1 - p1)`` and
+    ``p2 + t (q2 - p2)``, s and t in [0, 1] (one minimiser where it is not unique).
 
     The squared distance ``|p1 + s d1 - p2 - t d2|^2`` is minimised over the unit square
     (s, t): the unconstrained minimiser of s is clamped to [0, 1], t is then optimal for that
@@ -182,12 +195,22 @@ def segment_distances(
     # over candidates is never below the true distance. The four end point-segment distances
     # cover minima on the border of the (s, t) square exactly, which makes (nearly) parallel
     # segments robust to the ill-conditioned interior solve.
-    for pt, a0, dd, dd2 in ((p1a, p2a, d2, e), (p1a + d1, p2a, d2, e),
-                            (p2a, p1a, d1, a), (p2a + d2, p1a, d1, a)):
+    ones = np.ones_like(a)
+    zeros = np.zeros_like(a)
+    for pt, a0, dd, dd2, own, first in ((p1a, p2a, d2, e, zeros, True),
+                                        (p1a + d1, p2a, d2, e, ones, True),
+                                        (p2a, p1a, d1, a, zeros, False),
+                                        (p2a + d2, p1a, d1, a, ones, False)):
         u = np.clip(np.einsum("ij,ij->i", pt - a0, dd) / np.maximum(dd2, 1e-300), 0.0, 1.0)
         w = pt - a0 - u[:, None] * dd
-        best = np.minimum(best, np.einsum("ij,ij->i", w, w))
-    return np.sqrt(best)
+        cand = np.einsum("ij,ij->i", w, w)
+        better = cand < best
+        best = np.where(better, cand, best)
+        if first:  # end of segment 1 (s fixed) against segment 2 (t = u)
+            s, t = np.where(better, own, s), np.where(better, u, t)
+        else:
+            s, t = np.where(better, u, s), np.where(better, own, t)
+    return np.sqrt(best), s, t
 
 
 def _ends(wires: Wires) -> tuple[FloatArray, FloatArray]:

@@ -23,6 +23,7 @@ from typing import Any
 from meshes.materials import DENSITIES
 
 __all__ = [
+    "BoxSpec",
     "CaseSpec",
     "ElectrochemistrySpec",
     "GradientDerived",
@@ -209,6 +210,26 @@ class SectionSpec(_Spec):
 
 
 @dataclass(frozen=True, kw_only=True)
+class BoxSpec(_Spec):
+    """A 3D representative volume (RVE) of a cathode: a square box of lateral side
+    ``size_um`` and height ``height_um`` (through the thickness), centred at
+    ``z_center_fraction`` of the composite layer (0: collector side, 1: separator side)."""
+
+    size_um: float = _num(5.0, 0.2, 200.0, "um")
+    height_um: float = _num(5.0, 0.2, 1000.0, "um")
+    z_center_fraction: float = _num(0.5, 0.0, 1.0, "1")
+    #: voxel edge of the phase image (and of the hexahedral mesh solved on it)
+    voxel_um: float = _num(0.05, 0.005, 5.0, "um", lo_open=False)
+    seed: int = _num(0, 0, 2**31 - 1, "1", integer=True)
+
+    def _check(self) -> None:
+        n = (self.size_um / self.voxel_um) ** 2 * (self.height_um / self.voxel_um)
+        if n > 2.0e8:
+            raise SpecError(f"voxel_um = {self.voxel_um:g}: gives {n:.3g} voxels for this box; "
+                            f"must give <= 2e8 (raise voxel_um or shrink the box)")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ElectrochemistrySpec(_Spec):
     """How the half-cell model runs (the material parameters are one shared set:
     :mod:`fem.electrochem.parameters`)."""
@@ -229,6 +250,7 @@ class CaseSpec(_Spec):
 
     name: str = field(default="gradient-vs-homogeneous-2d")
     section: SectionSpec = field(default_factory=SectionSpec)
+    box: BoxSpec = field(default_factory=BoxSpec)
     gradient: GradientSpec = field(default_factory=GradientSpec)
     homogeneous: HomogeneousSpec = field(default_factory=HomogeneousSpec)
     electrochemistry: ElectrochemistrySpec = field(default_factory=ElectrochemistrySpec)

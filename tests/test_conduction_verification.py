@@ -159,8 +159,8 @@ def annulus_errors() -> np.ndarray:
                                   op=MPI.MAX)
         rows.append((hmax, math.sqrt(_integral(sub, err**2 * dx)),
                      math.sqrt(_integral(sub, ufl.inner(ufl.grad(err), ufl.grad(err)) * dx)),
-                     abs(sol.current_high_A_per_cm / exact_current - 1.0),
-                     abs(sol.current_low_A_per_cm / exact_current + 1.0)))
+                     abs(sol.current_high / exact_current - 1.0),
+                     abs(sol.current_low / exact_current + 1.0)))
     return np.array(rows)
 
 
@@ -420,7 +420,7 @@ def test_non_percolating_reports_zero(blocks: dict[str, TaggedMesh], kind: str, 
     assert abs(res.volume_fraction - eps) < 1e-12
     assert res.connected_fraction == 0.0
     sol = res.solution
-    assert sol.current_high_A_per_cm == 0.0 and sol.current_low_A_per_cm == 0.0
+    assert sol.current_high == 0.0 and sol.current_low == 0.0
     assert sol.potential is None and sol.n_dofs == 0
 
 

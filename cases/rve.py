@@ -1,0 +1,217 @@
+"""3D representative volumes (RVEs) of both cathodes on voxel meshes.
+
+Question: in 3D, where wires can connect through the thickness, do the gradient membrane and
+the tape-cast cathode differ in their electron and ion paths as the paper argues?
+
+Method: for each cathode and seed, the box of ``[box]`` (lateral size, height, depth of its
+centre in the composite layer, voxel size) is cut from the same realization as the 2D
+sections and voxelized (:mod:`meshes.voxels`); one hexahedral cell per voxel. On it:
+
+* the full 3x3 apparent conductivity tensors, electronic and ionic (Dirichlet faces in the
+  driven direction, insulating sides; :func:`fem.conduction.conductivity_tensor`),
+  tortuosity factors per direction;
+* the percolation report of the 2D study (wire network to the box's bottom face, SPE to its
+  top face, dead active material) -- for a box inside the cathode the faces stand in for
+  the collector and separator sides;
+* with several seeds: mean and 95 % confidence interval (Student t) of every number;
+* with several depths (``z_center_fraction`` values): the depth profile through the cathode.
+
+Output (rank 0): ``summary.json`` (spec, parameters with sources, per-run numbers, ensemble
+statistics), ``<cathode>_seed<s>_z<f>.tif`` / ``.npy`` label images, and for the first run
+of each cathode ``<cathode>_mesh.xdmf`` with the phase tags (names in summary.json) and
+``<cathode>_rve.png`` (slices and the wire network coloured by connection to the bottom face).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from mpi4py import MPI  # isort: split
+
+import numpy as np
+from scipy import stats
+
+from cases.output import atomic_result_dir, write_json
+from fem.conduction import conductivity_tensor
+from fem.microstructure import percolation_report
+from fem.parameters import default_conductivities
+from meshes.adapter import build_on_root, distribute_voxels
+from meshes.spec import CaseSpec, spec_to_dict
+from meshes.tags import phase_names
+from meshes.voxels import voxelize_case, write_image
+
+__all__ = ["print_rve", "run_rve", "rve_numbers", "summarize_runs"]
+
+log = logging.getLogger("cathodefem")
+
+KINDS = ("gradient", "homogeneous")
+AXES = ("x", "y", "z")
+
+
+def _tensor_entry(t: Any) -> dict[str, Any]:
+    return {
+        "tensor_S_cm": t.tensor_S_cm.tolist(),
+        **{f"sigma_{a}{a}_S_cm": float(t.tensor_S_cm[k, k]) for k, a in enumerate(AXES)},
+        "percolates": dict(zip(AXES, t.percolates, strict=True)),
+        "volume_fraction": t.volume_fraction,
+        "transport_factor": dict(zip(AXES, t.transport_factor, strict=True)),
+        "tortuosity_factor": dict(zip(AXES, t.tortuosity_factor, strict=True)),
+        "connected_fraction": dict(zip(AXES, t.connected_fraction, strict=True)),
+        "asymmetry": t.asymmetry, "balance_rel": t.balance_rel, "dofs_count": t.n_dofs,
+        "solve_time_s": t.solve_time_s,
+    }
+
+
+def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = None,
+                tag: str = "", write_mesh: bool = False) -> dict[str, Any]:
+    """Voxelize, mesh and solve one RVE; returns its numbers (the same on every rank)."""
+    t0 = time.perf_counter()
+    image = build_on_root(comm, lambda: voxelize_case(case, kind))
+    t_voxel = time.perf_counter() - t0
+    if comm.rank == 0 and out is not None and image is not None:
+        write_image(image, out / f"{kind}{tag}")
+        if write_mesh:
+            from cases.plots import render_rve
+
+            render_rve(image.labels, image.voxel_um, kind, out / f"{kind}_rve.png")
+    tm = distribute_voxels(comm, image)
+    stats_ = comm.bcast(image.stats if image is not None else None, root=0)
+    params = default_conductivities()
+    electronic = conductivity_tensor(tm, params.electronic())
+    ionic = conductivity_tensor(tm, params.ionic())
+    report = percolation_report(tm, bin_um=max(tm.thickness_um / 10, case.box.voxel_um))
+    if write_mesh and out is not None:
+        import dolfinx.io
+
+        with dolfinx.io.XDMFFile(comm, out / f"{kind}_mesh.xdmf", "w") as f:
+            f.write_mesh(tm.mesh)
+            tm.mesh.topology.create_connectivity(2, 3)
+            f.write_meshtags(tm.cell_tags, tm.mesh.geometry)
+    perc = {k: v for k, v in dataclasses.asdict(report).items() if k != "depth_profile"}
+    return {
+        "cathode": kind, "seed": case.box.seed, "z_center_fraction": case.box.z_center_fraction,
+        "box_z_um": [tm.z_offset_um, tm.z_offset_um + tm.thickness_um],
+        "image": stats_, "cells_count": int(comm.allreduce(
+            tm.mesh.topology.index_map(3).size_local, op=MPI.SUM)),
+        "electronic": _tensor_entry(electronic), "ionic": _tensor_entry(ionic),
+        "percolation": perc, "voxelize_time_s": t_voxel,
+        "total_time_s": time.perf_counter() - t0,
+    }
+
+
+#: (name, path) of the numbers summarised over seeds
+QUANTITIES: list[tuple[str, tuple[str, ...]]] = [
+    *[(f"{c}_sigma_{a}{a}_S_cm", (c, f"sigma_{a}{a}_S_cm"))
+      for c in ("electronic", "ionic") for a in AXES],
+    *[(f"{c}_tortuosity_factor_{a}", (c, "tortuosity_factor", a))
+      for c in ("electronic", "ionic") for a in AXES],
+    ("nanowire_electronic_connected_fraction",
+     ("percolation", "nanowire_electronic_connected_fraction")),
+    ("nanowire_ion_accessible_fraction", ("percolation", "nanowire_ion_accessible_fraction")),
+    ("dead_active_fraction", ("percolation", "dead_active_fraction")),
+    ("nanowire_fraction", ("image", "nanowire_fraction")),
+]
+
+
+def _get(d: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        d = d[key]
+    return d
+
+
+def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean, std and 95 % CI of the mean (Student t) of every quantity over the runs.
+    Tortuosity factors are averaged over the runs where that direction percolates."""
+    out: dict[str, Any] = {"runs_count": len(runs)}
+    for name, path in QUANTITIES:
+        x = np.asarray([_get(r, path) for r in runs], dtype=float)
+        x = x[np.isfinite(x)]
+        n = len(x)
+        mean = float(x.mean()) if n else float("nan")
+        std = float(x.std(ddof=1)) if n > 1 else float("nan")
+        half = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else float("nan")
+        out[name] = {"mean": mean, "std": std, "ci95_low": mean - half,
+                     "ci95_high": mean + half, "samples_count": n}
+    for c in ("electronic", "ionic"):
+        for a in AXES:
+            out[f"{c}_{a}_percolating_fraction"] = float(
+                np.mean([r[c]["percolates"][a] for r in runs]))
+    return out
+
+
+def run_rve(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD, *,
+            kinds: tuple[str, ...] = KINDS, seeds: int = 1,
+            depths: list[float] | None = None) -> dict[str, Any]:
+    """All RVEs (cathodes x depths x seeds from ``case.box.seed``); writes ``out``."""
+    if seeds < 1:
+        raise ValueError(f"--seeds {seeds}: must be >= 1")
+    depth_list = depths if depths else [case.box.z_center_fraction]
+    for f in depth_list:
+        if not 0.0 <= f <= 1.0:
+            raise ValueError(f"--depths {f:g}: must be in [0, 1] (fraction of the composite "
+                             f"layer, 0 at the collector side)")
+    summary: dict[str, Any] = {"case": spec_to_dict(case), "phase_names": phase_names(),
+                               "parameters": {"conductivities": _sources()},
+                               "boundary_conditions": "Dirichlet 1 V / 0 V on the two faces "
+                               "normal to the driven axis, other faces insulating"}
+    with atomic_result_dir(out, comm) as staging:
+        for kind in kinds:
+            per_depth: list[dict[str, Any]] = []
+            for f in depth_list:
+                runs: list[dict[str, Any]] = []
+                for s in range(case.box.seed, case.box.seed + seeds):
+                    sub = dataclasses.replace(case, box=dataclasses.replace(
+                        case.box, seed=s, z_center_fraction=f))
+                    tag = f"_seed{s}_z{f:g}".replace(".", "p")
+                    r = rve_numbers(sub, kind, comm, staging, tag,
+                                    write_mesh=not per_depth and not runs)
+                    runs.append(r)
+                    if comm.rank == 0:
+                        e, i = r["electronic"], r["ionic"]
+                        log.info(f"{kind} seed {s} depth {f:g}: electronic sigma_xx/yy/zz = "
+                                 f"{e['sigma_xx_S_cm']:.3e}/{e['sigma_yy_S_cm']:.3e}/"
+                                 f"{e['sigma_zz_S_cm']:.3e} S/cm, ionic "
+                                 f"{i['sigma_xx_S_cm']:.3e}/{i['sigma_yy_S_cm']:.3e}/"
+                                 f"{i['sigma_zz_S_cm']:.3e} S/cm ({r['total_time_s']:.1f} s)")
+                per_depth.append({"z_center_fraction": f, "runs": runs,
+                                  "statistics": summarize_runs(runs)})
+            summary[kind] = per_depth
+        if comm.rank == 0:
+            write_json(staging / "summary.json", summary)
+    return summary
+
+
+def _sources() -> dict[str, Any]:
+    p = default_conductivities()
+    return {kind: {ph.label: {"value": v.value, "unit": v.unit, "source": v.source}
+                   for ph, v in table.items()}
+            for kind, table in (("electronic", p.electronic_S_cm), ("ionic", p.ionic_S_cm))}
+
+
+def print_rve(summary: dict[str, Any]) -> None:
+    """Mean [95 % CI] of the main numbers, per cathode and depth (rank 0)."""
+    names = [("electronic_sigma_xx_S_cm", "electronic sigma_xx [S/cm]"),
+             ("electronic_sigma_zz_S_cm", "electronic sigma_zz [S/cm]"),
+             ("ionic_sigma_xx_S_cm", "ionic sigma_xx [S/cm]"),
+             ("ionic_sigma_zz_S_cm", "ionic sigma_zz [S/cm]"),
+             ("ionic_tortuosity_factor_z", "ionic tortuosity z"),
+             ("nanowire_electronic_connected_fraction", "NW connected to bottom face"),
+             ("nanowire_ion_accessible_fraction", "NW ion-accessible"),
+             ("dead_active_fraction", "dead active fraction")]
+    for kind in KINDS:
+        for entry in summary.get(kind, []):
+            st = entry["statistics"]
+            print(f"\n{kind}, depth {entry['z_center_fraction']:g}, {st['runs_count']} seed(s)")
+            for key, label in names:
+                q = st[key]
+                ci = (f" [{q['ci95_low']:.3g}, {q['ci95_high']:.3g}]"
+                      if q["samples_count"] > 1 else "")
+                print(f"  {label:34s} {q['mean']:.4g}{ci}")
+            for c in ("electronic", "ionic"):
+                fr = [st[f"{c}_{a}_percolating_fraction"] for a in AXES]
+                print(f"  {c + ' percolating x/y/z':34s} " + "/".join(f"{v:.2g}" for v in fr))

@@ -1,0 +1,263 @@
+"""3D voxel RVEs: voxelization against exact volumes, tensors against exact laminates,
+partition independence, the rve command and its bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mpi4py import MPI  # isort: split
+
+import numpy as np
+import pytest
+
+from fem.conduction import conductivity_tensor
+from meshes.adapter import distribute_voxels
+from meshes.realization import Realization, Sheets, Spheres, Wires
+from meshes.spec import BoxSpec, CaseSpec, SpecError, load_case
+from meshes.tags import Phase
+from meshes.voxels import VoxelImage, voxelize, voxelize_case, write_image
+from tests.conftest import REPO, cathodefem
+
+COMM = MPI.COMM_WORLD
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([*cathodefem(), *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=600, check=False)
+
+
+def _one_wire_realization(radius: float, length: float, axis: np.ndarray) -> Realization:
+    wires = Wires(np.array([[1.0, 1.0, 1.0]]), axis[None, :] / np.linalg.norm(axis),
+                  np.array([length]), np.array([radius]))
+    spheres = Spheres(np.array([[0.5, 0.5, 0.5]]), np.array([0.3]))
+    return Realization(kind="homogeneous", window_um=(0, 2, 0, 2), composite_z_um=(0.0, 2.0),
+                       thickness_um=2.0, wires=wires,
+                       sheets=Sheets(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), 0.02),
+                       spheres=spheres, layer_z_um=(), target_fractions={"nanowire": 0.0})
+
+
+@pytest.mark.parametrize("axis", [np.array([1.0, 0.0, 0.0]), np.array([1.0, 0.7, 0.4])])
+def test_voxelized_volumes_converge_to_the_exact_volumes(axis: np.ndarray) -> None:
+    """A tilted cylinder and a sphere: centre sampling converges to pi r^2 L and 4/3 pi r^3
+    (error below 3 % at r / h = 6, decreasing with h)."""
+    real = _one_wire_realization(0.2, 1.2, axis)
+    errors = []
+    for n in (20, 40, 60):
+        h = 2.0 / n
+        img = voxelize(real, (0.0, 0.0, 0.0), (n, n, n), h, coating_um=0.0, fill="share",
+                       spe_share=1.0)
+        v_wire = np.count_nonzero(img.labels == Phase.NANOWIRE) * h**3
+        v_sphere = np.count_nonzero(img.labels == Phase.CARBON_BLACK) * h**3
+        errors.append((abs(v_wire / (math.pi * 0.04 * 1.2) - 1),
+                       abs(v_sphere / (4 / 3 * math.pi * 0.027) - 1)))
+    err = np.array(errors)
+    assert np.all(err[-1] < 0.03), err
+    assert err[-1].max() < err[0].max()
+    # pore fully filled with SPE (share 1), nothing void
+    assert not np.any(img.labels == Phase.VOID)
+
+
+def test_coating_covers_every_wire_face() -> None:
+    """Every face-neighbour voxel of a wire voxel is wire or SPE (the coating), even when the
+    coating is thinner than a voxel and the rest of the pore is void (SPE share 0)."""
+    real = _one_wire_realization(0.2, 1.2, np.array([1.0, 0.3, 0.1]))
+    img = voxelize(real, (0.0, 0.0, 0.0), (40, 40, 40), 0.05, coating_um=0.01, fill="share",
+                   spe_share=0.0)
+    lab = img.labels
+    wire = lab == Phase.NANOWIRE
+    assert wire.any() and np.any(lab == Phase.VOID)
+    for axis in range(3):
+        for shift in (1, -1):
+            nb = np.roll(lab, shift, axis=axis)
+            src = np.roll(wire, shift, axis=axis)
+            # skip wrap-around at the image border
+            edge = np.zeros_like(wire)
+            idx = [slice(None)] * 3
+            idx[axis] = 0 if shift == 1 else -1
+            edge[tuple(idx)] = True
+            bad = src & ~edge & ~np.isin(nb, [Phase.NANOWIRE, Phase.SPE, Phase.CARBON_BLACK])
+            assert not bad.any()
+
+
+SMALL = {"box": {"size_um": 1.5, "height_um": 1.5, "voxel_um": 0.075, "seed": 4}}
+
+
+def test_same_spec_and_seed_give_the_same_image_and_fractions_near_the_target() -> None:
+    case = load_case(SMALL)
+    a = voxelize_case(case, "gradient")
+    b = voxelize_case(case, "gradient")
+    assert np.array_equal(a.labels, b.labels)
+    other = voxelize_case(load_case({"box": {**SMALL["box"], "seed": 5}}), "gradient")
+    assert not np.array_equal(a.labels, other.labels)
+    # middle of the membrane: fill 1, no void; wire fraction near the derived 0.14 (a small
+    # box fluctuates; 5 um boxes are within a few percent, see the benchmark)
+    assert a.stats["void_fraction"] == 0.0
+    assert 0.05 < a.stats["nanowire_fraction"] < 0.3
+    h = voxelize_case(case, "homogeneous")
+    # tape-cast: the SPE share of the pore space is exact by construction (quantile)
+    spe, void = h.stats["spe_fraction"], h.stats["void_fraction"]
+    from meshes.spec import derive_homogeneous
+
+    d = derive_homogeneous(case.homogeneous)
+    share = d.spe_volume_fraction / (d.spe_volume_fraction + d.void_volume_fraction)
+    assert spe / (spe + void) == pytest.approx(share, abs=2.0 / h.labels.size)
+
+
+def test_image_files_round_trip(tmp_path: Path) -> None:
+    import tifffile
+
+    img = voxelize_case(load_case(SMALL), "homogeneous")
+    tif, npy = write_image(img, tmp_path / "h")
+    assert np.array_equal(np.load(npy), img.labels)
+    stack = tifffile.imread(tif)  # (z, y, x)
+    assert np.array_equal(np.transpose(stack, (2, 1, 0)), img.labels)
+
+
+def _image(labels: np.ndarray, h: float) -> VoxelImage:
+    return VoxelImage(labels.astype(np.uint8), h, (0.0, 0.0, 0.0), "gradient",
+                      (0.0, labels.shape[2] * h))
+
+
+def test_tensor_of_a_z_laminate_is_exact() -> None:
+    """Layers normal to z (SPE 1e-5 / separator 1e-4 S/cm, thicknesses 3:1 voxels): sigma_xx
+    = sigma_yy = arithmetic mean, sigma_zz = harmonic mean, off-diagonals 0 (exact for the
+    voxel mesh: the layers follow cell faces and Q1 reproduces the piecewise-linear field)."""
+    lab = np.full((4, 3, 8), Phase.SPE, dtype=np.uint8)
+    lab[:, :, 6:] = Phase.SEPARATOR
+    tm = distribute_voxels(COMM, _image(lab, 0.25))
+    s1, s2, f1, f2 = 1e-5, 1e-4, 0.75, 0.25
+    t = conductivity_tensor(tm, {int(Phase.SPE): s1, int(Phase.SEPARATOR): s2})
+    arith, harm = f1 * s1 + f2 * s2, 1.0 / (f1 / s1 + f2 / s2)
+    expected = np.diag([arith, arith, harm])
+    assert np.allclose(t.tensor_S_cm, expected, rtol=1e-9, atol=1e-12 * arith)
+    assert all(t.percolates) and t.balance_rel < 1e-9
+    assert t.volume_fraction == pytest.approx(1.0)
+    # transport factor with unit conductivity everywhere is 1: tortuosity 1
+    assert np.allclose(t.tortuosity_factor, 1.0, rtol=1e-9)
+
+
+def test_tensor_of_a_tilted_channel_is_not_diagonal_and_the_diagonal_is_the_current() -> None:
+    """A staircase channel rising in x and z: current driven in x also flows in z, so
+    sigma_zx != 0; the diagonal from the averaged current density equals I L / A from the
+    electrode current (an identity of the discrete solution, to solver tolerance)."""
+    n = 12
+    lab = np.full((n, 4, n), Phase.VOID, dtype=np.uint8)
+    for i in range(n):
+        lab[i, :, max(0, i - 1):min(n, i + 2)] = Phase.SPE
+    tm = distribute_voxels(COMM, _image(lab, 0.1))
+    t = conductivity_tensor(tm, {int(Phase.SPE): 1e-5})
+    assert t.percolates == (True, True, True)
+    assert abs(t.tensor_S_cm[2, 0]) > 0.1 * t.tensor_S_cm[0, 0]
+    # diagonal: sigma_kk / sigma_phase is the transport factor computed from the current
+    assert np.allclose(np.diag(t.tensor_S_cm) / 1e-5, t.transport_factor, rtol=1e-8)
+    assert t.balance_rel < 1e-9
+
+
+def test_blocked_direction_reports_zero_and_infinite_tortuosity() -> None:
+    lab = np.full((4, 4, 4), Phase.SPE, dtype=np.uint8)
+    lab[:, :, 2] = Phase.VOID  # a void layer blocks z only
+    tm = distribute_voxels(COMM, _image(lab, 0.25))
+    t = conductivity_tensor(tm, {int(Phase.SPE): 1e-5})
+    assert t.percolates == (True, True, False)
+    assert np.all(t.tensor_S_cm[:, 2] == 0.0)
+    assert t.tortuosity_factor[2] == math.inf
+    assert t.tensor_S_cm[0, 0] == pytest.approx(0.75e-5, rel=1e-9)
+
+
+_MPI_SCRIPT = """
+import json
+from mpi4py import MPI
+import sys
+sys.path.insert(0, {repo!r})
+from cases.rve import rve_numbers
+from meshes.spec import load_case
+case = load_case({{"box": {{"size_um": 1.2, "height_um": 1.2, "voxel_um": 0.08, "seed": 2}}}})
+out = {{}}
+for kind in ("gradient", "homogeneous"):
+    r = rve_numbers(case, kind, MPI.COMM_WORLD)
+    out[kind] = [r["electronic"]["tensor_S_cm"], r["ionic"]["tensor_S_cm"],
+                 r["percolation"]["dead_active_fraction"]]
+if MPI.COMM_WORLD.rank == 0:
+    print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.mpi
+def test_two_ranks_give_the_one_rank_tensors(tmp_path: Path) -> None:
+    from tests.conftest import mpiexec
+
+    script = tmp_path / "rve_mpi.py"
+    script.write_text(_MPI_SCRIPT.format(repo=str(REPO)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO),
+                                                        os.environ.get("PYTHONPATH", "")]))
+    results = []
+    for ranks in (1, 2):
+        proc = subprocess.run([mpiexec(), "-n", str(ranks), sys.executable, str(script)],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+                              check=False)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
+        results.append(json.loads(line.removeprefix("RESULT ")))
+    one, two = results
+    for kind in ("gradient", "homogeneous"):
+        for k in (0, 1):
+            a, b = np.array(one[kind][k]), np.array(two[kind][k])
+            assert np.allclose(a, b, rtol=1e-8, atol=1e-12 * max(np.abs(a).max(), 1e-30))
+        assert one[kind][2] == pytest.approx(two[kind][2], abs=1e-12)
+
+
+def test_rve_command_writes_tensors_images_and_statistics(tmp_path: Path) -> None:
+    case = tmp_path / "case.toml"
+    case.write_text('name = "rve-tiny"\n[box]\nsize_um = 1.0\nheight_um = 1.0\n'
+                    'voxel_um = 0.1\nseed = 1\n')
+    out = tmp_path / "res"
+    proc = _cli("rve", str(case), "--out", str(out), "--seeds", "2", "--depths", "0.2,0.8",
+                "--cathode", "gradient", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    depths = summary["gradient"]
+    assert [d["z_center_fraction"] for d in depths] == [0.2, 0.8]
+    for d in depths:
+        assert len(d["runs"]) == 2 and [r["seed"] for r in d["runs"]] == [1, 2]
+        st = d["statistics"]["ionic_sigma_zz_S_cm"]
+        assert st["samples_count"] == 2 and st["ci95_low"] <= st["mean"] <= st["ci95_high"]
+        for r in d["runs"]:
+            t = np.array(r["electronic"]["tensor_S_cm"])
+            assert t.shape == (3, 3) and np.all(np.isfinite(t))
+    # boxes at different depths sit at different z
+    assert depths[0]["runs"][0]["box_z_um"] != depths[1]["runs"][0]["box_z_um"]
+    assert (out / "gradient_seed1_z0p2.tif").exists() and (out / "gradient_seed2_z0p8.npy").exists()
+    assert (out / "gradient_mesh.xdmf").exists()
+    assert "gradient" in proc.stdout and "ionic sigma_zz" in proc.stdout
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--set", "box.voxel_um=0.3"], "box.voxel_um"),
+    (["--set", "box.voxel_um=0.001"], "box.voxel_um"),
+    (["--set", "box.size_um=-1"], "box.size_um"),
+    (["--set", "box.z_center_fraction=1.5"], "box.z_center_fraction"),
+    (["--seeds", "0"], "--seeds"),
+    (["--depths", "0.5,abc"], "--depths"),
+    (["--depths", "1.2"], "--depths"),
+])
+def test_rve_bad_input_is_one_line_and_leaves_no_results(tmp_path: Path, args: list[str],
+                                                          field: str) -> None:
+    out = tmp_path / "res"
+    proc = _cli("rve", "--set", "box.size_um=1", "--set", "box.height_um=1", "--out", str(out),
+                *args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and field in lines[0] and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_box_spec_rejects_too_many_voxels() -> None:
+    with pytest.raises(SpecError, match="voxel_um"):
+        BoxSpec(size_um=200.0, height_um=100.0, voxel_um=0.01)
+    assert CaseSpec().box.size_um == 5.0
