@@ -32,7 +32,7 @@ import dolfinx.fem.petsc
 import numpy as np
 import ufl
 
-from fem.percolation import cell_components, cell_measures, components_touching
+from fem.percolation import cell_components, components_touching, local_cell_sizes
 from meshes.adapter import TaggedMesh
 
 __all__ = [
@@ -111,22 +111,6 @@ def cell_centroids(msh: dolfinx.mesh.Mesh) -> np.ndarray:
     return np.asarray(x[msh.geometry.dofmaps[0]].mean(axis=1)[:, : msh.geometry.dim])
 
 
-def _cell_areas(msh: dolfinx.mesh.Mesh) -> np.ndarray:
-    """Area (2D) or volume (3D) of every local cell (um^tdim). Triangles and tetrahedra by
-    the cross product / determinant of their edges (the same rounding on every partition);
-    other cells (voxel hexahedra) by an assembled indicator (owned entries exact)."""
-    tdim = msh.topology.dim
-    if msh.topology.cell_type == dolfinx.mesh.CellType.triangle:
-        p = msh.geometry.x[msh.geometry.dofmaps[0]]
-        d1, d2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
-        return np.asarray(0.5 * np.abs(d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]))
-    if msh.topology.cell_type == dolfinx.mesh.CellType.tetrahedron:
-        p = msh.geometry.x[msh.geometry.dofmaps[0]]
-        return np.asarray(np.abs(np.linalg.det(p[:, 1:] - p[:, :1])) / 6.0)
-    n = msh.topology.index_map(tdim).size_local + msh.topology.index_map(tdim).num_ghosts
-    return cell_measures(msh, np.arange(n, dtype=np.int32))
-
-
 def _owned_sum(msh: dolfinx.mesh.Mesh, values: np.ndarray) -> float:
     n = msh.topology.index_map(msh.topology.dim).size_local
     return float(msh.comm.allreduce(float(np.sum(values[:n])), op=MPI.SUM))
@@ -153,7 +137,7 @@ def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Mark
     in_set = np.isin(tm.phase, np.array(list(sigma_S_cm), dtype=np.int32))
     if cells is not None:
         in_set &= cells
-    area = _cell_areas(msh)
+    area = local_cell_sizes(msh)
     comps = cell_components(msh, in_set.astype(np.int32), [1])
     f_high = dolfinx.mesh.locate_entities(msh, fdim, high)
     f_low = dolfinx.mesh.locate_entities(msh, fdim, low)

@@ -22,7 +22,7 @@ from mpi4py import MPI  # isort: split
 import dolfinx
 import numpy as np
 
-from fem.percolation import cell_components, cell_measures, components_touching
+from fem.percolation import cell_components, components_touching, local_cell_sizes
 from meshes.adapter import TaggedMesh
 from meshes.tags import ELECTRONIC_PHASES, IONIC_PHASES, Phase
 
@@ -55,28 +55,12 @@ class DepthProfile:
     active_fraction: np.ndarray
 
 
-def _areas(msh: dolfinx.mesh.Mesh) -> np.ndarray:
-    """Area (2D) or volume (3D) of every local cell (um^tdim). Triangles and tetrahedra by
-    the cross product / determinant of their edges (the same rounding on every partition);
-    other cells (voxel hexahedra) by an assembled indicator (owned entries exact)."""
-    tdim = msh.topology.dim
-    if msh.topology.cell_type == dolfinx.mesh.CellType.triangle:
-        p = msh.geometry.x[msh.geometry.dofmaps[0]]
-        d1, d2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
-        return np.asarray(0.5 * np.abs(d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]))
-    if msh.topology.cell_type == dolfinx.mesh.CellType.tetrahedron:
-        p = msh.geometry.x[msh.geometry.dofmaps[0]]
-        return np.asarray(np.abs(np.linalg.det(p[:, 1:] - p[:, :1])) / 6.0)
-    n = msh.topology.index_map(tdim).size_local + msh.topology.index_map(tdim).num_ghosts
-    return cell_measures(msh, np.arange(n, dtype=np.int32))
-
-
 def percolation_report(tm: TaggedMesh, bin_um: float = 1.0) -> PercolationReport:
     msh = tm.mesh
     comm = msh.comm
     tdim, fdim = msh.topology.dim, msh.topology.dim - 1
     n_owned = msh.topology.index_map(tdim).size_local
-    area = _areas(msh)
+    area = local_cell_sizes(msh)
     tol = 1e-6 * tm.thickness_um
 
     def total(mask: np.ndarray) -> float:
