@@ -33,15 +33,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fem.conduction import conductivity_tensor
+from fem.conduction import ITERATIVE_PETSC_OPTIONS, conductivity_tensor
 from fem.parameters import default_conductivities
 from meshes.adapter import build_on_root, distribute_voxels
 from meshes.spec import load_case
 from meshes.voxels import voxelize_case
 
 OUT = Path(__file__).resolve().parent / "out" / "rve.json"
-ITERATIVE = {"ksp_type": "cg", "pc_type": "gamg", "ksp_rtol": 1e-10,
-             "ksp_error_if_not_converged": 1}
+ITERATIVE = ITERATIVE_PETSC_OPTIONS
 
 
 def _say(comm: MPI.Comm, text: str) -> None:

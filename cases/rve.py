@@ -37,7 +37,7 @@ import numpy as np
 from scipy import stats
 
 from cases.output import atomic_result_dir, write_json
-from fem.conduction import conductivity_tensor
+from fem.conduction import ITERATIVE_PETSC_OPTIONS, conductivity_tensor
 from fem.microstructure import percolation_report
 from fem.parameters import default_conductivities
 from meshes.adapter import build_on_root, distribute_voxels
@@ -68,8 +68,12 @@ def _tensor_entry(t: Any) -> dict[str, Any]:
 
 
 def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = None,
-                tag: str = "", write_mesh: bool = False) -> dict[str, Any]:
-    """Voxelize, mesh and solve one RVE; returns its numbers (the same on every rank)."""
+                tag: str = "", write_mesh: bool = False,
+                petsc_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Voxelize, mesh and solve one RVE; returns its numbers (the same on every rank).
+    Linear solver: CG + GAMG (:data:`fem.conduction.ITERATIVE_PETSC_OPTIONS`) unless
+    ``petsc_options`` says otherwise."""
+    options = petsc_options if petsc_options is not None else ITERATIVE_PETSC_OPTIONS
     t0 = time.perf_counter()
     image = build_on_root(comm, lambda: voxelize_case(case, kind))
     t_voxel = time.perf_counter() - t0
@@ -82,8 +86,8 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
     tm = distribute_voxels(comm, image)
     stats_ = comm.bcast(image.stats if image is not None else None, root=0)
     params = default_conductivities()
-    electronic = conductivity_tensor(tm, params.electronic())
-    ionic = conductivity_tensor(tm, params.ionic())
+    electronic = conductivity_tensor(tm, params.electronic(), petsc_options=options)
+    ionic = conductivity_tensor(tm, params.ionic(), petsc_options=options)
     report = percolation_report(tm, bin_um=max(tm.thickness_um / 10, case.box.voxel_um))
     if write_mesh and out is not None:
         import dolfinx.io
