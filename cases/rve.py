@@ -10,6 +10,9 @@ sections and voxelized (:mod:`meshes.voxels`); one hexahedral cell per voxel. On
 * the full 3x3 apparent conductivity tensors, electronic and ionic (Dirichlet faces in the
   driven direction, insulating sides; :func:`fem.conduction.conductivity_tensor`),
   tortuosity factors per direction;
+* the surface I-V of the paper's Fig. 2f (two probe bands, each a fifth of the box wide, on
+  the face; SPE leakage included) on each cathode face the box contains (box at depth 0:
+  collector side; box reaching the top: separator side), in S per cm of band length;
 * the percolation report of the 2D study (wire network to the box's bottom face, SPE to its
   top face, dead active material) -- for a box inside the cathode the faces stand in for
   the collector and separator sides;
@@ -37,13 +40,14 @@ import numpy as np
 from scipy import stats
 
 from cases.output import atomic_result_dir, write_json
-from fem.conduction import ITERATIVE_PETSC_OPTIONS, conductivity_tensor
+from cases.study import PROBE_FRACTION
+from fem.conduction import ITERATIVE_PETSC_OPTIONS, conductivity_tensor, surface_iv
 from fem.microstructure import percolation_report
 from fem.parameters import default_conductivities
 from meshes.adapter import build_on_root, distribute_voxels
 from meshes.spec import CaseSpec, spec_to_dict
 from meshes.tags import phase_names
-from meshes.voxels import voxelize_case, write_image
+from meshes.voxels import cathode_layers_um, voxelize_case, write_image
 
 __all__ = ["print_rve", "run_rve", "rve_numbers", "summarize_runs"]
 
@@ -89,6 +93,19 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
     electronic = conductivity_tensor(tm, params.electronic(), petsc_options=options)
     ionic = conductivity_tensor(tm, params.ionic(), petsc_options=options)
     report = percolation_report(tm, bin_um=max(tm.thickness_um / 10, case.box.voxel_um))
+    # surface I-V (paper Fig. 2f) on the cathode faces the box contains
+    thickness = cathode_layers_um(case, kind)[2]
+    faces = [f for f, inside in (("bottom", tm.z_offset_um <= 1e-9),
+                                 ("top", abs(tm.z_offset_um + tm.thickness_um - thickness)
+                                  <= 1e-6 * thickness)) if inside]
+    probe = PROBE_FRACTION * tm.width_um
+    surface = {}
+    for face in faces:
+        iv = surface_iv(tm, params.electronic(leakage=True), face=face,
+                        probe_length_um=probe, probe_gap_um=probe, petsc_options=options)
+        surface[f"{face}_conductance_S_per_cm"] = iv.conductance_S_per_cm
+    if surface:
+        surface["probe_length_um"] = surface["probe_gap_um"] = probe
     if write_mesh and out is not None:
         import dolfinx.io
 
@@ -103,7 +120,7 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
         "image": stats_, "cells_count": int(comm.allreduce(
             tm.mesh.topology.index_map(3).size_local, op=MPI.SUM)),
         "electronic": _tensor_entry(electronic), "ionic": _tensor_entry(ionic),
-        "percolation": perc, "voxelize_time_s": t_voxel,
+        "percolation": perc, "surface_iv": surface, "voxelize_time_s": t_voxel,
         "total_time_s": time.perf_counter() - t0,
     }
 

@@ -315,7 +315,9 @@ def surface_iv(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], *, face: str,
     face, ``probe_gap_um`` apart, centred; everything else insulating. The current follows
     whatever path the structure offers (through the skin into the wire network and back),
     which is what silver-paste probes on a membrane measure. The Al foil is excluded (the
-    paper measured the freestanding membrane; for the tape-cast cathode, the cast layer)."""
+    paper measured the freestanding membrane; for the tape-cast cathode, the cast layer).
+    3D boxes: the probes are bands across the whole depth in y, and the conductance is given
+    per cm of band length (S/cm), as the 2D section gives it per cm of depth."""
     if face not in ("top", "bottom"):
         raise ValueError(f"face = {face!r}: must be 'top' or 'bottom'")
     if 2 * probe_length_um + probe_gap_um > tm.width_um:
@@ -327,14 +329,17 @@ def surface_iv(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], *, face: str,
     a0, a1 = xm - 0.5 * probe_gap_um - probe_length_um, xm - 0.5 * probe_gap_um
     b0, b1 = xm + 0.5 * probe_gap_um, xm + 0.5 * probe_gap_um + probe_length_um
 
+    z = tm.mesh.topology.dim - 1
+
     def probe(lo: float, hi: float) -> Marker:
-        return lambda x: np.asarray((np.abs(x[1] - z_face) < tol) & (x[0] >= lo - tol)
+        return lambda x: np.asarray((np.abs(x[z] - z_face) < tol) & (x[0] >= lo - tol)
                                     & (x[0] <= hi + tol))
 
-    zc = cell_centroids(tm.mesh)[:, 1]
+    zc = cell_centroids(tm.mesh)[:, z]
     sol = solve_conduction(tm, sigma_S_cm, probe(a0, a1), probe(b0, b1),
                            cells=zc > tm.composite_z_um[0], petsc_options=petsc_options)
-    g = sol.current_high  # at 1 V
+    # at 1 V; 3D: A per V per cm of band length (the bands span the depth)
+    g = sol.current_high if z == 1 else sol.current_high / (tm.depth_um * 1e-4)
     volts = np.linspace(-1.0, 1.0, 11) if voltages_V is None else np.asarray(voltages_V)
     return SurfaceIV(face=face, conductance_S_per_cm=g,
                      sheet_conductance_S=g * probe_gap_um / probe_length_um * 1e-4,

@@ -34,7 +34,8 @@ from meshes.realization import Realization, realize_gradient, realize_homogeneou
 from meshes.spec import BoxSpec, CaseSpec, SpecError, derive_homogeneous
 from meshes.tags import ELECTRONIC_PHASES, Phase
 
-__all__ = ["VoxelImage", "box_window", "voxelize", "voxelize_case", "write_image"]
+__all__ = ["VoxelImage", "box_window", "cathode_layers_um", "voxelize", "voxelize_case",
+           "write_image"]
 
 #: wires are sampled in pieces of at most this many radii (keeps every bounding box small)
 _PIECE_RADII = 8.0
@@ -199,19 +200,24 @@ def voxelize(real: Realization, origin_um: tuple[float, float, float],
                       kind=real.kind, composite_z_um=(float(comp[0]), float(comp[1])))
 
 
+def cathode_layers_um(case: CaseSpec, kind: str) -> tuple[float, float, float]:
+    """Composite layer (z0, z1) and total thickness of one cathode, um (z = 0 at the
+    collector side; the tape-cast cathode includes its modelled Al foil)."""
+    if kind == "gradient":
+        g = case.gradient
+        return 0.0, g.thickness_um - g.skin_thickness_um, g.thickness_um
+    h = case.homogeneous
+    zc0 = h.al_foil_thickness_um
+    zc1 = zc0 + derive_homogeneous(h).thickness_um
+    return zc0, zc1, zc1
+
+
 def box_window(case: CaseSpec, kind: str) -> tuple[tuple[float, float, float], float, float]:
     """Box corner (realization frame), lateral size and height (um) of ``case.box`` for one
     cathode: the box is centred at ``z_center_fraction`` of the composite layer and clipped
     to the cathode's thickness."""
     box = case.box
-    if kind == "gradient":
-        g = case.gradient
-        zc0, zc1, thickness = 0.0, g.thickness_um - g.skin_thickness_um, g.thickness_um
-    else:
-        h = case.homogeneous
-        zc0 = h.al_foil_thickness_um
-        zc1 = zc0 + derive_homogeneous(h).thickness_um
-        thickness = zc1
+    zc0, zc1, thickness = cathode_layers_um(case, kind)
     height = min(box.height_um, thickness)
     zc = zc0 + box.z_center_fraction * (zc1 - zc0)
     z0 = min(max(0.0, zc - 0.5 * height), thickness - height)

@@ -186,6 +186,42 @@ def test_iterative_solver_matches_the_direct_one_on_an_rve() -> None:
             assert np.allclose(a, b, rtol=1e-6, atol=1e-6 * np.abs(b).max())
 
 
+def test_surface_iv_of_a_y_uniform_box_equals_the_2d_section() -> None:
+    """A structure uniform in y: the 3D surface I-V per cm of band length equals the 2D
+    section's per cm of depth (Q1 on the extruded mesh reproduces the 2D Q1 solution)."""
+    import dolfinx
+
+    from fem.conduction import surface_iv
+    from meshes.adapter import TaggedMesh, facet_tags_from_phases
+
+    nx, ny, nz, h = 20, 3, 10, 0.1
+    xz = np.full((nx, nz), Phase.SPE, dtype=np.uint8)
+    xz[:, :4] = Phase.VOID
+    xz[3:17, 2:6] = Phase.RGO  # a buried conductor reached through the leaky polymer
+    xz[8:11, 6:10] = Phase.NANOWIRE  # and a pillar up to the top face
+    lab = np.repeat(xz[:, None, :], ny, axis=1)
+    tm3 = distribute_voxels(COMM, _image(lab, h))
+    msh = dolfinx.mesh.create_rectangle(COMM, [[0.0, 0.0], [nx * h, nz * h]], [nx, nz],
+                                        dolfinx.mesh.CellType.quadrilateral,
+                                        ghost_mode=dolfinx.mesh.GhostMode.shared_facet)
+    n_local = msh.topology.index_map(2).size_local + msh.topology.index_map(2).num_ghosts
+    mid = msh.geometry.x[msh.geometry.dofmaps[0][:n_local]].mean(axis=1)
+    phase = xz[np.clip((mid[:, 0] / h).astype(int), 0, nx - 1),
+               np.clip((mid[:, 1] / h).astype(int), 0, nz - 1)].astype(np.int32)
+    tags = dolfinx.mesh.meshtags(msh, 2, np.arange(n_local, dtype=np.int32), phase)
+    tm2 = TaggedMesh(mesh=msh, phase=phase, cell_tags=tags,
+                     facet_tags=facet_tags_from_phases(msh, phase, nx * h, nz * h),
+                     kind="test", width_um=nx * h, thickness_um=nz * h,
+                     composite_z_um=(0.0, nz * h), layer_z_um=())
+    sigma = {int(Phase.NANOWIRE): 1e-3, int(Phase.RGO): 24.0, int(Phase.SPE): 1e-9}
+    for face in ("top", "bottom"):
+        g3 = surface_iv(tm3, sigma, face=face, probe_length_um=0.4, probe_gap_um=0.4)
+        g2 = surface_iv(tm2, sigma, face=face, probe_length_um=0.4, probe_gap_um=0.4)
+        if face == "top":
+            assert g2.conductance_S_per_cm > 0.0
+        assert g3.conductance_S_per_cm == pytest.approx(g2.conductance_S_per_cm, rel=1e-8)
+
+
 _MPI_SCRIPT = """
 import json
 from mpi4py import MPI
@@ -236,12 +272,15 @@ def test_rve_command_writes_tensors_images_and_statistics(tmp_path: Path) -> Non
     case.write_text('name = "rve-tiny"\n[box]\nsize_um = 1.0\nheight_um = 1.0\n'
                     'voxel_um = 0.1\nseed = 1\n')
     out = tmp_path / "res"
-    proc = _cli("rve", str(case), "--out", str(out), "--seeds", "2", "--depths", "0.2,0.8",
+    proc = _cli("rve", str(case), "--out", str(out), "--seeds", "2", "--depths", "0,0.8",
                 "--cathode", "gradient", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     depths = summary["gradient"]
-    assert [d["z_center_fraction"] for d in depths] == [0.2, 0.8]
+    assert [d["z_center_fraction"] for d in depths] == [0.0, 0.8]
+    # the box at depth 0 holds the collector-side face: its surface I-V is measured there
+    bottom = [r["surface_iv"]["bottom_conductance_S_per_cm"] for r in depths[0]["runs"]]
+    assert all(g >= 0.0 for g in bottom) and all(r["surface_iv"] == {} for r in depths[1]["runs"])
     for d in depths:
         assert len(d["runs"]) == 2 and [r["seed"] for r in d["runs"]] == [1, 2]
         st = d["statistics"]["ionic_sigma_zz_S_cm"]
@@ -251,7 +290,7 @@ def test_rve_command_writes_tensors_images_and_statistics(tmp_path: Path) -> Non
             assert t.shape == (3, 3) and np.all(np.isfinite(t))
     # boxes at different depths sit at different z
     assert depths[0]["runs"][0]["box_z_um"] != depths[1]["runs"][0]["box_z_um"]
-    assert (out / "gradient_seed1_z0p2.tif").exists() and (out / "gradient_seed2_z0p8.npy").exists()
+    assert (out / "gradient_seed1_z0.tif").exists() and (out / "gradient_seed2_z0p8.npy").exists()
     assert (out / "gradient_mesh.xdmf").exists()
     assert "gradient" in proc.stdout and "ionic sigma_zz" in proc.stdout
 
