@@ -22,7 +22,9 @@ sections and voxelized (:mod:`meshes.voxels`); one hexahedral cell per voxel. On
 Output (rank 0): ``summary.json`` (spec, parameters with sources, per-run numbers, ensemble
 statistics), ``<cathode>_seed<s>_z<f>.tif`` / ``.npy`` label images, and for the first run
 of each cathode ``<cathode>_mesh.xdmf`` with the phase tags (names in summary.json) and
-``<cathode>_rve.png`` (slices and the wire network coloured by connection to the bottom face).
+``<cathode>_rve.png`` (slices and the wire network coloured by connection to the bottom face)
+and ``<cathode>_rve_3d.png`` (pyvista: the 3D wire network so coloured, and a cut view of the
+polymer fill).
 """
 
 from __future__ import annotations
@@ -84,9 +86,10 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
     if comm.rank == 0 and out is not None and image is not None:
         write_image(image, out / f"{kind}{tag}")
         if write_mesh:
-            from cases.plots import render_rve
+            from cases.plots import render_rve, render_rve_3d
 
             render_rve(image.labels, image.voxel_um, kind, out / f"{kind}_rve.png")
+            render_rve_3d(image.labels, image.voxel_um, kind, out / f"{kind}_rve_3d.png")
     tm = distribute_voxels(comm, image)
     stats_ = comm.bcast(image.stats if image is not None else None, root=0)
     params = default_conductivities()

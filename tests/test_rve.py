@@ -292,6 +292,8 @@ def test_rve_command_writes_tensors_images_and_statistics(tmp_path: Path) -> Non
     assert depths[0]["runs"][0]["box_z_um"] != depths[1]["runs"][0]["box_z_um"]
     assert (out / "gradient_seed1_z0.tif").exists() and (out / "gradient_seed2_z0p8.npy").exists()
     assert (out / "gradient_mesh.xdmf").exists()
+    for picture in ("gradient_rve.png", "gradient_rve_3d.png"):
+        assert (out / picture).stat().st_size > 10_000
     assert "gradient" in proc.stdout and "ionic sigma_zz" in proc.stdout
 
 
