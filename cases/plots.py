@@ -300,7 +300,7 @@ def render_rve_3d(labels: np.ndarray, voxel_um: float, kind: str, path: Path) ->
                         spacing=(voxel_um, voxel_um, voxel_um))
     grid.cell_data["phase"] = labels.ravel(order="F")
     grid.cell_data["connected"] = connected.ravel(order="F").astype(np.uint8)
-    plotter = pv.Plotter(off_screen=True, shape=(1, 2), window_size=(2000, 1000))
+    plotter = pv.Plotter(off_screen=True, shape=(1, 2), window_size=[2000, 1000])
     wires = grid.threshold([0.5, 1.5], scalars="phase")
     if wires.n_cells:
         # fix the colour range, so that an all-connected network is still drawn blue
@@ -309,7 +309,8 @@ def render_rve_3d(labels: np.ndarray, voxel_um: float, kind: str, path: Path) ->
                          show_scalar_bar=False)
     plotter.add_mesh(grid.outline(), color="black")
     plotter.add_text(f"{kind}: wires reaching z = 0 (blue) or not (red)", font_size=11)
-    plotter.show_bounds(xtitle="x [um]", ytitle="y [um]", ztitle="z [um]", fmt="%.1f")
+    plotter.show_bounds(xtitle="x [um]", ytitle="y [um]", ztitle="z [um]",  # type: ignore[call-arg]
+                        fmt="%.1f")
     plotter.camera_position = "iso"
     plotter.subplot(0, 1)
     nx = labels.shape[0]
@@ -326,7 +327,8 @@ def render_rve_3d(labels: np.ndarray, voxel_um: float, kind: str, path: Path) ->
     plotter.add_mesh(grid.outline(), color="black")
     plotter.add_text("cut at mid x: SPE yellow, wires blue, rGO black, carbon grey, "
                      "void empty", font_size=11)
-    plotter.show_bounds(xtitle="x [um]", ytitle="y [um]", ztitle="z [um]", fmt="%.1f")
+    plotter.show_bounds(xtitle="x [um]", ytitle="y [um]", ztitle="z [um]",  # type: ignore[call-arg]
+                        fmt="%.1f")
     plotter.camera_position = "iso"
     plotter.screenshot(str(path))
     plotter.close()
