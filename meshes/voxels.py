@@ -230,9 +230,17 @@ def voxelize_case(case: CaseSpec, kind: str) -> VoxelImage:
     origin, size, height = box_window(case, kind)
     h = box.voxel_um
     shape = (max(1, round(size / h)), max(1, round(size / h)), max(1, round(height / h)))
-    if abs(shape[0] * h - size) > 1e-9 * size or abs(shape[2] * h - height) > 1e-6 * height:
-        raise SpecError(f"box.voxel_um = {h:g}: must divide box.size_um = {size:g} and the "
-                        f"box height {height:g} um into whole voxels")
+    thickness = cathode_layers_um(case, kind)[2]
+    if box.height_um >= thickness:
+        # full thickness: whole voxels ending at the top face (the bottom voxel layer may
+        # reach below z = 0 by less than half a voxel; its centre is inside the cathode)
+        origin = (origin[0], origin[1], thickness - shape[2] * h)
+    elif abs(shape[2] * h - height) > 1e-6 * height:
+        raise SpecError(f"box.voxel_um = {h:g}: must divide the box height {height:g} um "
+                        f"into whole voxels")
+    if abs(shape[0] * h - size) > 1e-9 * size:
+        raise SpecError(f"box.voxel_um = {h:g}: must divide box.size_um = {size:g} into "
+                        f"whole voxels")
     window = (0.0, size, 0.0, size)
     if kind == "gradient":
         g = case.gradient

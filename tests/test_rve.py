@@ -142,6 +142,23 @@ def test_box_and_section_of_one_realization_agree() -> None:
     assert disagree.mean() < 0.02
 
 
+def test_full_thickness_box_holds_the_layers() -> None:
+    """height >= thickness: the whole cathode in whole voxels ending at the top face. The
+    membrane has its pure-SPE skin on top and voids only in the lean zone near z = 0; the
+    tape-cast cathode has its Al foil at the bottom."""
+    case = load_case({"box": {"size_um": 1.0, "height_um": 100.0, "voxel_um": 0.1, "seed": 1}})
+    g = voxelize_case(case, "gradient")
+    assert g.labels.shape == (10, 10, 340) and g.origin_um[2] == pytest.approx(0.0)
+    assert np.all(g.labels[:, :, -10:] == Phase.SPE)  # 1 um skin
+    void_z = np.nonzero(np.any(g.labels == Phase.VOID, axis=(0, 1)))[0] * 0.1
+    assert len(void_z) and void_z.max() < case.gradient.lean_zone_um
+    h = voxelize_case(case, "homogeneous")
+    zc0, zc1 = h.composite_z_um
+    assert zc1 == pytest.approx(h.labels.shape[2] * 0.1)
+    n_foil = int(np.sum(np.all(h.labels == Phase.AL_FOIL, axis=(0, 1))))
+    assert n_foil == pytest.approx(case.homogeneous.al_foil_thickness_um / 0.1, abs=1)
+
+
 def test_image_files_round_trip(tmp_path: Path) -> None:
     import tifffile
 
