@@ -155,6 +155,7 @@ def test_full_thickness_box_holds_the_layers() -> None:
     h = voxelize_case(case, "homogeneous")
     zc0, zc1 = h.composite_z_um
     assert zc1 == pytest.approx(h.labels.shape[2] * 0.1)
+    assert zc0 == pytest.approx(case.homogeneous.al_foil_thickness_um - h.origin_um[2])
     n_foil = int(np.sum(np.all(h.labels == Phase.AL_FOIL, axis=(0, 1))))
     assert n_foil == pytest.approx(case.homogeneous.al_foil_thickness_um / 0.1, abs=1)
 
