@@ -288,9 +288,12 @@ def render_rve_3d(labels: np.ndarray, voxel_um: float, kind: str, path: Path) ->
     polymer fill (SPE, yellow) and the unfilled pores (empty) are visible in the cut."""
     import pyvista as pv
     from scipy import ndimage
+    from vtkmodules.vtkCommonCore import vtkLogger
 
     from meshes.tags import ELECTRONIC_PHASES
 
+    # off screen without an X server VTK warns once that it has none, then renders anyway
+    vtkLogger.SetStderrVerbosity(vtkLogger.VERBOSITY_ERROR)
     pv.OFF_SCREEN = True
     el = np.isin(labels, ELECTRONIC_PHASES)
     comp, _ = ndimage.label(el)
