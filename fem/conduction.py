@@ -21,9 +21,11 @@ z (through the thickness) is the last coordinate: (x, z) in 2D, (x, y, z) in 3D.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from mpi4py import MPI  # isort: split
 
@@ -31,6 +33,7 @@ import dolfinx
 import dolfinx.fem.petsc
 import numpy as np
 import ufl
+from petsc4py import PETSc
 
 from fem.percolation import cell_components, components_touching, local_cell_sizes
 from meshes.adapter import TaggedMesh
@@ -49,6 +52,8 @@ __all__ = [
 ]
 
 Marker = Callable[[np.ndarray], np.ndarray]
+
+log = logging.getLogger("cathodefem")
 
 #: Default linear solver: sparse direct (MUMPS) is robust for the 1e4-1e9 conductivity
 #: contrasts of these composites; override e.g. with {"ksp_type": "cg", "pc_type": "gamg"}.
@@ -85,6 +90,9 @@ class ConductionSolution:
     solve_time_s: float
     potential: dolfinx.fem.Function | None  # on the connected submesh (None if not solved)
     current_unit: str = "A/cm"  # 2D: A per cm of depth; 3D: A
+    #: "direct", "iterative", "direct (fallback)" after a failed iterative solve, or "none"
+    #: (nothing to solve: no spanning cluster)
+    linear_solver: str = "direct"
     measure_unit: str = "um2"  # 2D: um2; 3D: um3
     #: volume-averaged current density vector over the window (3D only; A/cm2), the column
     #: of the effective conductivity tensor for a unit potential gradient
@@ -128,6 +136,11 @@ def _owned_sum(msh: dolfinx.mesh.Mesh, values: np.ndarray) -> float:
     return float(msh.comm.allreduce(float(np.sum(values[:n])), op=MPI.SUM))
 
 
+def _reason(ksp: Any) -> int:
+    """The KSP's converged reason as an int (negative: diverged)."""
+    return int(ksp.getConvergedReason())
+
+
 def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Marker,
                      low: Marker, *, cells: np.ndarray | None = None,
                      petsc_options: Mapping[str, str | float | int] | None = None,
@@ -166,9 +179,10 @@ def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Mark
     # 3D: S/cm x V x um = 1e-4 A
     to_unit = 1.0 if tdim == 2 else 1e-4
     if len(spanning) == 0 or not sigma_S_cm:
-        return ConductionSolution(False, 0.0, 0.0, 0.0, conducting_area, 0.0, 0,
-                                  time.perf_counter() - t0, None, *units,
-                                  (0.0,) * tdim if tdim == 3 else ())
+        return ConductionSolution(
+            False, 0.0, 0.0, 0.0, conducting_area, 0.0, 0, time.perf_counter() - t0, None,
+            current_unit=units[0], measure_unit=units[1], linear_solver="none",
+            mean_current_density_A_cm2=(0.0,) * tdim if tdim == 3 else ())
 
     sub, cell_map, _, _ = dolfinx.mesh.create_submesh(
         msh, tdim, np.nonzero(active)[0].astype(np.int32))
@@ -200,7 +214,36 @@ def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Mark
     options.update(petsc_options or {})
     problem = dolfinx.fem.petsc.LinearProblem(a, rhs, bcs=bcs, petsc_options=options,
                                               petsc_options_prefix="cathodefem_conduction_")
-    uh = problem.solve()
+    solver_used = "direct" if options.get("pc_type") == "lu" else "iterative"
+    failure = ""
+    try:
+        uh = problem.solve()
+        # The converged reason is checked here as well: after one PETSc error in a process,
+        # later solves no longer raise on ksp_error_if_not_converged (measured with
+        # petsc4py 3.25: the reason is negative and nothing is raised).
+        if _reason(problem.solver) < 0:
+            failure = f"converged reason {_reason(problem.solver)}"
+    except PETSc.Error as e:
+        failure = str(e).splitlines()[-1]
+    if failure and solver_used == "direct":
+        raise RuntimeError(f"conduction: the direct solver failed ({failure})")
+    if failure:
+        # AMG fails on extreme contrasts (e.g. 1e11 with the polymer's electronic leakage:
+        # "indefinite preconditioner"); the sparse direct solver does not. Collective: the
+        # KSP's reason is the same on every rank.
+        log.warning(f"conduction: the iterative solver failed ({failure}); solving again "
+                    f"with the direct solver (MUMPS)")
+        problem.solver.destroy()
+        problem.A.destroy()
+        problem.b.destroy()
+        problem = dolfinx.fem.petsc.LinearProblem(
+            a, rhs, bcs=bcs, petsc_options=dict(DEFAULT_PETSC_OPTIONS),
+            petsc_options_prefix="cathodefem_conduction_direct_")
+        uh = problem.solve()
+        if _reason(problem.solver) < 0:
+            raise RuntimeError(f"conduction: the direct solver failed too (converged reason "
+                               f"{_reason(problem.solver)})")
+        solver_used = "direct (fallback)"
     assert isinstance(uh, dolfinx.fem.Function)
 
     # Reaction currents: residual of a(u, .) at the electrode dofs.
@@ -235,6 +278,7 @@ def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Mark
         conducting_measure=conducting_area, connected_measure=connected_area,
         n_dofs=n_dofs, solve_time_s=time.perf_counter() - t0,
         potential=uh if keep_solution else None, current_unit=units[0], measure_unit=units[1],
+        linear_solver=solver_used,
         mean_current_density_A_cm2=mean_j)
 
 

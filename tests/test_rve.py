@@ -273,6 +273,34 @@ def test_surface_iv_of_a_y_uniform_box_equals_the_2d_section() -> None:
         assert g3.conductance_S_per_cm == pytest.approx(g2.conductance_S_per_cm, rel=1e-8)
 
 
+def test_a_failed_iterative_solve_falls_back_to_the_direct_solver() -> None:
+    """CG limited to one iteration cannot converge: the solve is repeated with MUMPS, says
+    so, and gives the direct solver's tensor."""
+    from fem.conduction import ITERATIVE_PETSC_OPTIONS, solve_conduction
+
+    n = 12
+    lab = np.full((n, 4, n), Phase.VOID, dtype=np.uint8)
+    for i in range(n):
+        lab[i, :, max(0, i - 1):min(n, i + 2)] = Phase.SPE
+    lab[:, :, : n // 2][lab[:, :, : n // 2] == Phase.SPE] = Phase.SEPARATOR
+    tm = distribute_voxels(COMM, _image(lab, 0.1))
+    sigma = {int(Phase.SPE): 1e-5, int(Phase.SEPARATOR): 1e-1}
+    failing = {**ITERATIVE_PETSC_OPTIONS, "ksp_max_it": 1}
+
+    def high(x: np.ndarray) -> np.ndarray:
+        return np.asarray(np.abs(x[0] - n * 0.1) < 1e-9)
+
+    def low(x: np.ndarray) -> np.ndarray:
+        return np.asarray(np.abs(x[0]) < 1e-9)
+
+    sol = solve_conduction(tm, sigma, high, low, petsc_options=failing)
+    ref = solve_conduction(tm, sigma, high, low)
+    assert sol.linear_solver == "direct (fallback)" and ref.linear_solver == "direct"
+    assert sol.current_high == pytest.approx(ref.current_high, rel=1e-12)
+    t = conductivity_tensor(tm, sigma, petsc_options=failing)
+    assert np.allclose(t.tensor_S_cm, conductivity_tensor(tm, sigma).tensor_S_cm, rtol=1e-12)
+
+
 _MPI_SCRIPT = """
 import json
 from mpi4py import MPI
