@@ -50,7 +50,8 @@ class VoxelImage:
     voxel_um: float
     origin_um: tuple[float, float, float]
     kind: str
-    #: composite layer (where the solids are) in the box's own frame, z from 0
+    #: composite layer (where the solids are) in the box's own frame, z from 0: the voxel
+    #: planes that bound the voxels whose centres lie in it
     composite_z_um: tuple[float, float]
     stats: dict[str, float] = field(default_factory=dict)
 
@@ -194,7 +195,10 @@ def voxelize(real: Realization, origin_um: tuple[float, float, float],
             raise ValueError(f"fill = {fill!r}: must be 'gradient' or 'share'")
         spe[idx[0][filled], idx[1][filled], idx[2][filled]] = True
     labels[spe] = int(Phase.SPE)
-    comp = (max(zc0, origin[2]) - origin[2], min(zc1, origin[2] + shape[2] * h) - origin[2])
+    # the composite layer of the *image*: the voxel planes between which the voxel centres
+    # lie in it (so that electrodes placed on its faces lie on mesh facets)
+    layers = np.nonzero(in_composite)[0]
+    comp = ((layers[0] * h, (layers[-1] + 1) * h) if len(layers) else (0.0, 0.0))
     return VoxelImage(labels=labels, voxel_um=h,
                       origin_um=(float(origin[0]), float(origin[1]), float(origin[2])),
                       kind=real.kind, composite_z_um=(float(comp[0]), float(comp[1])))
