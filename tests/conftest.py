@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +34,22 @@ def mpiexec() -> str:
     if found is None:
         pytest.fail("mpiexec not found next to the interpreter or on PATH")
     return found
+
+
+def mpi_results(script: Path, ranks: tuple[int, ...] = (1, 2)) -> list[Any]:
+    """Run ``script`` under mpiexec with each rank count; each run must exit 0 and print one
+    line ``RESULT <json>`` on rank 0. Returns the decoded results, one per rank count."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO),
+                                                        os.environ.get("PYTHONPATH", "")]))
+    results = []
+    for n in ranks:
+        proc = subprocess.run([mpiexec(), "-n", str(n), sys.executable, str(script)],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+                              check=False)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
+        results.append(json.loads(line.removeprefix("RESULT ")))
+    return results
 
 
 def cathodefem() -> list[str]:

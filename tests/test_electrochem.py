@@ -7,11 +7,7 @@ diffusion into a wire written here, and conservation of charge, Li and salt.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -404,18 +400,9 @@ if comm.rank == 0:
 def test_two_ranks_give_the_one_rank_result(tmp_path: Path) -> None:
     script = tmp_path / "halfcell_mpi.py"
     script.write_text(_MPI_SCRIPT.format(repo=str(REPO)))
-    from tests.conftest import mpiexec
+    from tests.conftest import mpi_results
 
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO),
-                                                        os.environ.get("PYTHONPATH", "")]))
-    results = []
-    for ranks in (1, 2):
-        proc = subprocess.run([mpiexec(), "-n", str(ranks), sys.executable, str(script)],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-                              check=False)
-        assert proc.returncode == 0, proc.stderr[-4000:]
-        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
-        results.append(np.array(json.loads(line.removeprefix("RESULT "))))
+    results = [np.array(r) for r in mpi_results(script)]
     one, two = results
     assert one.shape == two.shape and len(one) > 10
     assert np.allclose(one[:, 0], two[:, 0], rtol=1e-9)  # same adaptive steps

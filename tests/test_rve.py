@@ -7,7 +7,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from mpi4py import MPI  # isort: split
@@ -21,7 +20,7 @@ from meshes.realization import Realization, Sheets, Spheres, Wires
 from meshes.spec import BoxSpec, CaseSpec, SpecError, load_case
 from meshes.tags import Phase
 from meshes.voxels import VoxelImage, voxelize, voxelize_case, write_image
-from tests.conftest import REPO, cathodefem
+from tests.conftest import REPO, cathodefem, mpi_results
 
 COMM = MPI.COMM_WORLD
 
@@ -333,20 +332,9 @@ if MPI.COMM_WORLD.rank == 0:
 
 @pytest.mark.mpi
 def test_two_ranks_give_the_one_rank_tensors(tmp_path: Path) -> None:
-    from tests.conftest import mpiexec
-
     script = tmp_path / "rve_mpi.py"
     script.write_text(_MPI_SCRIPT.format(repo=str(REPO)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO),
-                                                        os.environ.get("PYTHONPATH", "")]))
-    results = []
-    for ranks in (1, 2):
-        proc = subprocess.run([mpiexec(), "-n", str(ranks), sys.executable, str(script)],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-                              check=False)
-        assert proc.returncode == 0, proc.stderr[-4000:]
-        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
-        results.append(json.loads(line.removeprefix("RESULT ")))
+    results = mpi_results(script)
     one, two = results
     for kind in ("gradient", "homogeneous"):
         for k in (0, 1):
