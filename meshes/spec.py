@@ -221,6 +221,9 @@ class BoxSpec(_Spec):
     #: voxel edge of the phase image (and of the hexahedral mesh solved on it)
     voxel_um: float = _num(0.05, 0.005, 5.0, "um", lo_open=False)
     seed: int = _num(0, 0, 2**31 - 1, "1", integer=True)
+    #: solid-electrolyte separator layer added on top when the box reaches the cathode's
+    #: separator-side face (rounded to whole voxels; 0: none)
+    separator_um: float = _num(0.0, 0.0, 1000.0, "um")
 
     def _check(self) -> None:
         n = (self.size_um / self.voxel_um) ** 2 * (self.height_um / self.voxel_um)

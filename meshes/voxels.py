@@ -262,6 +262,12 @@ def voxelize_case(case: CaseSpec, kind: str) -> VoxelImage:
                        correlation_um=hs.peo_cluster_correlation_um, seed=box.seed)
     else:
         raise ValueError(f"kind = {kind!r}: must be 'gradient' or 'homogeneous'")
+    top = img.origin_um[2] + img.labels.shape[2] * h
+    n_sep = round(box.separator_um / h)
+    if n_sep and abs(top - thickness) <= 1e-6 * thickness:
+        layer = np.full((*img.labels.shape[:2], n_sep), int(Phase.SEPARATOR), dtype=np.uint8)
+        img = VoxelImage(np.concatenate([img.labels, layer], axis=2), h, img.origin_um,
+                         img.kind, img.composite_z_um)
     fr = img.fractions()
     zc0, zc1 = img.composite_z_um
     comp = img.labels[:, :, round(zc0 / h):round(zc1 / h)]

@@ -158,6 +158,15 @@ def test_full_thickness_box_holds_the_layers() -> None:
     foil_top = case.homogeneous.al_foil_thickness_um - h.origin_um[2]
     assert abs(zc0 - foil_top) <= 0.05 + 1e-12
     assert zc0 / 0.1 == pytest.approx(round(zc0 / 0.1))
+    # a separator layer on top, in whole voxels, when the box reaches the top face
+    sep = voxelize_case(load_case({"box": {**case.box.__dict__, "separator_um": 0.5}}),
+                        "gradient")
+    assert sep.labels.shape[2] == g.labels.shape[2] + 5
+    assert np.all(sep.labels[:, :, -5:] == Phase.SEPARATOR)
+    assert np.array_equal(sep.labels[:, :, :-5], g.labels)
+    mid = voxelize_case(load_case({"box": {"size_um": 1.0, "height_um": 1.0, "voxel_um": 0.1,
+                                           "separator_um": 0.5}}), "gradient")
+    assert mid.labels.shape[2] == 10 and not np.any(mid.labels == Phase.SEPARATOR)
     # a full-thickness box holds both faces: surface I-V on both (electrodes on voxel planes)
     from cases.rve import rve_numbers
 
