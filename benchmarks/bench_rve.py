@@ -40,7 +40,6 @@ from meshes.spec import load_case
 from meshes.voxels import voxelize_case
 
 OUT = Path(__file__).resolve().parent / "out" / "rve.json"
-ITERATIVE = ITERATIVE_PETSC_OPTIONS
 
 
 def _say(comm: MPI.Comm, text: str) -> None:
@@ -118,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     _say(comm, f"\nPart 2: {rve_size:g} um RVE at {args.rve_voxel_um:g} um voxels, CG + GAMG")
     rve = []
     for kind in ("gradient", "homogeneous"):
-        r = _tensors(rve_size, args.rve_voxel_um, kind, comm, ITERATIVE)
+        r = _tensors(rve_size, args.rve_voxel_um, kind, comm, ITERATIVE_PETSC_OPTIONS)
         rve.append(r)
         _say(comm, f"{kind:12s} cells {r['cells_count']:9d}  dofs {r['dofs_count']:9d}  "
                    f"voxelize {r['voxelize_s']:6.1f} s  6 solves {r['solve_s']:6.1f} s  "

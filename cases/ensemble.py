@@ -27,7 +27,7 @@ from cases.study import _build, solve_section
 from meshes.build import KINDS
 from meshes.spec import CaseSpec, spec_to_dict
 
-__all__ = ["run_ensemble", "summarize"]
+__all__ = ["mean_ci95", "nested_get", "run_ensemble", "summarize"]
 
 log = logging.getLogger("cathodefem")
 
@@ -50,29 +50,36 @@ PERCOLATION = [("electronic_z", ("electronic", "z")), ("electronic_x", ("electro
                ("ionic_z", ("ionic", "z")), ("ionic_x", ("ionic", "x"))]
 
 
-def _get(d: dict[str, Any], path: tuple[str, ...]) -> Any:
+def nested_get(d: dict[str, Any], path: tuple[str, ...]) -> Any:
+    """``d[path[0]][path[1]]...``"""
     for key in path:
         d = d[key]
     return d
+
+
+def mean_ci95(values: Any) -> dict[str, float]:
+    """Mean, sample std and the 95 % confidence interval of the mean (Student t, n - 1
+    degrees of freedom) of ``values``; NaN where n is too small."""
+    x = np.asarray(values, dtype=float)
+    n = len(x)
+    mean = float(x.mean()) if n else float("nan")
+    std = float(x.std(ddof=1)) if n > 1 else float("nan")
+    half = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else float("nan")
+    return {"mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half,
+            "samples_count": n}
 
 
 def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean, std, 95 % CI of the mean of every quantity over the seeds of one cathode."""
     out: dict[str, Any] = {"seeds_count": len(samples)}
     for name, path, percolating_only in QUANTITIES:
-        values = [_get(s, path) for s in samples]
+        values = [nested_get(s, path) for s in samples]
         if percolating_only:
             values = [v for v in values if v is not None and math.isfinite(v)]
-        x = np.asarray(values, dtype=float)
-        n = len(x)
-        mean = float(x.mean()) if n else float("nan")
-        std = float(x.std(ddof=1)) if n > 1 else float("nan")
-        half = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else float("nan")
-        out[name] = {"mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half,
-                     "samples_count": n}
+        out[name] = mean_ci95(values)
     for name, path in PERCOLATION:
         out[f"{name}_percolating_fraction"] = float(
-            np.mean([_get(s, path)["percolates"] for s in samples]))
+            np.mean([nested_get(s, path)["percolates"] for s in samples]))
     return out
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -39,8 +38,8 @@ from typing import Any
 from mpi4py import MPI  # isort: split
 
 import numpy as np
-from scipy import stats
 
+from cases.ensemble import mean_ci95, nested_get
 from cases.output import atomic_result_dir, write_json
 from cases.study import PROBE_FRACTION
 from fem.conduction import (
@@ -52,6 +51,7 @@ from fem.conduction import (
 from fem.microstructure import percolation_report
 from fem.parameters import default_conductivities
 from meshes.adapter import build_on_root, distribute_voxels
+from meshes.build import KINDS
 from meshes.spec import CaseSpec, spec_to_dict
 from meshes.tags import phase_names
 from meshes.voxels import cathode_layers_um, voxelize_case, write_image
@@ -60,7 +60,6 @@ __all__ = ["print_rve", "run_rve", "rve_numbers", "summarize_runs"]
 
 log = logging.getLogger("cathodefem")
 
-KINDS = ("gradient", "homogeneous")
 AXES = ("x", "y", "z")
 
 
@@ -150,25 +149,13 @@ QUANTITIES: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
-def _get(d: dict[str, Any], path: tuple[str, ...]) -> Any:
-    for key in path:
-        d = d[key]
-    return d
-
-
 def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean, std and 95 % CI of the mean (Student t) of every quantity over the runs.
     Tortuosity factors are averaged over the runs where that direction percolates."""
     out: dict[str, Any] = {"runs_count": len(runs)}
     for name, path in QUANTITIES:
-        x = np.asarray([_get(r, path) for r in runs], dtype=float)
-        x = x[np.isfinite(x)]
-        n = len(x)
-        mean = float(x.mean()) if n else float("nan")
-        std = float(x.std(ddof=1)) if n > 1 else float("nan")
-        half = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else float("nan")
-        out[name] = {"mean": mean, "std": std, "ci95_low": mean - half,
-                     "ci95_high": mean + half, "samples_count": n}
+        x = np.asarray([nested_get(r, path) for r in runs], dtype=float)
+        out[name] = mean_ci95(x[np.isfinite(x)])
     for c in ("electronic", "ionic"):
         for a in AXES:
             out[f"{c}_{a}_percolating_fraction"] = float(

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, special
 
 from meshes.fill import gaussian_field, gradient_fill
 from meshes.realization import Realization, realize_gradient, realize_homogeneous
@@ -182,8 +182,6 @@ def voxelize(real: Realization, origin_um: tuple[float, float, float],
                            origin_um=tuple(float(o) for o in origin))
         if fill == "gradient":
             f = gradient_fill(pts[:, 2], lean_zone_um=lean_zone_um, fill_min=fill_min)
-            from scipy import special
-
             filled = special.ndtr(g) < f
         elif fill == "share":
             # the SPE share of the *whole* pore space (coating included) is the spec's
