@@ -37,6 +37,67 @@ QUICK = {
 }
 
 
+#: Solver study (--refinement): a 1 x 1 um voxel column of the QUICK gradient membrane
+#: (4 um of cathode under 1 um of separator), imaged at 0.1 um and meshed with every voxel
+#: split into k^3 hexahedra: the same geometry on h = 0.1, 0.05, 0.033 um.
+REFINE_BOX = {"size_um": 1.0, "height_um": 100.0, "voxel_um": 0.1, "separator_um": 1.0,
+              "seed": 3}
+REFINE_LEVELS = (1, 2, 3)
+
+
+def refinement_worker(args: argparse.Namespace) -> None:
+    from fem.electrochem.halfcell import ITERATIVE_PETSC_OPTIONS, HalfCell
+    from fem.electrochem.parameters import default_parameters
+    from fem.electrochem.protocol import Protocol, Step, run_protocol
+    from meshes.adapter import build_on_root, distribute_voxels
+    from meshes.spec import load_case
+    from meshes.voxels import voxelize_case
+
+    comm = MPI.COMM_WORLD
+    case = load_case({**QUICK, "box": REFINE_BOX})
+    proto = Protocol(steps=(Step(kind="cc", current_mA_g=300.0, duration_s=10.0),),
+                     initial_theta=0.05)
+    rows = []
+    for k in REFINE_LEVELS:
+        image = build_on_root(comm, lambda k=k: voxelize_case(case, args.cathode).subdivided(k))
+        tm = distribute_voxels(comm, image)
+        solvers = ["iterative"] + (["direct"] if k <= args.direct_max_level else [])
+        for solver in solvers:
+            options = ITERATIVE_PETSC_OPTIONS if solver == "iterative" else None
+            cell = HalfCell(tm, default_parameters(), electronic="ideal",
+                            petsc_options=options)
+            comm.barrier()
+            t0 = time.perf_counter()
+            res = run_protocol(cell, proto)
+            wall = time.perf_counter() - t0
+            rows.append({
+                "level": k, "voxel_um": REFINE_BOX["voxel_um"] / k, "solver": solver,
+                "cells_count": tm.mesh.topology.index_map(3).size_global,
+                "dofs_count": sum(V.dofmap.index_map.size_global for V in cell.spaces),
+                "time_steps_count": len(res.records),
+                "newton_iterations_count": sum(r.newton_iterations for r in res.records),
+                "linear_solves_count": cell.linear_solves,
+                "krylov_iterations_mean": (cell.linear_iterations / cell.linear_solves
+                                           if solver == "iterative" else 0.0),
+                "krylov_iterations_max": (cell.linear_iterations_max
+                                          if solver == "iterative" else 0),
+                "wall_s": wall, "s_per_solve": wall / max(cell.linear_solves, 1),
+                "voltage_V": res.records[-1].voltage_V,
+            })
+    if comm.rank == 0:
+        print("RESULT " + json.dumps(rows))
+
+
+def refinement_table(rows: list[dict]) -> None:
+    print(f"\n{'h um':>6} {'solver':>9} {'cells':>7} {'dofs':>8} {'steps':>5} {'solves':>6} "
+          f"{'its/solve':>9} {'max its':>7} {'s/solve':>7} {'total s':>7} {'V':>12}")
+    for r in rows:
+        print(f"{r['voxel_um']:>6.3f} {r['solver']:>9} {r['cells_count']:>7} "
+              f"{r['dofs_count']:>8} {r['time_steps_count']:>5} {r['linear_solves_count']:>6} "
+              f"{r['krylov_iterations_mean']:>9.1f} {r['krylov_iterations_max']:>7} "
+              f"{r['s_per_solve']:>7.3f} {r['wall_s']:>7.1f} {r['voltage_V']:>12.9f}")
+
+
 def worker(args: argparse.Namespace) -> None:
     from fem.electrochem.halfcell import HalfCell
     from fem.electrochem.parameters import default_parameters
@@ -87,12 +148,36 @@ def main() -> None:
     ap.add_argument("--cathode", default="gradient", choices=["gradient", "homogeneous"])
     ap.add_argument("--rate", type=float, default=100.0, help="mA/g (default 100)")
     ap.add_argument("--ranks", default="1,2")
+    ap.add_argument("--refinement", action="store_true",
+                    help="linear-solver study: Krylov iterations of the block-GAMG solver on "
+                         "a 3D voxel half cell at three mesh refinements (and MUMPS)")
+    ap.add_argument("--direct-max-level", type=int, default=2,
+                    help="--refinement: run MUMPS up to this level too (default 2)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        worker(args)
+        refinement_worker(args) if args.refinement else worker(args)
         return
     mpiexec = str(Path(sys.executable).parent / "mpiexec")
+    if args.refinement:
+        all_rows = []
+        for n in (int(r) for r in args.ranks.split(",")):
+            cmd = [mpiexec, "-n", str(n), sys.executable, __file__, "--worker", "--refinement",
+                   "--cathode", args.cathode, "--direct-max-level", str(args.direct_max_level)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                                  env=dict(os.environ, PYTHONPATH=str(ROOT)))
+            if proc.returncode != 0:
+                sys.exit(f"bench_echem: {n} ranks failed:\n{proc.stderr[-3000:]}")
+            line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
+            rows = [dict(r, ranks=n) for r in json.loads(line.removeprefix("RESULT "))]
+            print(f"\n{n} rank(s): {args.cathode} voxel column, 300 mA/g for 10 s, "
+                  f"equipotential electronic network")
+            refinement_table(rows)
+            all_rows += rows
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / "bench_echem_refinement.json").write_text(json.dumps({"rows": all_rows},
+                                                                    indent=2) + "\n")
+        return
     rows = []
     for n in (int(r) for r in args.ranks.split(",")):
         cmd = [mpiexec, "-n", str(n), sys.executable, __file__, "--worker",

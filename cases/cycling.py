@@ -30,7 +30,7 @@ import dolfinx.io
 
 from cases.output import atomic_result_dir, write_json
 from cases.study import KINDS, _build
-from fem.electrochem.halfcell import HalfCell
+from fem.electrochem.halfcell import ITERATIVE_PETSC_OPTIONS, HalfCell
 from fem.electrochem.parameters import CellParameters, default_parameters
 from fem.electrochem.protocol import (
     Protocol,
@@ -40,8 +40,10 @@ from fem.electrochem.protocol import (
     protocol_from_dict,
     run_protocol,
 )
-from meshes.spec import CaseSpec, spec_to_dict
+from meshes.adapter import TaggedMesh, build_on_root, distribute_voxels
+from meshes.spec import CaseSpec, SpecError, spec_to_dict
 from meshes.tags import phase_names
+from meshes.voxels import cathode_layers_um, voxelize_case
 
 __all__ = ["PAPER_RATE_CAPABILITY", "checkpoint_folder", "run_cycling", "run_rate_study"]
 
@@ -147,7 +149,9 @@ def _cell_info(cell: HalfCell, info: dict[str, Any]) -> dict[str, Any]:
         "interface_facets_count": cell.interface_facets_count,
         "connected_interface_facets_count": cell.connected_interface_facets_count,
         "removed_cells_count": cell.removed_cells,
-        "active_mass_per_um_depth_g": cell.active_mass_g(),
+        # 2D: per um of section depth; 3D: the box's own mass
+        ("active_mass_g" if cell.tm.mesh.topology.dim == 3 else "active_mass_per_um_depth_g"):
+            cell.active_mass_g(),
     }
 
 
@@ -223,12 +227,44 @@ def _cathode_cell(comm: MPI.Comm, case: CaseSpec, kind: str, params: CellParamet
                   folder: Path) -> tuple[HalfCell, dict[str, Any]]:
     """Build one cathode's section (as the conduction study does), its half cell and its
     result sub-folder."""
+    ec = case.electrochemistry
     if comm.rank == 0:
-        log.info(f"[{kind}] building the section mesh")
+        log.info(f"[{kind}] building the {ec.geometry} mesh")
         (folder / kind).mkdir()
     comm.barrier()
-    tm, info, _ = _build(comm, case, kind)
-    return HalfCell(tm, params, electronic=case.electrochemistry.electronic), info
+    if ec.geometry == "box":
+        tm, info = _build_box(comm, case, kind)
+    else:
+        tm, info, _ = _build(comm, case, kind)
+    options = ITERATIVE_PETSC_OPTIONS if ec.linear_solver == "iterative" else None
+    return HalfCell(tm, params, electronic=ec.electronic, petsc_options=options), info
+
+
+def check_geometry(case: CaseSpec, kinds: Sequence[str]) -> None:
+    """Reject, before anything is built, a 3D box that is not a whole half cell."""
+    if case.electrochemistry.geometry != "box":
+        return
+    for kind in kinds:
+        thickness = cathode_layers_um(case, kind)[2]
+        if case.box.height_um < thickness:
+            raise SpecError(f"box.height_um = {case.box.height_um:g}: must be >= the "
+                            f"{kind} cathode thickness {thickness:.4g} um when "
+                            f"electrochemistry.geometry = 'box' (the cell needs both faces)")
+    if case.box.separator_um <= 0.0:
+        raise SpecError("box.separator_um = 0: must be > 0 um when electrochemistry.geometry "
+                        "= 'box' (the Li anode sits on the separator)")
+
+
+def _build_box(comm: MPI.Comm, case: CaseSpec, kind: str) -> tuple[TaggedMesh, dict[str, Any]]:
+    """The 3D voxel column of ``case.box`` (whole cathode plus separator) as hexahedra."""
+    image = build_on_root(comm, lambda: voxelize_case(case, kind))
+    info = None
+    if image is not None:
+        info = {"voxel_um": image.voxel_um, "size_um": list(image.size_um),
+                "cells_count": int(image.labels.size), "phase_fractions": image.fractions(),
+                **image.stats}
+    info = comm.bcast(info, root=0)
+    return distribute_voxels(comm, image), info
 
 
 def _parameter_table(params: CellParameters) -> dict[str, Any]:
@@ -250,6 +286,7 @@ def run_cycling(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
     :func:`checkpoint_folder`; ``resume`` continues from there (same case, same number of
     ranks). The checkpoints are removed when the whole run has completed."""
     protocol = protocol_from_dict(case.protocol)
+    check_geometry(case, kinds)
     ec = case.electrochemistry
     params = default_parameters(ec.temperature_K)
     summary: dict[str, Any] = {"case": spec_to_dict(case), "phase_names": phase_names(),
@@ -300,6 +337,7 @@ def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
     if not rates_mA_g or any(not (0 < r <= 1e5) for r in rates_mA_g):
         raise ProtocolError(f"rates = {list(rates_mA_g)}: need one or more rates in "
                             f"(0, 1e5] mA/g")
+    check_geometry(case, kinds)
     ec = case.electrochemistry
     params = default_parameters(ec.temperature_K)
     summary: dict[str, Any] = {"case": spec_to_dict(case), "phase_names": phase_names(),

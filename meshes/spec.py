@@ -241,6 +241,13 @@ class ElectrochemistrySpec(_Spec):
     #: potential (equipotential electronic network; needed on 2D sections, where wires that
     #: connect in 3D appear as islands); resolved: only the mesh's own connectivity
     electronic: str = _choice("ideal", ("ideal", "resolved"))
+    #: section: the 2D section of [section]; box: the 3D voxel column of [box] (one hexahedron
+    #: per voxel, cut from the same realization), which must hold the whole cathode
+    #: (box.height_um >= its thickness) and gets box.separator_um of separator on top
+    geometry: str = _choice("section", ("section", "box"))
+    #: direct: MUMPS LU; iterative: FGMRES with block GAMG
+    #: (fem.electrochem.halfcell.ITERATIVE_PETSC_OPTIONS), for 3D boxes
+    linear_solver: str = _choice("direct", ("direct", "iterative"))
     temperature_K: float = _num(298.15, 200.0, 450.0, "K")
     #: write the fields every this many time steps (0: only at the start of every protocol
     #: step and at the end)

@@ -8,6 +8,7 @@ diffusion into a wire written here, and conservation of charge, Li and salt.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -593,3 +594,15 @@ def test_salt_depletion_ends_the_discharge_at_the_cutoff(pillar: TaggedMesh) -> 
                                             "kinetic_anode_V", "electrolyte_concentration_V")}
     assert min(losses, key=lambda k: losses[k]) in ("electrolyte_concentration_V",
                                                     "kinetic_cathode_V")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("c=c_s+c_e", "every field once"),
+    ("c=c_s+c_e,phi=phi_s+phi_e+c_s", "every field once"),
+    ("c=c_s+c_x,phi=phi_s+phi_e", "expected name=field+field"),
+    ("c_s+c_e,phi=phi_s+phi_e", "expected name=field+field"),
+])
+def test_fieldsplit_fields_errors_are_clear(pillar: TaggedMesh, text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        HalfCell(pillar, default_parameters(), petsc_options={
+            "ksp_type": "gmres", "pc_type": "fieldsplit", "fieldsplit_fields": text})

@@ -187,6 +187,22 @@ def test_image_files_round_trip(tmp_path: Path) -> None:
     assert np.array_equal(np.transpose(stack, (2, 1, 0)), img.labels)
 
 
+def test_subdivided_image_keeps_the_geometry_on_finer_voxels() -> None:
+    img = voxelize_case(load_case(SMALL), "gradient")
+    fine = img.subdivided(3)
+    assert fine.voxel_um == pytest.approx(img.voxel_um / 3)
+    assert fine.size_um == pytest.approx(img.size_um)
+    assert fine.fractions() == pytest.approx(img.fractions(), abs=1e-15)
+    # the phase at random points is the same on both images
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(0, 1, (1000, 3)) * np.array(img.size_um)
+    coarse_idx = tuple((pts / img.voxel_um).astype(int).T)
+    fine_idx = tuple((pts / fine.voxel_um).astype(int).T)
+    assert np.array_equal(img.labels[coarse_idx], fine.labels[fine_idx])
+    with pytest.raises(ValueError, match="k = 0: must be an integer >= 1"):
+        img.subdivided(0)
+
+
 def _image(labels: np.ndarray, h: float) -> VoxelImage:
     return VoxelImage(labels.astype(np.uint8), h, (0.0, 0.0, 0.0), "gradient",
                       (0.0, labels.shape[2] * h))
