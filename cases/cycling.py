@@ -225,8 +225,8 @@ def _utilization(cell: HalfCell, theta0: float, path: Path) -> dict[str, Any]:
 
 def _cathode_cell(comm: MPI.Comm, case: CaseSpec, kind: str, params: CellParameters,
                   folder: Path) -> tuple[HalfCell, dict[str, Any]]:
-    """Build one cathode's section (as the conduction study does), its half cell and its
-    result sub-folder."""
+    """Build one cathode's mesh (the 2D section, as the conduction study does, or the 3D
+    voxel column of ``case.box``), its half cell and its result sub-folder."""
     ec = case.electrochemistry
     if comm.rank == 0:
         log.info(f"[{kind}] building the {ec.geometry} mesh")
@@ -240,7 +240,7 @@ def _cathode_cell(comm: MPI.Comm, case: CaseSpec, kind: str, params: CellParamet
     return HalfCell(tm, params, electronic=ec.electronic, petsc_options=options), info
 
 
-def check_geometry(case: CaseSpec, kinds: Sequence[str]) -> None:
+def _check_geometry(case: CaseSpec, kinds: Sequence[str]) -> None:
     """Reject, before anything is built, a 3D box that is not a whole half cell."""
     if case.electrochemistry.geometry != "box":
         return
@@ -286,7 +286,7 @@ def run_cycling(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
     :func:`checkpoint_folder`; ``resume`` continues from there (same case, same number of
     ranks). The checkpoints are removed when the whole run has completed."""
     protocol = protocol_from_dict(case.protocol)
-    check_geometry(case, kinds)
+    _check_geometry(case, kinds)
     ec = case.electrochemistry
     params = default_parameters(ec.temperature_K)
     summary: dict[str, Any] = {"case": spec_to_dict(case), "phase_names": phase_names(),
@@ -337,7 +337,7 @@ def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
     if not rates_mA_g or any(not (0 < r <= 1e5) for r in rates_mA_g):
         raise ProtocolError(f"rates = {list(rates_mA_g)}: need one or more rates in "
                             f"(0, 1e5] mA/g")
-    check_geometry(case, kinds)
+    _check_geometry(case, kinds)
     ec = case.electrochemistry
     params = default_parameters(ec.temperature_K)
     summary: dict[str, Any] = {"case": spec_to_dict(case), "phase_names": phase_names(),
