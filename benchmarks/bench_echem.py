@@ -3,12 +3,16 @@
     python benchmarks/bench_echem.py                  # rate.toml gradient section, 100 mA/g
     python benchmarks/bench_echem.py --quick          # a 1.5 x 4 um section, for a smoke run
     python benchmarks/bench_echem.py --cathode homogeneous --rate 300
+    python benchmarks/bench_echem.py --refinement --ranks 1   # 3D solver study, 3 meshes
 
 Prints a table and writes benchmarks/out/bench_echem.json. Measured per rank count: mesh
 size and unknowns, time steps, Newton iterations, linear solves (two per iteration in
 galvanostatic mode: the bordered system), Jacobian assemblies (= LU factorisations, MUMPS),
 time per step and in total (mesh excluded), and the delivered capacity (which must not depend
 on the rank count). Target (issue 4): one 2D full discharge at 100 mA/g in <= 2 min on 2 cores.
+``--refinement`` instead counts the Krylov iterations of the block-GAMG solver (and times it
+against MUMPS) on one 3D voxel half cell meshed at three refinements of the same geometry, and
+writes benchmarks/out/bench_echem_refinement.json.
 """
 
 from __future__ import annotations
