@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from mpi4py import MPI  # isort: split
 
@@ -146,6 +147,18 @@ def worker(args: argparse.Namespace) -> None:
         print("RESULT " + json.dumps(row))
 
 
+def _run_worker(ranks: int, args: list[str]) -> Any:
+    """Run this script's worker under ``mpiexec -n ranks``; returns its RESULT json."""
+    mpiexec = str(Path(sys.executable).parent / "mpiexec")
+    cmd = [mpiexec, "-n", str(ranks), sys.executable, __file__, "--worker", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    if proc.returncode != 0:
+        sys.exit(f"bench_echem: {ranks} ranks failed:\n{proc.stderr[-3000:]}")
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -162,18 +175,12 @@ def main() -> None:
     if args.worker:
         refinement_worker(args) if args.refinement else worker(args)
         return
-    mpiexec = str(Path(sys.executable).parent / "mpiexec")
     if args.refinement:
         all_rows = []
         for n in (int(r) for r in args.ranks.split(",")):
-            cmd = [mpiexec, "-n", str(n), sys.executable, __file__, "--worker", "--refinement",
-                   "--cathode", args.cathode, "--direct-max-level", str(args.direct_max_level)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                                  env=dict(os.environ, PYTHONPATH=str(ROOT)))
-            if proc.returncode != 0:
-                sys.exit(f"bench_echem: {n} ranks failed:\n{proc.stderr[-3000:]}")
-            line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
-            rows = [dict(r, ranks=n) for r in json.loads(line.removeprefix("RESULT "))]
+            rows = [dict(r, ranks=n) for r in _run_worker(n, [
+                "--refinement", "--cathode", args.cathode,
+                "--direct-max-level", str(args.direct_max_level)])]
             print(f"\n{n} rank(s): {args.cathode} voxel column, 300 mA/g for 10 s, "
                   f"equipotential electronic network")
             refinement_table(rows)
@@ -184,16 +191,8 @@ def main() -> None:
         return
     rows = []
     for n in (int(r) for r in args.ranks.split(",")):
-        cmd = [mpiexec, "-n", str(n), sys.executable, __file__, "--worker",
-               "--cathode", args.cathode, "--rate", str(args.rate)]
-        if args.quick:
-            cmd.append("--quick")
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
-        if proc.returncode != 0:
-            sys.exit(f"bench_echem: {n} ranks failed:\n{proc.stderr[-3000:]}")
-        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
-        rows.append(json.loads(line.removeprefix("RESULT ")))
+        rows.append(_run_worker(n, ["--cathode", args.cathode, "--rate", str(args.rate)]
+                                + (["--quick"] if args.quick else [])))
     print(f"\n{'ranks':>5} {'cells':>8} {'dofs':>8} {'steps':>6} {'Newton':>7} {'solves':>7} "
           f"{'LU':>5} {'s/step':>7} {'total s':>8} {'Q mAh/g':>8}")
     for r in rows:
