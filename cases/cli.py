@@ -175,8 +175,16 @@ def _run_electrochemistry(args: argparse.Namespace, case: Any, out: Path, comm: 
         except ValueError:
             raise ValueError(f"--rates {args.rates!r}: expected numbers in mA/g, e.g. "
                              f"50,100,200,300") from None
-        summary = cycling.run_rate_study(case, out, rates, comm, kinds=kinds,
-                                         progress=progress)
+        try:
+            summary = cycling.run_rate_study(case, out, rates, comm, kinds=kinds,
+                                             progress=progress)
+        except KeyboardInterrupt:
+            from cases.output import incomplete_path
+
+            if comm.rank == 0:
+                print(f"cathodefem: interrupted; the finished rates are in "
+                      f"{incomplete_path(out)}", file=sys.stderr)
+            return 130
         statuses = {f"{k} {r['rate_mA_g']:g} mA/g": r["status"]
                     for k in kinds for r in summary[k]["rates"]}
         if comm.rank == 0:

@@ -345,11 +345,15 @@ def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
                                "discharge_cutoff_V": cutoff, "rates_mA_g": list(rates_mA_g),
                                "paper_capacity_mAh_g": PAPER_RATE_CAPABILITY}
     curves: dict[str, dict[str, list[Record]]] = {}
-    with atomic_result_dir(out, comm) as folder:
+    # A run that fails or is interrupted (Ctrl-C) keeps its finished rates in
+    # <out>.incomplete; summary.json says "complete": false until the end.
+    summary["complete"] = False
+    with atomic_result_dir(out, comm, keep_partial=True) as folder:
         for kind in kinds:
             cell, info = _cathode_cell(comm, case, kind, params, folder)
             entry = _cell_info(cell, info)
             entry["rates"] = []
+            summary[kind] = entry
             curves[kind] = {}
             for rate in rates_mA_g:
                 protocol = protocol_from_dict({**base, "step": [{
@@ -383,12 +387,13 @@ def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
                     "overpotentials_at_half_capacity_V": _breakdown_at(recs, 0.5),
                 })
                 curves[kind][f"{rate:g} mA/g"] = recs
-                if on_rate is not None:
-                    on_rate(kind, float(rate), q)
                 if comm.rank == 0:
+                    write_json(folder / "summary.json", summary)  # the rates finished so far
                     log.info(f"[{kind}] {rate:g} mA/g: {q:.1f} mAh/g ({status}, "
                              f"{len(recs)} steps, {wall:.1f} s)")
-            summary[kind] = entry
+                if on_rate is not None:
+                    on_rate(kind, float(rate), q)
+        summary["complete"] = True
         if comm.rank == 0:
             from cases.plots import rate_capability_figure, voltage_curves
 

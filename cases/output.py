@@ -13,7 +13,7 @@ from typing import Any
 
 from mpi4py import MPI
 
-__all__ = ["atomic_result_dir", "clean_json", "write_json"]
+__all__ = ["atomic_result_dir", "clean_json", "incomplete_path", "write_json"]
 
 
 def clean_json(obj: Any) -> Any:
@@ -33,10 +33,18 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(clean_json(data), indent=2, sort_keys=False) + "\n")
 
 
+def incomplete_path(final: Path) -> Path:
+    """Where ``atomic_result_dir(final, keep_partial=True)`` keeps an unfinished run."""
+    return final.with_name(final.name + ".incomplete")
+
+
 @contextmanager
-def atomic_result_dir(final: Path, comm: MPI.Comm) -> Iterator[Path]:
+def atomic_result_dir(final: Path, comm: MPI.Comm, *, keep_partial: bool = False
+                      ) -> Iterator[Path]:
     """Yield a staging folder next to ``final``; on success it replaces ``final`` in one
-    rename, on failure it is removed. Collective: every rank gets the same path."""
+    rename. On failure it is removed, or with ``keep_partial`` renamed to
+    ``<final>.incomplete`` (replacing an older one), a name that never looks like a finished
+    run: long studies keep what they finished. Collective: every rank gets the same path."""
     staging = None
     if comm.rank == 0:
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +61,11 @@ def atomic_result_dir(final: Path, comm: MPI.Comm) -> Iterator[Path]:
                 if final.exists():
                     shutil.rmtree(final)
                 path.rename(final)
+            elif keep_partial and any(path.iterdir()):
+                kept = incomplete_path(final)
+                if kept.exists():
+                    shutil.rmtree(kept)
+                path.rename(kept)
             else:
                 shutil.rmtree(path, ignore_errors=True)
         comm.barrier()

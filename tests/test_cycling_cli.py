@@ -209,3 +209,38 @@ def test_cycle_box_geometry_errors_are_one_line(tmp_path: Path, setting: str,
     lines = [ln for ln in r.stderr.strip().splitlines() if ln]
     assert len(lines) == 1 and message in lines[0], r.stderr
     assert not out.exists()
+
+
+def test_interrupted_rate_study_keeps_finished_rates_as_incomplete(tmp_path: Path) -> None:
+    # A rate study stopped after its first rate (here by an error raised from the progress
+    # callback, as by Ctrl-C) leaves no result folder that looks complete, but keeps what it
+    # finished in <out>.incomplete, marked "complete": false.
+    import tomllib
+
+    from mpi4py import MPI
+
+    from cases.cycling import run_rate_study
+    from cases.output import incomplete_path
+    from meshes.spec import load_case
+
+    case = load_case(tomllib.loads(TINY))
+    out = tmp_path / "rate"
+
+    def stop(kind: str, rate: float, capacity: float) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_rate_study(case, out, [300.0, 600.0], MPI.COMM_WORLD, kinds=("gradient",),
+                       progress=False, on_rate=stop)
+    assert not out.exists()
+    kept = incomplete_path(out)
+    s = json.loads((kept / "summary.json").read_text())
+    assert s["complete"] is False
+    [done] = s["gradient"]["rates"]
+    assert done["rate_mA_g"] == 300.0 and done["capacity_mAh_g"] > 10
+    assert (kept / "gradient" / "300mA_g" / "discharge.csv").stat().st_size > 0
+    # A run that finishes writes the result folder, marked complete.
+    summary = run_rate_study(case, out, [600.0], MPI.COMM_WORLD, kinds=("gradient",),
+                             progress=False)
+    assert summary["complete"] is True
+    assert json.loads((out / "summary.json").read_text())["complete"] is True
