@@ -1,4 +1,5 @@
-"""Command line: ``cathodefem {mesh,solve,compare,ensemble,cycle,rate,show-spec}``.
+"""Command line: ``cathodefem {mesh,solve,compare,ensemble,cycle,rate,rve,symmetric,
+show-spec}``.
 
 Every subcommand takes an optional case TOML file (default: the packaged default study) and
 ``--set key=value`` overrides with dotted keys (``--set section.width_um=4``). User mistakes
@@ -66,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
                        ("rate", "rate capability: discharge each cathode at several currents"),
                        ("rve", "3D voxel RVEs of both cathodes: conductivity tensors, "
                                "percolation, seeds and depths"),
+                       ("symmetric", "Li | SSE | Li polarization test of the separator "
+                                     "([symmetric]; paper Fig. S6)"),
                        ("show-spec", "print the validated case with derived quantities")):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("case", nargs="?", help="case TOML file (default: packaged default)")
@@ -130,6 +133,12 @@ def _run(args: argparse.Namespace) -> int:
         result = ensemble.run_ensemble(case, out, args.seeds, comm)
         if comm.rank == 0:
             ensemble.print_ensemble(result)
+    elif args.command == "symmetric":
+        from cases import symmetric
+
+        result = symmetric.run_symmetric(case, out, comm)
+        if comm.rank == 0:
+            symmetric.print_symmetric(result)
     elif args.command in ("cycle", "rate"):
         return _run_electrochemistry(args, case, out, comm)
     elif args.command == "rve":

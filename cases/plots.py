@@ -230,6 +230,43 @@ def rate_capability_figure(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def symmetric_figure(rows: list[dict[str, Any]], summary: dict[str, Any], path: Path) -> None:
+    """Li | SSE | Li: cell voltage vs time with the closed-form steady polarization and the
+    paper's value (Fig. S6), and the steady split of the polarization."""
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(9.5, 3.8), layout="constrained",
+                                 gridspec_kw={"width_ratios": [3, 1]})
+    t = [r["time_h"] for r in rows]
+    ax.plot([0.0, *t], [0.0, *(r["voltage_mV"] for r in rows)], "-", color="#1f77b4",
+            label="model (FEM)")
+    steady = summary["steady_polarization_mV"]
+    paper = summary["paper"]["value_mV"]
+    for sign in (1, -1):
+        ax.axhline(sign * steady["voltage_mV"], ls="--", lw=0.8, color="#1f77b4",
+                   label="steady state (closed form)" if sign > 0 else None)
+        ax.axhline(sign * paper, ls=":", lw=1.2, color="#d62728",
+                   label="paper, Fig. S6 (about)" if sign > 0 else None)
+    d = summary["derived"]
+    ax.set_title(f"Li | SSE | Li, {d['current_density_mA_cm2']:.3g} mA/cm2, "
+                 f"{summary['case']['symmetric']['temperature_K'] - 273.15:.0f} C", fontsize=9)
+    ax.set_xlabel("time [h]")
+    ax.set_ylabel("cell voltage [mV]")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    parts = [("kinetic, stripping", "kinetic_bottom_mV"), ("ohmic", "electrolyte_ohmic_mV"),
+             ("concentration", "electrolyte_concentration_mV"),
+             ("kinetic, plating", "kinetic_top_mV")]
+    bottom = 0.0
+    for (label, key), color in zip(parts, ("#9467bd", "#2ca02c", "#ff7f0e", "#8c564b"),
+                                   strict=True):
+        bx.bar(["model"], [steady[key]], bottom=bottom, color=color, label=label)
+        bottom += steady[key]
+    bx.bar(["paper"], [paper], color="#d62728", alpha=0.5)
+    bx.set_ylabel("steady polarization [mV]")
+    bx.legend(fontsize=6)
+    fig.savefig(path, dpi=200)
+    plt.close(fig)
+
+
 def render_rve(labels: np.ndarray, voxel_um: float, kind: str, path: Path) -> None:
     """Three panels of a voxel RVE (rank 0): phase map of the x-z slice at mid y, of the x-y
     slice at mid z, and the x-z slice again with the wire voxels coloured by whether their

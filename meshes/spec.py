@@ -33,6 +33,7 @@ __all__ = [
     "NanowireSpec",
     "SectionSpec",
     "SpecError",
+    "SymmetricSpec",
     "derive_gradient",
     "derive_homogeneous",
     "load_case",
@@ -255,6 +256,24 @@ class ElectrochemistrySpec(_Spec):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SymmetricSpec(_Spec):
+    """The Li | SSE | Li polarization test (``cathodefem symmetric``; paper Fig. S6: about
+    50 mV at 0.2 mA, 50 C, 2 h cycles). The defaults are the paper's conditions; the
+    electrode area is not given there (ASSUMPTION: a 12 mm disc, 1.13 cm2, as for the
+    cathode in :mod:`fem.electrochem.parameters`)."""
+
+    separator_um: float = _num(100.0, 1.0, 5000.0, "um")  #: paper: about 100 um
+    current_mA: float = _num(0.2, 0.0, 1000.0, "mA", lo_open=True)
+    electrode_area_cm2: float = _num(1.13, 0.01, 1000.0, "cm2")
+    temperature_K: float = _num(323.15, 200.0, 450.0, "K")
+    #: duration of one current direction (paper: 2 h cycles, 1 h each way)
+    half_cycle_h: float = _num(1.0, 0.0, 1000.0, "h", lo_open=True)
+    cycles: int = _num(5, 1, 10000, "1", integer=True)
+    steps_per_half_cycle: int = _num(60, 2, 100000, "1", integer=True)
+    cells: int = _num(400, 2, 10**7, "1", integer=True)  #: 1D cells across the separator
+
+
+@dataclass(frozen=True, kw_only=True)
 class CaseSpec(_Spec):
     """A whole study: the section and both cathodes."""
 
@@ -264,6 +283,7 @@ class CaseSpec(_Spec):
     gradient: GradientSpec = field(default_factory=GradientSpec)
     homogeneous: HomogeneousSpec = field(default_factory=HomogeneousSpec)
     electrochemistry: ElectrochemistrySpec = field(default_factory=ElectrochemistrySpec)
+    symmetric: SymmetricSpec = field(default_factory=SymmetricSpec)
     #: cycling protocol table (steps as [[protocol.step]]); validated by
     #: :func:`fem.electrochem.protocol.protocol_from_dict` when a cycling command runs
     protocol: dict[str, Any] = field(default_factory=dict)
