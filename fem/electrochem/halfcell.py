@@ -21,8 +21,9 @@ connected in 3D appear as isolated islands in the section plane (see the README)
 
 The Li anode is the top face of the ionic phases (Butler-Volmer, Li metal at ``phi_a``).
 Galvanostatic control adds the constraint "anode current = applied current"; the Newton step
-solves the bordered system ``[J B; G h] [du; dphi_a] = -[R; g]`` with two solves per
-iteration on one LU factorisation.
+solves the bordered system ``[J B; G h] [du; dphi_a] = -[R; g]`` by block elimination on one
+factorisation (or preconditioner) of J: one solve per iteration, plus one for ``J^-1 B``
+each time J is assembled (J and B are lagged together).
 
 Every integral is written on the parent mesh with entity maps (shared/notes,
 dolfinx-0.11-multidomain.md); interface facets are ordered so that ``"+"`` is the active cell.
@@ -491,6 +492,7 @@ class HalfCell:
         self.linear_iterations_max = 0  # most Krylov iterations of one solve
         self.jacobian_assemblies = 0
         self._jacobian_fresh = False  # True while A is the factorised Jacobian to reuse
+        self._border_fresh = False  # True while w2 = A^-1 B belongs to that Jacobian
         self._active_volume: float | None = None
         self._history: Any = None  # (snapshot, dt, control) of the last accepted step
         self._pending: Any = None  # the same for the step being solved
@@ -635,6 +637,7 @@ class HalfCell:
                 self.ksp.setOperators(self.A)
                 self.jacobian_assemblies += 1
                 self._jacobian_fresh = True
+                self._border_fresh = False
                 previous = np.inf
             self.ksp.solve(self.b, self.w1)
             self._clear_options()
@@ -644,11 +647,16 @@ class HalfCell:
             du.scale(-1.0)
             d_pa = 0.0
             if current is not None:
-                self._assemble_vec(self.vb, self.B)
+                # w2 = J^-1 B is lagged with the Jacobian: solved once per assembly (J and
+                # the border B then belong to the same state), not once per iteration.
+                if not self._border_fresh:
+                    self._assemble_vec(self.vb, self.B)
+                    self.ksp.solve(self.vb, self.w2)
+                    if not self._linear_ok():
+                        self._fail(snap, "linear solver failed "
+                                         f"({self.ksp.getConvergedReason()})")
+                    self._border_fresh = True
                 self._assemble_vec(self.vg, self.G)
-                self.ksp.solve(self.vb, self.w2)
-                if not self._linear_ok():
-                    self._fail(snap, f"linear solver failed ({self.ksp.getConvergedReason()})")
                 g = self.comm.allreduce(dolfinx.fem.assemble_scalar(self.g), op=MPI.SUM)
                 h = self.comm.allreduce(dolfinx.fem.assemble_scalar(self.h), op=MPI.SUM)
                 # R + J du + B dpa = 0 and g - I + G.du + h dpa = 0, with du = -w1 - dpa w2
