@@ -5,14 +5,14 @@
     python benchmarks/bench_echem.py --cathode homogeneous --rate 300
     python benchmarks/bench_echem.py --refinement --ranks 1   # 3D solver study, 3 meshes
 
-Prints a table and writes benchmarks/out/bench_echem.json. Measured per rank count: mesh
-size and unknowns, time steps, Newton iterations, linear solves (one per iteration, plus one
-per Jacobian assembly for the border of the galvanostatic system), Jacobian assemblies (= LU factorisations, MUMPS),
-time per step and in total (mesh excluded), and the delivered capacity (which must not depend
-on the rank count). Target (issue 4): one 2D full discharge at 100 mA/g in <= 2 min on 2 cores.
-``--refinement`` instead counts the Krylov iterations of the block-GAMG solver (and times it
-against MUMPS) on one 3D voxel half cell meshed at three refinements of the same geometry, and
-writes benchmarks/out/bench_echem_refinement.json.
+Prints a table and writes benchmarks/out/bench_echem.json. Measured per rank count: mesh size
+and unknowns, time steps, Newton iterations, linear solves (one per iteration, plus one per
+Jacobian assembly for the border of the galvanostatic system), Jacobian assemblies (= LU
+factorisations, MUMPS), time per step and in total (mesh excluded), and the delivered capacity
+(which must not depend on the rank count). Target (issue 4): one 2D full discharge at 100 mA/g
+in <= 2 min on 2 cores. ``--refinement`` instead counts the Krylov iterations of the block-GAMG
+solver (and times it against MUMPS) on one 3D voxel half cell meshed at three refinements of
+the same geometry, and writes benchmarks/out/bench_echem_refinement.json.
 """
 
 from __future__ import annotations

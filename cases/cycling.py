@@ -338,6 +338,10 @@ def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
         raise ProtocolError(f"rates = {list(rates_mA_g)}: need one or more rates in "
                             f"(0, 1e5] mA/g")
     _check_geometry(case, kinds)
+    # every protocol is validated before anything is built
+    protocols = {rate: protocol_from_dict({**base, "step": [{
+        "kind": "cc", "current_mA_g": float(rate), "until_voltage_V": cutoff,
+        "label": f"{rate:g} mA/g"}]}) for rate in rates_mA_g}
     ec = case.electrochemistry
     params = default_parameters(ec.temperature_K)
     summary: dict[str, Any] = {"case": spec_to_dict(case), "phase_names": phase_names(),
@@ -356,9 +360,7 @@ def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
             summary[kind] = entry
             curves[kind] = {}
             for rate in rates_mA_g:
-                protocol = protocol_from_dict({**base, "step": [{
-                    "kind": "cc", "current_mA_g": float(rate), "until_voltage_V": cutoff,
-                    "label": f"{rate:g} mA/g"}]})
+                protocol = protocols[rate]
                 sub = folder / kind / f"{rate:g}mA_g"
                 if comm.rank == 0:
                     sub.mkdir()

@@ -42,9 +42,10 @@ def incomplete_path(final: Path) -> Path:
 def atomic_result_dir(final: Path, comm: MPI.Comm, *, keep_partial: bool = False
                       ) -> Iterator[Path]:
     """Yield a staging folder next to ``final``; on success it replaces ``final`` in one
-    rename. On failure it is removed, or with ``keep_partial`` renamed to
-    ``<final>.incomplete`` (replacing an older one), a name that never looks like a finished
-    run: long studies keep what they finished. Collective: every rank gets the same path."""
+    rename. On failure it is removed, or, with ``keep_partial`` and once the study has written
+    a ``summary.json`` of what it finished, renamed to ``<final>.incomplete`` (replacing an
+    older one), a name that never looks like a finished run. Collective: every rank gets the
+    same path."""
     staging = None
     if comm.rank == 0:
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -61,7 +62,7 @@ def atomic_result_dir(final: Path, comm: MPI.Comm, *, keep_partial: bool = False
                 if final.exists():
                     shutil.rmtree(final)
                 path.rename(final)
-            elif keep_partial and any(path.iterdir()):
+            elif keep_partial and (path / "summary.json").is_file():
                 kept = incomplete_path(final)
                 if kept.exists():
                     shutil.rmtree(kept)

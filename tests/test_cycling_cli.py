@@ -146,7 +146,12 @@ def test_rate_bad_rates_is_one_line(tmp_path: Path) -> None:
     r = _run(["cycle", str(case), "--set", "electrochemistry.electronic=magic",
               "--out", str(tmp_path / "o")], tmp_path)
     assert r.returncode == 2 and "electronic = 'magic'" in r.stderr
-    assert not (tmp_path / "o").exists()
+    # A bad protocol setting is caught before anything is built: no folder, not even an
+    # .incomplete one.
+    r = _run(["rate", str(case), "--set", "protocol.dtheta_max=5", "--out",
+              str(tmp_path / "o")], tmp_path)
+    assert r.returncode == 2 and "protocol.dtheta_max = 5" in r.stderr
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.incomplete").exists()
 
 
 #: The TINY membrane as a 3D voxel column: 1 x 1 um, 0.1 um voxels, the whole 4 um cathode
