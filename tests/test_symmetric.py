@@ -78,6 +78,23 @@ def test_salt_is_conserved_and_the_reversed_current_mirrors_the_polarization() -
         assert b.c_top_mol_m3 == pytest.approx(f.c_bottom_mol_m3, rel=1e-9)
 
 
+def test_a_current_above_the_limiting_current_stops_with_the_state_kept() -> None:
+    # Twice the limiting current 2 F D c0 / ((1 - t+) L): the salt runs out at the plating
+    # electrode within the first relaxation time; the step is refused, the state kept.
+    d_m2_s = PARAMS.separator.diffusivity.value * PARAMS.arrhenius(PARAMS.separator) * 1e-4
+    tp = PARAMS.separator.transference.value
+    i_lim = 2 * 96485.33212 * d_m2_s * PARAMS.salt_concentration.value / ((1 - tp) * 100e-6)
+    cell = SymmetricCell(PARAMS, 100.0, 100)
+    states = []
+    with pytest.raises(RuntimeError, match="above the limiting current"):
+        for _ in range(200):
+            states.append(cell.step(10.0, 2 * i_lim))
+    assert states and states[-1].c_top_mol_m3 > 0  # the last accepted state is physical
+    assert cell.time_s == pytest.approx(10.0 * len(states))
+    with pytest.raises(ValueError, match="depletes the salt"):
+        steady_polarization_V(PARAMS, 100.0, 2 * i_lim)
+
+
 def test_bad_cell_input_is_rejected() -> None:
     with pytest.raises(ValueError, match="thickness_um = 0: must be > 0 um"):
         SymmetricCell(PARAMS, 0.0)

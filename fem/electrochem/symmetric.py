@@ -133,6 +133,7 @@ class SymmetricCell:
         p1 = basix.ufl.element("Lagrange", msh.basix_cell(), 1)
         space = dolfinx.fem.functionspace(msh, basix.ufl.mixed_element([p1, p1]))
         self.u = dolfinx.fem.Function(space)
+        self._c_dofs = np.asarray(space.sub(0).collapse()[1])  # c_e entries of u
         self.u_old = dolfinx.fem.Function(space)
         c, phi = ufl.split(self.u)
         c_old, _ = ufl.split(self.u_old)
@@ -193,9 +194,8 @@ class SymmetricCell:
 
     def set_rest(self) -> None:
         """Uniform salt c0 and zero potentials: the cell at rest."""
-        _, map_c = self.u.function_space.sub(0).collapse()
         self.u.x.array[:] = 0.0
-        self.u.x.array[map_c] = self.params.salt_concentration.value
+        self.u.x.array[self._c_dofs] = self.params.salt_concentration.value
         self.u.x.scatter_forward()
         self.u_old.x.array[:] = self.u.x.array
         self.time_s = 0.0
@@ -207,16 +207,27 @@ class SymmetricCell:
     def step(self, dt_s: float, current_A_m2: float) -> SymmetricState:
         """One backward-Euler step at current density ``current_A_m2`` (positive: Li from the
         bottom to the top electrode). Raises RuntimeError (state kept at the step start)
-        when Newton fails."""
+        when Newton fails or the salt is depleted anywhere (above the limiting current)."""
         self.dt.value = dt_s
         self.current.value = current_A_m2
         self.u.x.array[:] = self.u_old.x.array
         self.problem.solve()
         snes: Any = self.problem.solver  # (the petsc4py stubs type the reason as an enum)
         reason = int(snes.getConvergedReason())
-        if reason <= 0 or not np.all(np.isfinite(self.u.x.array)):
+        c_min = self.comm.allreduce(float(np.min(self.u.x.array[self._c_dofs], initial=np.inf)),
+                                    op=MPI.MIN)
+        ok = reason > 0 and bool(self.comm.allreduce(
+            bool(np.all(np.isfinite(self.u.x.array))), op=MPI.LAND))
+        if not ok or c_min <= 0.0:
             self.u.x.array[:] = self.u_old.x.array
-            raise RuntimeError(f"symmetric cell: Newton did not converge (SNES reason {reason})")
+            c_old = self.comm.allreduce(
+                float(np.min(self.u_old.x.array[self._c_dofs], initial=np.inf)), op=MPI.MIN)
+            depleted = c_min <= 0.0 or c_old < 0.1 * self.params.salt_concentration.value
+            why = (f"Newton did not converge (SNES reason {reason})" if not ok
+                   else f"c_e fell to {c_min:.4g} mol/m3")
+            hint = ("; the salt is depleted at the plating electrode: the current is above "
+                    "the limiting current" if depleted else "")
+            raise RuntimeError(f"symmetric cell: {why}{hint}")
         self.u_old.x.array[:] = self.u.x.array
         self.time_s += dt_s
         return self.state(current_A_m2, int(snes.getIterationNumber()))
