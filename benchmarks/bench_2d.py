@@ -43,7 +43,7 @@ def measure(width_um: float) -> dict:
     for kind in KINDS:
         comm.barrier()
         t0 = time.perf_counter()
-        sm = build_on_root(comm, lambda k=kind: build_section(case, k, threads=2))
+        sm = build_on_root(comm, lambda k=kind: build_section(case, k, threads=1))
         stats = comm.bcast(sm.stats if sm is not None else None, root=0)
         t_mesh = time.perf_counter() - t0
         t1 = time.perf_counter()
@@ -75,7 +75,7 @@ def scaling(widths: list[float]) -> list[dict]:
     for w in widths:
         case = load_case({"section": {"width_um": w}})
         t0 = time.perf_counter()
-        sm = build_section(case, "gradient", threads=2)
+        sm = build_section(case, "gradient", threads=1)
         rows.append({"width_um": w, "objects_count": int(sm.stats["nanowire_sections_count"]),
                      "cells_count": int(sm.stats["cells_count"]),
                      "geometry_time_s": sm.stats["geometry_time_s"],

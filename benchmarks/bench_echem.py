@@ -115,7 +115,7 @@ def worker(args: argparse.Namespace) -> None:
     data = QUICK if args.quick else read_case_toml(ROOT / "cases" / "data" / "rate.toml")
     case = load_case(data)
     t0 = time.perf_counter()
-    sm = build_on_root(comm, lambda: build_section(case, args.cathode, threads=2))
+    sm = build_on_root(comm, lambda: build_section(case, args.cathode, threads=1))
     tm = distribute_section(comm, sm)
     t_mesh = time.perf_counter() - t0
     base = {k: v for k, v in case.protocol.items()
