@@ -38,7 +38,7 @@ import dolfinx.mesh
 import numpy as np
 import ufl
 
-from fem.electrochem.parameters import CellParameters, ModelUnits
+from fem.electrochem.parameters import FARADAY_C_MOL, CellParameters, ModelUnits
 
 __all__ = ["SymmetricCell", "SymmetricState", "steady_polarization_V",
            "transient_polarization_V"]
@@ -87,7 +87,7 @@ def transient_polarization_V(params: CellParameters, thickness_um: float, i_A_m2
     kappa, d, tp, tf = _transport(params)
     c0 = params.salt_concentration.value
     length = thickness_um * 1e-6
-    g = (1 - tp) * i_A_m2 / (96485.33212 * d)  # mol/m4, the steady gradient (-dc/dx)
+    g = (1 - tp) * i_A_m2 / (FARADAY_C_MOL * d)  # mol/m4, the steady gradient (-dc/dx)
     decay = 0.0
     if math.isfinite(t_s):
         n = np.arange(1, 2 * terms, 2, dtype=float)
