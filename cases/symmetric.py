@@ -76,7 +76,11 @@ def run_symmetric(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD
         for half in range(2 * spec.cycles):
             sign = 1.0 if half % 2 == 0 else -1.0
             for _ in range(spec.steps_per_half_cycle):
-                st = cell.step(dt, sign * i_A_m2)
+                try:
+                    st = cell.step(dt, sign * i_A_m2)
+                except RuntimeError as e:  # one line for the user; the folder is removed
+                    raise ValueError(f"{e} (at {cell.time_s / 3600:.4g} h; try more "
+                                     f"symmetric.steps_per_half_cycle)") from None
                 rows.append(_row(st, spec.electrode_area_cm2))
             salt_err = max(salt_err, abs(cell.salt_mol_m2() / salt0 - 1.0))
             ends.append({"half_cycle": half + 1, "current_mA": sign * spec.current_mA,
