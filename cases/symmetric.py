@@ -10,7 +10,6 @@ cycle, the paper's value), ``symmetric.csv`` (every time step) and ``symmetric.p
 from __future__ import annotations
 
 import csv
-import logging
 import math
 import time
 from dataclasses import asdict
@@ -25,8 +24,6 @@ from fem.electrochem.symmetric import SymmetricCell, steady_polarization_V
 from meshes.spec import CaseSpec, SpecError, spec_to_dict
 
 __all__ = ["PAPER_POLARIZATION_MV", "print_symmetric", "run_symmetric"]
-
-log = logging.getLogger("cathodefem")
 
 #: Cheng et al. 2021, Fig. S6: Li/SSE/Li at 0.2 mA and 50 C, 2 h cycles, stable for 500 h
 PAPER_POLARIZATION_MV = {"value_mV": 50.0, "qualifier": "about",

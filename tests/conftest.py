@@ -56,6 +56,16 @@ def cathodefem() -> list[str]:
     return [sys.executable, "-m", "cases.cli"]
 
 
+def run_cli(args: list[str], cwd: Path, *, ranks: int = 1, timeout: float = 600
+            ) -> subprocess.CompletedProcess[str]:
+    """``cathodefem *args`` in ``cwd`` (under ``mpiexec -n ranks`` when ranks > 1), with the
+    repository on PYTHONPATH; output captured, never raises on a non-zero exit."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = cathodefem() if ranks == 1 else [mpiexec(), "-n", str(ranks), *cathodefem()]
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=timeout, check=False)
+
+
 @pytest.fixture
 def env() -> dict[str, str]:
     e = dict(os.environ)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, cathodefem
+from tests.conftest import run_cli
 
 #: A thin gradient membrane (NW fraction as in the paper: loading scaled with thickness) with
 #: a 2 um separator, coarse enough that a discharge takes seconds.
@@ -55,9 +54,7 @@ label = "charge"
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([*cathodefem(), *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=600, check=False)
+    return run_cli(args, cwd)
 
 
 @pytest.fixture(scope="module")

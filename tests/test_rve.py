@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 from pathlib import Path
 
@@ -20,15 +19,13 @@ from meshes.realization import Realization, Sheets, Spheres, Wires
 from meshes.spec import BoxSpec, CaseSpec, SpecError, load_case
 from meshes.tags import Phase
 from meshes.voxels import VoxelImage, voxelize, voxelize_case, write_image
-from tests.conftest import REPO, cathodefem, mpi_results
+from tests.conftest import REPO, mpi_results, run_cli
 
 COMM = MPI.COMM_WORLD
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([*cathodefem(), *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=600, check=False)
+    return run_cli(list(args), cwd)
 
 
 def _one_wire_realization(radius: float, length: float, axis: np.ndarray) -> Realization:

@@ -18,7 +18,7 @@ from fem.electrochem.symmetric import (
     steady_polarization_V,
     transient_polarization_V,
 )
-from tests.conftest import REPO, cathodefem
+from tests.conftest import run_cli
 
 PARAMS = default_parameters(323.15)
 I_A_M2 = 0.2e-3 / 1.13e-4  # the paper's 0.2 mA on a 12 mm disc
@@ -103,14 +103,7 @@ def test_bad_cell_input_is_rejected() -> None:
 
 
 def _run(args: list[str], cwd: Path, ranks: int = 1) -> subprocess.CompletedProcess[str]:
-    import os
-
-    from tests.conftest import mpiexec
-
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = cathodefem() if ranks == 1 else [mpiexec(), "-n", str(ranks), *cathodefem()]
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=300, check=False)
+    return run_cli(args, cwd, ranks=ranks, timeout=300)
 
 
 @pytest.mark.mpi
