@@ -89,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
         if name == "rate":
             p.add_argument("--rates", default="50,100,200,300", metavar="I1,I2,...",
                            help="specific currents in mA/g (default 50,100,200,300)")
+            p.add_argument("--seeds", type=int, default=1,
+                           help="number of realizations, from the geometry's seed on (box.seed "
+                                "or section.seed); > 1 gives mean and 95 %% CI (default 1)")
         if name == "rve":
             p.add_argument("--cathode", choices=["gradient", "homogeneous"], default=None,
                            help="one cathode only (default: both)")
@@ -185,8 +188,12 @@ def _run_electrochemistry(args: argparse.Namespace, case: Any, out: Path, comm: 
             raise ValueError(f"--rates {args.rates!r}: expected numbers in mA/g, e.g. "
                              f"50,100,200,300") from None
         try:
-            summary = cycling.run_rate_study(case, out, rates, comm, kinds=kinds,
-                                             progress=progress)
+            if args.seeds != 1:
+                summary = cycling.run_rate_ensemble(case, out, rates, args.seeds, comm,
+                                                    kinds=kinds, progress=progress)
+            else:
+                summary = cycling.run_rate_study(case, out, rates, comm, kinds=kinds,
+                                                 progress=progress)
         except KeyboardInterrupt:
             from cases.output import incomplete_path
 
@@ -194,19 +201,41 @@ def _run_electrochemistry(args: argparse.Namespace, case: Any, out: Path, comm: 
                 print(f"cathodefem: interrupted; the finished rates are in "
                       f"{incomplete_path(out)}", file=sys.stderr)
             return 130
-        statuses = {f"{k} {r['rate_mA_g']:g} mA/g": r["status"]
-                    for k in kinds for r in summary[k]["rates"]}
+        if args.seeds != 1:
+            statuses = {f"{k} {r['rate_mA_g']:g} mA/g seed {s}": st
+                        for k in kinds for r in summary[k]["rates"]
+                        for s, st in zip(summary["seeds"], r["status"], strict=True)}
+        else:
+            statuses = {f"{k} {r['rate_mA_g']:g} mA/g": r["status"]
+                        for k in kinds for r in summary[k]["rates"]}
         if comm.rank == 0:
-            print(f"\n{'specific current [mA/g]':24s}" + "".join(f"{k:>14s}" for k in kinds))
-            for i, rate in enumerate(rates):
-                caps = [summary[k]["rates"][i]["capacity_mAh_g"] for k in kinds]
-                print(f"{rate:<24g}" + "".join(f"{c:14.1f}" for c in caps))
+            _print_rates(summary, rates, kinds)
     failed = {k: s for k, s in statuses.items() if s != "completed"}
     if comm.rank == 0:
         log.info(f"results written to {out}")
         for k, s in failed.items():
             print(f"cathodefem: {k}: {s}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _print_rates(summary: dict[str, Any], rates: list[float], kinds: Any) -> None:
+    """Capacity per rate and cathode; for a seed ensemble mean [95 % CI] over the seeds."""
+    ensemble = "seeds" in summary
+    width = 26 if ensemble else 14
+    title = "capacity [mAh/g]" + (f", mean [95 % CI] of {len(summary['seeds'])} seeds"
+                                  if ensemble else "")
+    print(f"\n{title}\n{'specific current [mA/g]':24s}" + "".join(f"{k:>{width}s}"
+                                                                    for k in kinds))
+    for i, rate in enumerate(rates):
+        cells = []
+        for k in kinds:
+            r = summary[k]["rates"][i]
+            text = f"{r['capacity_mAh_g']:.1f}"
+            if ensemble:
+                lo, hi = r["capacity_ci95_mAh_g"]
+                text += f" [{lo:.1f}, {hi:.1f}]"
+            cells.append(f"{text:>{width}s}")
+        print(f"{rate:<24g}" + "".join(cells))
 
 
 def print_table(summary: dict[str, Any]) -> None:

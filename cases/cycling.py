@@ -1,7 +1,9 @@
 """Galvanostatic cycling and rate capability of both cathodes (the half-cell model).
 
 ``run_cycling`` runs the case's ``[protocol]`` on each cathode; ``run_rate_study`` discharges
-each cathode from the charged state at several specific currents (paper Fig. 4a, b, d). Both
+each cathode from the charged state at several specific currents (paper Fig. 4a, b, d);
+``run_rate_ensemble`` repeats the rate study on several realizations (seeds) and gives the mean
+capacity and its 95 % confidence interval per cathode and rate. All
 build the section meshes exactly as the conduction study does (same spec, same seed), add the
 separator layer of ``section.separator_um``, and write, per cathode:
 
@@ -16,6 +18,7 @@ separator layer of ``section.separator_um``, and write, per cathode:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import shutil
 import sys
@@ -45,7 +48,8 @@ from meshes.spec import CaseSpec, SpecError, spec_to_dict
 from meshes.tags import phase_names
 from meshes.voxels import cathode_layers_um, voxelize_case
 
-__all__ = ["PAPER_RATE_CAPABILITY", "checkpoint_folder", "run_cycling", "run_rate_study"]
+__all__ = ["PAPER_RATE_CAPABILITY", "checkpoint_folder", "run_cycling", "run_rate_ensemble",
+           "run_rate_study"]
 
 log = logging.getLogger("cathodefem")
 
@@ -404,6 +408,88 @@ def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
             voltage_curves(curves, folder / "voltage_curves.png")
             rate_capability_figure(summary, folder / "rate_capability.png")
     return summary
+
+
+def _with_seed(case: CaseSpec, seed: int) -> CaseSpec:
+    """The case with the realization seed of its geometry (``box.seed`` for 3D columns,
+    ``section.seed`` for 2D sections) set to ``seed``."""
+    if case.electrochemistry.geometry == "box":
+        return dataclasses.replace(case, box=dataclasses.replace(case.box, seed=seed))
+    return dataclasses.replace(case, section=dataclasses.replace(case.section, seed=seed))
+
+
+def first_seed(case: CaseSpec) -> int:
+    """The realization seed the case's geometry uses."""
+    return case.box.seed if case.electrochemistry.geometry == "box" else case.section.seed
+
+
+def run_rate_ensemble(case: CaseSpec, out: Path, rates_mA_g: Sequence[float], seeds: int,
+                      comm: MPI.Comm = MPI.COMM_WORLD, kinds: Sequence[str] = KINDS,
+                      progress: bool = True) -> dict[str, Any]:
+    """The rate study on ``seeds`` realizations (seeds s0 .. s0 + n - 1 from the geometry's
+    seed): per seed the whole study in ``<out>/seed<s>/``, and in ``<out>/summary.json`` per
+    cathode and rate the capacity of every seed, its mean, sample std and 95 % confidence
+    interval of the mean (Student t), and how each seed's discharge ended (a column whose
+    electrolyte or electron network does not reach the wires ends "blocked" at 0 mAh/g, and
+    counts as such). Like the single study, finished seeds of an interrupted run are kept in
+    ``<out>.incomplete``."""
+    from cases.ensemble import mean_ci95
+
+    if not (isinstance(seeds, int) and seeds >= 1):
+        raise ValueError(f"--seeds {seeds}: must be an integer >= 1")
+    s0 = first_seed(case)
+    summary: dict[str, Any] = {"case": spec_to_dict(case), "rates_mA_g": list(rates_mA_g),
+                               "seeds": list(range(s0, s0 + seeds)),
+                               "paper_capacity_mAh_g": PAPER_RATE_CAPABILITY,
+                               "complete": False}
+    studies: list[dict[str, Any]] = []
+    with atomic_result_dir(out, comm, keep_partial=True) as folder:
+        for s in summary["seeds"]:
+            studies.append(run_rate_study(_with_seed(case, s), folder / f"seed{s}", rates_mA_g,
+                                          comm, kinds=kinds, progress=progress))
+            summary["seeds_done"] = summary["seeds"][:len(studies)]
+            for kind in kinds:
+                rows = []
+                for i, rate in enumerate(rates_mA_g):
+                    runs = [st[kind]["rates"][i] for st in studies]
+                    caps = [r["capacity_mAh_g"] for r in runs]
+                    stats = mean_ci95(caps)
+                    rows.append({
+                        "rate_mA_g": float(rate), "capacity_mAh_g": stats["mean"],
+                        "capacity_std_mAh_g": stats["std"],
+                        "capacity_ci95_mAh_g": [stats["ci95_low"], stats["ci95_high"]],
+                        "capacities_mAh_g": caps,
+                        "stopped_by": [r["stopped_by"] for r in runs],
+                        "status": [r["status"] for r in runs]})
+                summary[kind] = {"rates": rows}
+            if comm.rank == 0:
+                write_json(folder / "summary.json", summary)
+                log.info(f"seed {s} done ({len(studies)} of {seeds})")
+        summary["complete"] = True
+        if comm.rank == 0:
+            from cases.plots import rate_capability_figure
+
+            write_json(folder / "summary.json", summary)
+            _write_ensemble_table(folder / "rate_capability.csv", summary, kinds)
+            rate_capability_figure(summary, folder / "rate_capability.png")
+    return summary
+
+
+def _write_ensemble_table(path: Path, summary: dict[str, Any], kinds: Sequence[str]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["cathode", "rate_mA_g", "seeds_count", "capacity_mean_mAh_g",
+                    "capacity_std_mAh_g", "capacity_ci95_low_mAh_g",
+                    "capacity_ci95_high_mAh_g", "blocked_count", "failed_count",
+                    "capacities_mAh_g"])
+        for kind in kinds:
+            for r in summary[kind]["rates"]:
+                lo, hi = r["capacity_ci95_mAh_g"]
+                w.writerow([kind, r["rate_mA_g"], len(r["capacities_mAh_g"]),
+                            r["capacity_mAh_g"], r["capacity_std_mAh_g"], lo, hi,
+                            r["stopped_by"].count("blocked"),
+                            sum(st != "completed" for st in r["status"]),
+                            " ".join(f"{c:.6g}" for c in r["capacities_mAh_g"])])
 
 
 def _breakdown_at(recs: Sequence[Record], fraction: float) -> dict[str, float] | None:

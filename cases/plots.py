@@ -7,6 +7,7 @@ only (the XDMF files hold every field for ParaView on any rank count).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -208,14 +209,29 @@ def voltage_curves(curves: dict[str, dict[str, Any]], path: Path) -> None:
 
 def rate_capability_figure(summary: dict[str, Any], path: Path) -> None:
     """Discharge capacity vs specific current for both cathodes, with the paper's values
-    (Fig. 4d) as open markers."""
+    (Fig. 4d) as open markers; for a seed ensemble the mean with its 95 % confidence
+    interval and every seed's value as small dots."""
     fig, ax = plt.subplots(figsize=(5.5, 4.2), layout="constrained")
     for kind in KINDS:
         if kind not in summary:
             continue
-        rates = [r["rate_mA_g"] for r in summary[kind]["rates"]]
-        caps = [r["capacity_mAh_g"] for r in summary[kind]["rates"]]
-        ax.plot(rates, caps, "o-", color=_KIND_COLORS[kind], label=f"{kind} (model)")
+        rows = summary[kind]["rates"]
+        rates = [r["rate_mA_g"] for r in rows]
+        caps = [r["capacity_mAh_g"] for r in rows]
+        if rows and "capacities_mAh_g" in rows[0]:  # a seed ensemble: mean, 95 % CI, seeds
+            n = len(rows[0]["capacities_mAh_g"])
+            # (one seed has no interval: NaN in memory, None after JSON)
+            half = [[abs(b - r["capacity_mAh_g"]) if b is not None and math.isfinite(b) else 0.0
+                     for b in r["capacity_ci95_mAh_g"]] for r in rows]
+            lo, hi = [h[0] for h in half], [h[1] for h in half]
+            ax.errorbar(rates, caps, yerr=[lo, hi], fmt="o-", capsize=3,
+                        color=_KIND_COLORS[kind], label=f"{kind} (model, mean and 95 % CI, "
+                                                        f"{n} seeds)")
+            for r in rows:
+                ax.plot([r["rate_mA_g"]] * n, r["capacities_mAh_g"], ".", ms=3, alpha=0.5,
+                        color=_KIND_COLORS[kind])
+        else:
+            ax.plot(rates, caps, "o-", color=_KIND_COLORS[kind], label=f"{kind} (model)")
         paper = summary.get("paper_capacity_mAh_g", {}).get(kind, {})
         if paper:
             # (keys are strings once the summary has been through JSON)

@@ -111,6 +111,41 @@ def test_rate_study_table_and_figures(tmp_path: Path) -> None:
     assert "gradient" in r.stdout and "homogeneous" in r.stdout
 
 
+def test_rate_ensemble_over_seeds(tmp_path: Path) -> None:
+    # Two realizations (section.seed 3 and 4): each seed's whole study in seed<s>/, and the
+    # ensemble's mean and Student-t 95 % CI of the capacity computed from those studies.
+    case = tmp_path / "rate.toml"
+    case.write_text(TINY)
+    out = tmp_path / "ens"
+    r = _run(["rate", str(case), "--rates", "300", "--seeds", "2", "--cathode", "gradient",
+              "--out", str(out), "-q"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["complete"] is True and s["seeds"] == [3, 4]
+    per = [json.loads((out / f"seed{k}" / "summary.json").read_text()) for k in (3, 4)]
+    assert [p["case"]["section"]["seed"] for p in per] == [3, 4]
+    # different realizations: different meshes
+    assert (per[0]["gradient"]["interface_facets_count"]
+            != per[1]["gradient"]["interface_facets_count"])
+    caps = [p["gradient"]["rates"][0]["capacity_mAh_g"] for p in per]
+    [row] = s["gradient"]["rates"]
+    assert row["capacities_mAh_g"] == caps and min(caps) > 10
+    mean = 0.5 * (caps[0] + caps[1])
+    half = 12.706204736174698 * abs(caps[0] - caps[1]) / 2.0  # t(0.975, 1) * s / sqrt(2)
+    assert row["capacity_mAh_g"] == pytest.approx(mean, rel=1e-12)
+    assert row["capacity_ci95_mAh_g"] == pytest.approx([mean - half, mean + half], rel=1e-9)
+    assert row["stopped_by"] == ["cutoff", "cutoff"]
+    with (out / "rate_capability.csv").open() as f:
+        [line] = list(csv.DictReader(f))
+    assert float(line["capacity_mean_mAh_g"]) == pytest.approx(mean, rel=1e-12)
+    assert line["seeds_count"] == "2" and line["blocked_count"] == "0"
+    assert (out / "rate_capability.png").stat().st_size > 0
+    assert "mean [95 % CI] of 2 seeds" in r.stdout
+    r = _run(["rate", str(case), "--seeds", "0", "--out", str(tmp_path / "bad")], tmp_path)
+    assert r.returncode == 2 and "--seeds 0: must be an integer >= 1" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "bad").exists()
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     ('[[protocol.step]]\nkind = "cc"\ncurrent_mA_g = 100.0\n',
      "needs until_voltage_V or duration_s"),
