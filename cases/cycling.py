@@ -304,6 +304,7 @@ def run_cycling(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
                 ck = (ck_dir, checkpoint_every, resume and (ck_dir / "run.json").is_file())
             res, status, wall = _run_one(comm, cell, protocol, folder / kind, "cycling.csv",
                                          kind, ec.fields_every, progress, ck)
+            cell.release_solver_options()
             entry = _cell_info(cell, info)
             entry["utilization"] = _utilization(cell, protocol.initial_theta,
                                                 folder / kind / "particles.csv")
@@ -399,6 +400,7 @@ def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
                              f"{len(recs)} steps, {wall:.1f} s)")
                 if on_rate is not None:
                     on_rate(kind, float(rate), q)
+            cell.release_solver_options()
         summary["complete"] = True
         if comm.rank == 0:
             from cases.plots import rate_capability_figure, voltage_curves

@@ -692,6 +692,12 @@ class HalfCell:
         self._fail(snap, f"Newton did not converge in {max_iterations} iterations")
         raise AssertionError  # unreachable (for type checkers)
 
+    def release_solver_options(self) -> None:
+        """Remove this cell's solver options from the PETSc database. Call it when the cell
+        is done: a cell that never solved (no path for current) would otherwise leave them
+        unused, and PETSc lists unused options at exit."""
+        self._clear_options()
+
     def _clear_options(self) -> None:
         """Remove this instance's options from the PETSc database once the solver (and any
         sub-solvers) have been set up by the first solve."""
