@@ -198,7 +198,18 @@ def _run_one(comm: MPI.Comm, cell: HalfCell, protocol: Protocol, folder: Path, c
     writer.close()
     if comm.rank == 0:
         _write_records(folder / csv_name, res.records)
+        low = _min_salt(res.records)
+        if low is not None and low < 0.0:
+            log.warning(f"[{title}] the salt concentration fell to {low:.4g} mol/m3 (< 0) at "
+                        f"a mesh node: the salt is depleted faster than the mesh resolves "
+                        f"(P1 undershoot at the depletion front); refine the mesh at the "
+                        f"reacting interfaces to trust the end of this discharge")
     return res, status, wall
+
+
+def _min_salt(records: Sequence[Record]) -> float | None:
+    """Lowest nodal salt concentration over the records (mol/m3), None without records."""
+    return min((r.min_electrolyte_concentration_mol_m3 for r in records), default=None)
 
 
 def _utilization(cell: HalfCell, theta0: float, path: Path) -> dict[str, Any]:
@@ -313,7 +324,8 @@ def run_cycling(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
                           "max_charge_balance_rel": max(
                               (r.charge_balance_rel for r in res.records), default=0.0),
                           "max_li_balance_rel": max(
-                              (r.li_balance_rel for r in res.records), default=0.0)})
+                              (r.li_balance_rel for r in res.records), default=0.0),
+                          "min_electrolyte_concentration_mol_m3": _min_salt(res.records)})
             summary[kind] = entry
             if comm.rank == 0:
                 log.info(f"[{kind}] {status}; {len(res.records)} time steps in {wall:.1f} s")
@@ -390,6 +402,7 @@ def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
                     "max_charge_balance_rel": max((r.charge_balance_rel for r in recs),
                                                   default=0.0),
                     "max_li_balance_rel": max((r.li_balance_rel for r in recs), default=0.0),
+                    "min_electrolyte_concentration_mol_m3": _min_salt(recs),
                     "utilization": use,
                     "overpotentials_at_half_capacity_V": _breakdown_at(recs, 0.5),
                 })

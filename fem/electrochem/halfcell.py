@@ -747,6 +747,13 @@ class HalfCell:
         """Li in the active phase, (mol/m3) um^3 = 1e-18 mol."""
         return self._scalar(self.inventory_s_form)
 
+    def min_electrolyte_concentration(self) -> float:
+        """Lowest nodal salt concentration c_e (mol/m3) over the electrolyte (collective).
+        Below 0 where the salt is depleted faster than the mesh resolves: the P1 solution
+        undershoots at the depletion front (the kinetics use the smooth positive part)."""
+        local = float(self.c_e.x.array.min(initial=np.inf))
+        return float(self.comm.allreduce(local, op=MPI.MIN))
+
     def salt_in_electrolyte(self) -> float:
         return self._scalar(self.inventory_e_form)
 

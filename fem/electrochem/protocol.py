@@ -165,6 +165,8 @@ class Record:
     electrolyte_ohmic_V: float = 0.0
     electrolyte_concentration_V: float = 0.0
     kinetic_anode_V: float = 0.0
+    #: lowest nodal salt concentration; < 0 marks salt depletion unresolved by the mesh
+    min_electrolyte_concentration_mol_m3: float = math.nan
 
     def as_row(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -249,6 +251,8 @@ def run_protocol(cell: HalfCell, protocol: Protocol,
                          capacity_mAh_g=capacity, mean_theta=cell.mean_theta(), dt_s=h,
                          newton_iterations=rep.newton_iterations,
                          charge_balance_rel=charge_rel, li_balance_rel=li_rel,
+                         min_electrolyte_concentration_mol_m3=(
+                             cell.min_electrolyte_concentration()),
                          **cell.overpotentials())
             result.records.append(rec)
             if on_record is not None:
