@@ -198,7 +198,8 @@ def _run_electrochemistry(args: argparse.Namespace, case: Any, out: Path, comm: 
             from cases.output import incomplete_path
 
             if comm.rank == 0:
-                print(f"cathodefem: interrupted; the finished rates are in "
+                done = "seeds" if args.seeds != 1 else "rates"
+                print(f"cathodefem: interrupted; the finished {done} are in "
                       f"{incomplete_path(out)}", file=sys.stderr)
             return 130
         if args.seeds != 1:
