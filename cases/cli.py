@@ -199,8 +199,10 @@ def _run_electrochemistry(args: argparse.Namespace, case: Any, out: Path, comm: 
 
             if comm.rank == 0:
                 done = "seeds" if args.seeds != 1 else "rates"
-                print(f"cathodefem: interrupted; the finished {done} are in "
-                      f"{incomplete_path(out)}", file=sys.stderr)
+                kept = incomplete_path(out)
+                where = (f"the finished {done} are in {kept}" if kept.is_dir()
+                         else f"no {done[:-1]} had finished; nothing was kept")
+                print(f"cathodefem: interrupted; {where}", file=sys.stderr)
             return 130
         if args.seeds != 1:
             statuses = {f"{k} {r['rate_mA_g']:g} mA/g seed {s}": st
