@@ -227,6 +227,9 @@ def main() -> None:
               f"{r['time_steps_count']:>6} {r['newton_iterations_count']:>7} "
               f"{r['linear_solves_count']:>7} {extra} "
               f"{r['s_per_step']:>7.2f} {r['discharge_s']:>8.1f} {r['capacity_mAh_g']:>8.2f}")
+    if any("blocked" in r["stopped_by"] for r in rows):
+        sys.exit("bench_echem: the cell has no path for the current (blocked): nothing was "
+                 "timed; choose another seed or cathode")
     best = min(r["discharge_s"] for r in rows)
     goal = TARGET_BOX_S if args.box else TARGET_S
     met = "met" if best <= goal else "NOT met"

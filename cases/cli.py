@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -187,6 +188,7 @@ def _run_electrochemistry(args: argparse.Namespace, case: Any, out: Path, comm: 
         except ValueError:
             raise ValueError(f"--rates {args.rates!r}: expected numbers in mA/g, e.g. "
                              f"50,100,200,300") from None
+        started = time.time()
         try:
             if args.seeds != 1:
                 summary = cycling.run_rate_ensemble(case, out, rates, args.seeds, comm,
@@ -200,7 +202,8 @@ def _run_electrochemistry(args: argparse.Namespace, case: Any, out: Path, comm: 
             if comm.rank == 0:
                 done = "seeds" if args.seeds != 1 else "rates"
                 kept = incomplete_path(out)
-                where = (f"the finished {done} are in {kept}" if kept.is_dir()
+                fresh = kept.is_dir() and kept.stat().st_mtime >= started  # not an old one
+                where = (f"the finished {done} are in {kept}" if fresh
                          else f"no {done[:-1]} had finished; nothing was kept")
                 print(f"cathodefem: interrupted; {where}", file=sys.stderr)
             return 130
@@ -239,6 +242,12 @@ def _print_rates(summary: dict[str, Any], rates: list[float], kinds: Any) -> Non
                 text += f" [{lo:.1f}, {hi:.1f}]"
             cells.append(f"{text:>{width}s}")
         print(f"{rate:<24g}" + "".join(cells))
+    if ensemble:
+        failed = sum(summary[k]["rates"][i]["failed_count"] for k in kinds
+                     for i in range(len(rates)))
+        if failed:
+            print(f"note: {failed} run(s) stopped before the cut-off; their capacity (a lower "
+                  f"bound) is in the statistics")
 
 
 def print_table(summary: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import logging
+import math
 import shutil
 import sys
 import time
@@ -208,8 +209,10 @@ def _run_one(comm: MPI.Comm, cell: HalfCell, protocol: Protocol, folder: Path, c
 
 
 def _min_salt(records: Sequence[Record]) -> float | None:
-    """Lowest nodal salt concentration over the records (mol/m3), None without records."""
-    return min((r.min_electrolyte_concentration_mol_m3 for r in records), default=None)
+    """Lowest nodal salt concentration over the records (mol/m3), None without records
+    (records resumed from an older checkpoint have none: NaN)."""
+    values = [r.min_electrolyte_concentration_mol_m3 for r in records]
+    return min((v for v in values if math.isfinite(v)), default=None)
 
 
 def _utilization(cell: HalfCell, theta0: float, path: Path) -> dict[str, Any]:
@@ -341,12 +344,10 @@ def run_cycling(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
     return summary
 
 
-def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
-                   comm: MPI.Comm = MPI.COMM_WORLD, kinds: Sequence[str] = KINDS,
-                   progress: bool = True,
-                   on_rate: Callable[[str, float, float], None] | None = None) -> dict[str, Any]:
-    """Discharge each cathode from the charged state (``protocol.initial_theta``) to the
-    cut-off at each specific current. Paper Fig. 4a, b (curves) and 4d (capacity vs rate)."""
+def _rate_protocols(case: CaseSpec, rates_mA_g: Sequence[float], kinds: Sequence[str]
+                    ) -> tuple[dict[float, Protocol], float]:
+    """The discharge protocol of every rate and the cut-off voltage, validated (with the
+    geometry) before anything is built."""
     # The rate study builds its own steps; the case's protocol table gives the settings
     # (initial_theta, step control) and optionally discharge_cutoff_V (default 1.5 V).
     base = {k: v for k, v in case.protocol.items() if k != "step"}
@@ -355,10 +356,19 @@ def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
         raise ProtocolError(f"rates = {list(rates_mA_g)}: need one or more rates in "
                             f"(0, 1e5] mA/g")
     _check_geometry(case, kinds)
-    # every protocol is validated before anything is built
     protocols = {rate: protocol_from_dict({**base, "step": [{
         "kind": "cc", "current_mA_g": float(rate), "until_voltage_V": cutoff,
         "label": f"{rate:g} mA/g"}]}) for rate in rates_mA_g}
+    return protocols, cutoff
+
+
+def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
+                   comm: MPI.Comm = MPI.COMM_WORLD, kinds: Sequence[str] = KINDS,
+                   progress: bool = True,
+                   on_rate: Callable[[str, float, float], None] | None = None) -> dict[str, Any]:
+    """Discharge each cathode from the charged state (``protocol.initial_theta``) to the
+    cut-off at each specific current. Paper Fig. 4a, b (curves) and 4d (capacity vs rate)."""
+    protocols, cutoff = _rate_protocols(case, rates_mA_g, kinds)
     ec = case.electrochemistry
     params = default_parameters(ec.temperature_K)
     summary: dict[str, Any] = {"case": spec_to_dict(case), "phase_names": phase_names(),
@@ -452,16 +462,25 @@ def run_rate_ensemble(case: CaseSpec, out: Path, rates_mA_g: Sequence[float], se
 
     if not (isinstance(seeds, int) and seeds >= 1):
         raise ValueError(f"--seeds {seeds}: must be an integer >= 1")
+    _rate_protocols(case, rates_mA_g, kinds)  # bad input: one line, before any folder
     s0 = first_seed(case)
     summary: dict[str, Any] = {"case": spec_to_dict(case), "rates_mA_g": list(rates_mA_g),
-                               "seeds": list(range(s0, s0 + seeds)),
+                               "seeds": list(range(s0, s0 + seeds)), "seeds_done": [],
                                "paper_capacity_mAh_g": PAPER_RATE_CAPABILITY,
                                "complete": False}
     studies: list[dict[str, Any]] = []
     with atomic_result_dir(out, comm, keep_partial=True) as folder:
+
+        def first_rate_done(kind: str, rate: float, capacity: float) -> None:
+            # from the first finished rate on, an interrupted ensemble keeps its folder
+            # (<out>.incomplete), with the unfinished seed in seed<s>.incomplete
+            if comm.rank == 0 and not (folder / "summary.json").exists():
+                write_json(folder / "summary.json", summary)
+
         for s in summary["seeds"]:
             studies.append(run_rate_study(_with_seed(case, s), folder / f"seed{s}", rates_mA_g,
-                                          comm, kinds=kinds, progress=progress))
+                                          comm, kinds=kinds, progress=progress,
+                                          on_rate=first_rate_done))
             summary["seeds_done"] = summary["seeds"][:len(studies)]
             for kind in kinds:
                 rows = []
@@ -475,7 +494,10 @@ def run_rate_ensemble(case: CaseSpec, out: Path, rates_mA_g: Sequence[float], se
                         "capacity_ci95_mAh_g": [stats["ci95_low"], stats["ci95_high"]],
                         "capacities_mAh_g": caps,
                         "stopped_by": [r["stopped_by"] for r in runs],
-                        "status": [r["status"] for r in runs]})
+                        "status": [r["status"] for r in runs],
+                        # runs stopped early (Newton failure): their capacity, a lower
+                        # bound, is in the statistics
+                        "failed_count": sum(r["status"] != "completed" for r in runs)})
                 summary[kind] = {"rates": rows}
             if comm.rank == 0:
                 write_json(folder / "summary.json", summary)

@@ -295,3 +295,45 @@ def test_blocked_column_ends_at_zero_capacity_without_petsc_warnings(tmp_path: P
     [row] = json.loads((out / "summary.json").read_text())["homogeneous"]["rates"]
     assert row["stopped_by"] == "blocked" and row["capacity_mAh_g"] == 0.0
     assert "options you set that were not used" not in r.stdout + r.stderr
+
+
+def test_interrupted_ensemble_keeps_the_finished_rate_of_its_first_seed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An ensemble stopped in its first seed, after that seed's first rate: the result folder
+    # is not written, and <out>.incomplete holds the ensemble summary (no seed done) and the
+    # seed's finished rate in seed3.incomplete.
+    import tomllib
+
+    from mpi4py import MPI
+
+    import cases.cycling as cycling
+    from cases.output import incomplete_path
+    from meshes.spec import load_case
+
+    case = load_case(tomllib.loads(TINY))
+    out = tmp_path / "ens"
+    real_run_one = cycling._run_one
+    calls = []
+
+    def second_rate_interrupted(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run_one(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cycling, "_run_one", second_rate_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cycling.run_rate_ensemble(case, out, [300.0, 600.0], 2, MPI.COMM_WORLD,
+                                  kinds=("gradient",), progress=False)
+    assert not out.exists()
+    kept = incomplete_path(out)
+    s = json.loads((kept / "summary.json").read_text())
+    assert s["complete"] is False and s["seeds_done"] == [] and s["seeds"] == [3, 4]
+    [done] = json.loads((kept / "seed3.incomplete" / "summary.json").read_text()
+                        )["gradient"]["rates"]
+    assert done["rate_mA_g"] == 300.0 and done["capacity_mAh_g"] > 10
+    # Bad input is refused before any folder, parents included.
+    with pytest.raises(ValueError, match="rates"):
+        cycling.run_rate_ensemble(case, tmp_path / "a" / "b" / "ens", [-1.0], 2,
+                                  MPI.COMM_WORLD, kinds=("gradient",), progress=False)
+    assert not (tmp_path / "a").exists()

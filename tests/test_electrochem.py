@@ -589,7 +589,7 @@ def test_salt_depletion_ends_the_discharge_at_the_cutoff(pillar: TaggedMesh) -> 
     fast = run_protocol(HalfCell(pillar, default_parameters()), proto)
     # The recorded lowest salt concentration is that of the state (the last record is the
     # final state); the fast electrolyte never runs out.
-    low = COMM.allreduce(float(cell.c_e.x.array.min()), op=MPI.MIN)
+    low = COMM.allreduce(float(cell.c_e.x.array.min(initial=np.inf)), op=MPI.MIN)
     assert res.records[-1].min_electrolyte_concentration_mol_m3 == low
     c0 = default_parameters().salt_concentration.value
     assert min(r.min_electrolyte_concentration_mol_m3 for r in fast.records) > 0.5 * c0
