@@ -182,21 +182,26 @@ def _run_one(comm: MPI.Comm, cell: HalfCell, protocol: Protocol, folder: Path, c
     t0 = time.perf_counter()
     status = "completed"
     try:
-        if checkpoint is None:
-            res = run_protocol(cell, protocol, on_record=on_record)
-        else:
-            ck_dir, every, resume = checkpoint
-            res = run_protocol(cell, protocol, on_record=on_record, checkpoint_dir=ck_dir,
-                               checkpoint_every=every, resume=resume)
-    except ProtocolError as e:
-        status = f"stopped: {e}"
-        res = RunResult(records=seen)
+        try:
+            if checkpoint is None:
+                res = run_protocol(cell, protocol, on_record=on_record)
+            else:
+                ck_dir, every, resume = checkpoint
+                res = run_protocol(cell, protocol, on_record=on_record, checkpoint_dir=ck_dir,
+                                   checkpoint_every=every, resume=resume)
+        except ProtocolError as e:
+            status = f"stopped: {e}"
+            res = RunResult(records=seen)
+        finally:
+            bar.close()
+        wall = time.perf_counter() - t0
+        if seen:
+            writer.write(seen[-1].time_s)
     finally:
-        bar.close()
-    wall = time.perf_counter() - t0
-    if seen:
-        writer.write(seen[-1].time_s)
-    writer.close()
+        # also when interrupted (Ctrl-C): the field files are closed while their folder
+        # exists; left to the interpreter's exit, they would be closed after the result
+        # folder was renamed, and ADIOS2 aborts the process
+        writer.close()
     if comm.rank == 0:
         _write_records(folder / csv_name, res.records)
         low = _min_salt(res.records)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -337,3 +338,44 @@ def test_interrupted_ensemble_keeps_the_finished_rate_of_its_first_seed(
         cycling.run_rate_ensemble(case, tmp_path / "a" / "b" / "ens", [-1.0], 2,
                                   MPI.COMM_WORLD, kinds=("gradient",), progress=False)
     assert not (tmp_path / "a").exists()
+
+
+def test_interrupt_during_a_discharge_exits_cleanly(tmp_path: Path) -> None:
+    # Ctrl-C in the middle of a discharge (here: raised from the third time step): the
+    # field files (ADIOS2) must be closed before the result folder is renamed, or ADIOS2
+    # aborts the process at exit (status 134) writing into the vanished staging folder.
+    case = tmp_path / "rate.toml"
+    case.write_text(TINY)
+    script = tmp_path / "interrupt.py"
+    script.write_text(f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from mpi4py import MPI
+import cases.cycling as cycling
+from cases.cli import load_case_with_overrides
+
+real = cycling.run_protocol
+
+def interrupted(cell, protocol, on_record=None, **kw):
+    seen = []
+    def rec(r):
+        seen.append(r)
+        if on_record is not None:
+            on_record(r)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+    return real(cell, protocol, on_record=rec, **kw)
+
+cycling.run_protocol = interrupted
+case = load_case_with_overrides({str(case)!r}, [])
+try:
+    cycling.run_rate_study(case, __import__("pathlib").Path({str(tmp_path / "out")!r}),
+                           [300.0], MPI.COMM_WORLD, kinds=("gradient",), progress=False)
+except KeyboardInterrupt:
+    sys.exit(130)
+""")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=300, check=False)
+    assert r.returncode == 130, r.stderr[-2000:]
+    assert "ADIOS2" not in r.stderr and "terminate called" not in r.stderr
+    assert not (tmp_path / "out").exists()
