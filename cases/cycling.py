@@ -448,7 +448,7 @@ def _with_seed(case: CaseSpec, seed: int) -> CaseSpec:
     return dataclasses.replace(case, section=dataclasses.replace(case.section, seed=seed))
 
 
-def first_seed(case: CaseSpec) -> int:
+def _first_seed(case: CaseSpec) -> int:
     """The realization seed the case's geometry uses."""
     return case.box.seed if case.electrochemistry.geometry == "box" else case.section.seed
 
@@ -468,7 +468,7 @@ def run_rate_ensemble(case: CaseSpec, out: Path, rates_mA_g: Sequence[float], se
     if not (isinstance(seeds, int) and seeds >= 1):
         raise ValueError(f"--seeds {seeds}: must be an integer >= 1")
     _rate_protocols(case, rates_mA_g, kinds)  # bad input: one line, before any folder
-    s0 = first_seed(case)
+    s0 = _first_seed(case)
     summary: dict[str, Any] = {"case": spec_to_dict(case), "rates_mA_g": list(rates_mA_g),
                                "seeds": list(range(s0, s0 + seeds)), "seeds_done": [],
                                "paper_capacity_mAh_g": PAPER_RATE_CAPABILITY,
@@ -529,8 +529,7 @@ def _write_ensemble_table(path: Path, summary: dict[str, Any], kinds: Sequence[s
                 lo, hi = r["capacity_ci95_mAh_g"]
                 w.writerow([kind, r["rate_mA_g"], len(r["capacities_mAh_g"]),
                             r["capacity_mAh_g"], r["capacity_std_mAh_g"], lo, hi,
-                            r["stopped_by"].count("blocked"),
-                            sum(st != "completed" for st in r["status"]),
+                            r["stopped_by"].count("blocked"), r["failed_count"],
                             " ".join(f"{c:.6g}" for c in r["capacities_mAh_g"])])
 
 
