@@ -242,6 +242,17 @@ def _print_rates(summary: dict[str, Any], rates: list[float], kinds: Any) -> Non
                 text += f" [{lo:.1f}, {hi:.1f}]"
             cells.append(f"{text:>{width}s}")
         print(f"{rate:<24g}" + "".join(cells))
+    stalled = []
+    for k in kinds:
+        for r in summary[k]["rates"]:
+            ends = r["stopped_by"] if ensemble else [r["stopped_by"]]
+            seeds = summary["seeds"] if ensemble else [None]
+            stalled += [f"{k} {r['rate_mA_g']:g} mA/g" + (f" seed {s}" if s is not None else "")
+                        for s, e in zip(seeds, ends, strict=True) if e == "stalled"]
+    if stalled:
+        print(f"note: {len(stalled)} discharge(s) stalled above the cut-off, on time steps "
+              f"below protocol.stall_dt_s (a limiting current where little of the interface "
+              f"is connected); the capacity reached is reported: {', '.join(stalled)}")
     if ensemble:
         failed = sum(summary[k]["rates"][i]["failed_count"] for k in kinds
                      for i in range(len(rates)))

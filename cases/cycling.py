@@ -502,7 +502,10 @@ def run_rate_ensemble(case: CaseSpec, out: Path, rates_mA_g: Sequence[float], se
                         "status": [r["status"] for r in runs],
                         # runs stopped early (Newton failure): their capacity, a lower
                         # bound, is in the statistics
-                        "failed_count": sum(r["status"] != "completed" for r in runs)})
+                        "failed_count": sum(r["status"] != "completed" for r in runs),
+                        # discharges that stalled above the cut-off (protocol.stall_steps):
+                        # their capacity, the one reached, is in the statistics
+                        "stalled_count": sum(r["stopped_by"] == "stalled" for r in runs)})
                 summary[kind] = {"rates": rows}
             if comm.rank == 0:
                 write_json(folder / "summary.json", summary)
@@ -522,14 +525,15 @@ def _write_ensemble_table(path: Path, summary: dict[str, Any], kinds: Sequence[s
         w = csv.writer(f)
         w.writerow(["cathode", "rate_mA_g", "seeds_count", "capacity_mean_mAh_g",
                     "capacity_std_mAh_g", "capacity_ci95_low_mAh_g",
-                    "capacity_ci95_high_mAh_g", "blocked_count", "failed_count",
-                    "capacities_mAh_g"])
+                    "capacity_ci95_high_mAh_g", "blocked_count", "stalled_count",
+                    "failed_count", "capacities_mAh_g"])
         for kind in kinds:
             for r in summary[kind]["rates"]:
                 lo, hi = r["capacity_ci95_mAh_g"]
                 w.writerow([kind, r["rate_mA_g"], len(r["capacities_mAh_g"]),
                             r["capacity_mAh_g"], r["capacity_std_mAh_g"], lo, hi,
-                            r["stopped_by"].count("blocked"), r["failed_count"],
+                            r["stopped_by"].count("blocked"), r["stalled_count"],
+                            r["failed_count"],
                             " ".join(f"{c:.6g}" for c in r["capacities_mAh_g"])])
 
 

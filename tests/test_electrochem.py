@@ -329,6 +329,12 @@ def test_single_wire_matches_1d_radial_diffusion_at_second_order() -> None:
     ({"initial_theta": 1.2, "step": [{"kind": "rest", "duration_s": 1}]},
      r"initial_theta = 1.2, must be in \(0, 1\)"),
     ({"dt_max": 3, "step": [{"kind": "rest", "duration_s": 1}]}, "protocol.dt_max: unknown"),
+    ({"stall_steps": -1, "step": [{"kind": "rest", "duration_s": 1}]},
+     r"stall_steps = -1, must be an integer >= 0"),
+    ({"stall_steps": 2.5, "step": [{"kind": "rest", "duration_s": 1}]},
+     r"stall_steps = 2.5, must be an integer >= 0"),
+    ({"stall_dt_s": 500.0, "step": [{"kind": "rest", "duration_s": 1}]},
+     r"stall_dt_s = 500.0, must be in \[dt_min_s, dt_max_s\]"),
 ])
 def test_protocol_input_errors_are_one_line(data: dict, message: str) -> None:
     with pytest.raises(ProtocolError, match=message) as info:
@@ -601,6 +607,50 @@ def test_salt_depletion_ends_the_discharge_at_the_cutoff(pillar: TaggedMesh) -> 
                                             "kinetic_anode_V", "electrolyte_concentration_V")}
     assert min(losses, key=lambda k: losses[k]) in ("electrolyte_concentration_V",
                                                     "kinetic_cathode_V")
+
+
+def test_a_discharge_held_on_short_steps_ends_stalled(pillar: TaggedMesh,
+                                                      tmp_path: Path) -> None:
+    # Steps held below stall_dt_s (here by a tiny dtheta_max) end the cc step "stalled"
+    # after stall_steps of them, with the capacity reached; the next step still runs. A
+    # resumed run recounts the short steps from its records and stops at the same state.
+    def proto(stall_steps: int) -> Protocol:
+        return Protocol(steps=(Step(kind="cc", current_mA_g=300.0, until_voltage_V=1.5,
+                                    duration_s=0.1),
+                               Step(kind="rest", duration_s=0.01)),
+                        dt_initial_s=0.004, dt_max_s=0.02, dtheta_max=1e-6,
+                        stall_dt_s=0.01, stall_steps=stall_steps)
+
+    never = run_protocol(HalfCell(pillar, default_parameters()), proto(0))
+    assert never.stopped_by == ["duration", "duration"]
+    steps = [r for r in never.records if r.step == 0]
+    assert len(steps) >= 12 and all(r.dt_s < 0.01 for r in steps)
+    full = run_protocol(HalfCell(pillar, default_parameters()), proto(6))
+    assert full.stopped_by == ["stalled", "duration"]
+    discharge = [r for r in full.records if r.step == 0]
+    assert len(discharge) == 6
+    assert discharge[-1].time_s == pytest.approx(steps[5].time_s, rel=1e-12)
+    assert discharge[-1].capacity_mAh_g == pytest.approx(steps[5].capacity_mAh_g, rel=1e-12)
+    assert full.records[-1].step == 1  # the rest step ran after the stall
+
+    class Crash(Exception):
+        pass
+
+    seen: list[object] = []
+
+    def crash_at_4(r: object) -> None:
+        if len(seen) == 4:
+            raise Crash
+        seen.append(r)
+
+    with pytest.raises(Crash):
+        run_protocol(HalfCell(pillar, default_parameters()), proto(6), on_record=crash_at_4,
+                     checkpoint_dir=tmp_path, checkpoint_every=2)
+    resumed = run_protocol(HalfCell(pillar, default_parameters()), proto(6),
+                           checkpoint_dir=tmp_path, checkpoint_every=2, resume=True)
+    assert resumed.stopped_by == full.stopped_by
+    assert [r.time_s for r in resumed.records] == pytest.approx(
+        [r.time_s for r in full.records], rel=1e-12)
 
 
 def test_salt_undershoot_at_depletion_shrinks_with_the_mesh() -> None:
