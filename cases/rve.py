@@ -1,11 +1,14 @@
-"""3D representative volumes (RVEs) of both cathodes on voxel meshes.
+"""3D representative volumes (RVEs) of both cathodes on voxel (or conforming) meshes.
 
 Question: in 3D, where wires can connect through the thickness, do the gradient membrane and
 the tape-cast cathode differ in their electron and ion paths as the paper argues?
 
 Method: for each cathode and seed, the box of ``[box]`` (lateral size, height, depth of its
 centre in the composite layer, voxel size) is cut from the same realization as the 2D
-sections and voxelized (:mod:`meshes.voxels`); one hexahedral cell per voxel. On it:
+sections and voxelized (:mod:`meshes.voxels`); one hexahedral cell per voxel. With
+``box.mesh = "conforming"`` (gradient membrane without rGO) the box is instead a conforming
+tetrahedral mesh fitted to the wires (:mod:`meshes.conforming`; no label image is written,
+the mesh statistics and the designed contacts are in the summary). On it:
 
 * the full 3x3 apparent conductivity tensors, electronic and ionic (Dirichlet faces in the
   driven direction, insulating sides; :func:`fem.conduction.conductivity_tensor`),
@@ -50,8 +53,9 @@ from fem.conduction import (
 )
 from fem.microstructure import percolation_report
 from fem.parameters import default_conductivities
-from meshes.adapter import build_on_root, distribute_voxels
+from meshes.adapter import build_on_root, distribute_conforming, distribute_voxels
 from meshes.build import KINDS
+from meshes.conforming import check_conforming_scope, mesh_conforming_box
 from meshes.spec import CaseSpec, spec_to_dict
 from meshes.tags import phase_names
 from meshes.voxels import cathode_layers_um, voxelize_case, write_image
@@ -85,21 +89,35 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
     ``petsc_options`` says otherwise."""
     options = petsc_options if petsc_options is not None else ITERATIVE_PETSC_OPTIONS
     t0 = time.perf_counter()
-    image = build_on_root(comm, lambda: voxelize_case(case, kind))
-    t_voxel = time.perf_counter() - t0
-    if comm.rank == 0 and out is not None and image is not None:
-        write_image(image, out / f"{kind}{tag}")
-        if write_mesh:
-            from cases.plots import render_rve, render_rve_3d
+    if case.box.mesh == "conforming":
+        box = build_on_root(comm, lambda: mesh_conforming_box(case, kind))
+        t_voxel = time.perf_counter() - t0
+        if comm.rank == 0 and out is not None and box is not None and write_mesh:
+            from cases.plots import render_conforming_3d
 
-            render_rve(image.labels, image.voxel_um, kind, out / f"{kind}_rve.png")
-            render_rve_3d(image.labels, image.voxel_um, kind, out / f"{kind}_rve_3d.png")
-    tm = distribute_voxels(comm, image)
-    stats_ = comm.bcast(image.stats if image is not None else None, root=0)
+            render_conforming_3d(box.points_um, box.cells, box.phase,
+                                 out / f"{kind}_rve_3d.png")
+        tm = distribute_conforming(comm, box)
+        stats_ = comm.bcast(None if box is None else {
+            **box.stats, "contacts": dataclasses.asdict(box.contacts)}, root=0)
+    else:
+        image = build_on_root(comm, lambda: voxelize_case(case, kind))
+        t_voxel = time.perf_counter() - t0
+        if comm.rank == 0 and out is not None and image is not None:
+            write_image(image, out / f"{kind}{tag}")
+            if write_mesh:
+                from cases.plots import render_rve, render_rve_3d
+
+                render_rve(image.labels, image.voxel_um, kind, out / f"{kind}_rve.png")
+                render_rve_3d(image.labels, image.voxel_um, kind, out / f"{kind}_rve_3d.png")
+        tm = distribute_voxels(comm, image)
+        stats_ = comm.bcast(image.stats if image is not None else None, root=0)
     params = default_conductivities()
     electronic = conductivity_tensor(tm, params.electronic(), petsc_options=options)
     ionic = conductivity_tensor(tm, params.ionic(), petsc_options=options)
-    report = percolation_report(tm, bin_um=max(tm.thickness_um / 10, case.box.voxel_um))
+    report = percolation_report(tm, bin_um=max(tm.thickness_um / 10, case.box.voxel_um
+                                               if case.box.mesh == "voxels"
+                                               else case.box.conforming_size_um))
     # surface I-V (paper Fig. 2f) on the cathode faces the box contains
     thickness = cathode_layers_um(case, kind)[2]
     faces = [f for f, inside in (("bottom", tm.z_offset_um <= 1e-9),
@@ -127,7 +145,7 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
     return {
         "cathode": kind, "seed": case.box.seed, "z_center_fraction": case.box.z_center_fraction,
         "box_z_um": [tm.z_offset_um, tm.z_offset_um + tm.thickness_um],
-        "image": stats_, "cells_count": int(comm.allreduce(
+        "mesh": case.box.mesh, "image": stats_, "cells_count": int(comm.allreduce(
             tm.mesh.topology.index_map(3).size_local, op=MPI.SUM)),
         "electronic": _tensor_entry(electronic), "ionic": _tensor_entry(ionic),
         "percolation": perc, "surface_iv": surface, "voxelize_time_s": t_voxel,
@@ -174,6 +192,10 @@ def run_rve(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD, *,
         if not 0.0 <= f <= 1.0:
             raise ValueError(f"--depths {f:g}: must be in [0, 1] (fraction of the composite "
                              f"layer, 0 at the collector side)")
+        if case.box.mesh == "conforming":  # bad input: one line, before any folder
+            for kind in kinds:
+                check_conforming_scope(dataclasses.replace(case, box=dataclasses.replace(
+                    case.box, z_center_fraction=f)), kind)
     summary: dict[str, Any] = {"case": spec_to_dict(case), "phase_names": phase_names(),
                                "parameters": {"conductivities": _sources()},
                                "boundary_conditions": "Dirichlet 1 V / 0 V on the two faces "

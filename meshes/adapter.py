@@ -21,11 +21,12 @@ import dolfinx.mesh
 import numpy as np
 
 from meshes.build import SectionMesh
+from meshes.conforming import ConformingBox
 from meshes.tags import ELECTRONIC_PHASES, Facet, Phase
 from meshes.voxels import VoxelImage
 
-__all__ = ["TaggedMesh", "build_on_root", "distribute_section", "distribute_voxels",
-           "facet_tags_from_phases"]
+__all__ = ["TaggedMesh", "build_on_root", "distribute_conforming", "distribute_section",
+           "distribute_voxels", "facet_tags_from_phases"]
 
 
 @dataclass(frozen=True)
@@ -200,4 +201,45 @@ def distribute_voxels(comm: MPI.Comm, image: VoxelImage | None, root: int = 0) -
     return TaggedMesh(mesh=msh, phase=phase, cell_tags=cell_tags, facet_tags=facet_tags,
                       kind=kind, width_um=size[0], thickness_um=size[2],
                       composite_z_um=tuple(comp), layer_z_um=(), depth_um=size[1],
+                      z_offset_um=float(origin[2]))
+
+
+def distribute_conforming(comm: MPI.Comm, box: ConformingBox | None, root: int = 0
+                          ) -> TaggedMesh:
+    """Create the distributed tetrahedral mesh of a conforming box built on ``root`` (None
+    elsewhere); coordinates in the box's own frame, phases follow each cell through the
+    partition by its original index, as for 2D sections."""
+    meta = None
+    if comm.rank == root:
+        assert box is not None
+        meta = (box.kind, box.size_um, box.height_um, box.origin_um)
+    kind, size, height, origin = comm.bcast(meta, root=root)
+    if comm.rank == root:
+        assert box is not None
+        cells = box.cells.astype(np.int64)
+        x = box.points_um
+        phase_all = box.phase.astype(np.int32)
+    else:
+        cells = np.zeros((0, 4), dtype=np.int64)
+        x = np.zeros((0, 3), dtype=np.float64)
+        phase_all = None
+    element = basix.ufl.element("Lagrange", "tetrahedron", 1, shape=(3,))
+    partitioner = dolfinx.mesh.create_cell_partitioner(  # type: ignore[call-arg]
+        dolfinx.mesh.GhostMode.shared_facet, 2)
+    msh = dolfinx.mesh.create_mesh(comm, cells, element, x,  # type: ignore[arg-type]
+                                   partitioner=partitioner)
+    phase_all = comm.bcast(phase_all, root=root)
+    original = np.asarray(msh.topology.original_cell_index, dtype=np.int64)
+    phase = phase_all[original]
+    tdim = msh.topology.dim
+    n_local = msh.topology.index_map(tdim).size_local + msh.topology.index_map(tdim).num_ghosts
+    if len(phase) != n_local:
+        raise RuntimeError("original_cell_index does not cover the ghost cells")
+    cell_tags = dolfinx.mesh.meshtags(msh, tdim, np.arange(n_local, dtype=np.int32), phase)
+    cell_tags.name = "phase"
+    facet_tags = facet_tags_from_phases(msh, phase, size, height, depth_um=size)
+    facet_tags.name = "facets"
+    return TaggedMesh(mesh=msh, phase=phase, cell_tags=cell_tags, facet_tags=facet_tags,
+                      kind=kind, width_um=size, thickness_um=height,
+                      composite_z_um=(0.0, height), layer_z_um=(), depth_um=size,
                       z_offset_um=float(origin[2]))

@@ -225,10 +225,16 @@ class BoxSpec(_Spec):
     #: solid-electrolyte separator layer added on top when the box reaches the cathode's
     #: separator-side face (rounded to whole voxels; 0: none)
     separator_um: float = _num(0.0, 0.0, 1000.0, "um")
+    #: the mesh an RVE is solved on: "voxels" (one hexahedron per voxel, both cathodes) or
+    #: "conforming" (tetrahedra fitted to the wires; gradient membrane without rGO, inside
+    #: its composite layer: meshes/conforming.py)
+    mesh: str = _choice("voxels", ("voxels", "conforming"))
+    #: element size at the wire surfaces of a conforming box (it grows to 0.1 um in the pore)
+    conforming_size_um: float = _num(0.03, 0.005, 0.1, "um")
 
     def _check(self) -> None:
         n = (self.size_um / self.voxel_um) ** 2 * (self.height_um / self.voxel_um)
-        if n > 2.0e8:
+        if n > 2.0e8 and self.mesh == "voxels":
             raise SpecError(f"voxel_um = {self.voxel_um:g}: gives {n:.3g} voxels for this box; "
                             f"must give <= 2e8 (raise voxel_um or shrink the box)")
 

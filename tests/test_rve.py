@@ -403,6 +403,12 @@ def test_rve_command_writes_tensors_images_and_statistics(tmp_path: Path) -> Non
     (["--seeds", "0"], "--seeds"),
     (["--depths", "0.5,abc"], "--depths"),
     (["--depths", "1.2"], "--depths"),
+    (["--set", "box.mesh=tets"], "box.mesh"),
+    (["--set", "box.mesh=conforming", "--cathode", "gradient"], "gradient.rgo_wt_fraction"),
+    (["--set", "box.mesh=conforming", "--set", "gradient.rgo_wt_fraction=0"],
+     "cathode = 'homogeneous'"),
+    (["--set", "box.mesh=conforming", "--set", "gradient.rgo_wt_fraction=0", "--cathode",
+      "gradient", "--depths", "1"], "leaves the composite layer"),
 ])
 def test_rve_bad_input_is_one_line_and_leaves_no_results(tmp_path: Path, args: list[str],
                                                           field: str) -> None:
@@ -413,6 +419,20 @@ def test_rve_bad_input_is_one_line_and_leaves_no_results(tmp_path: Path, args: l
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and field in lines[0] and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_rve_command_on_a_conforming_box(tmp_path: Path) -> None:
+    out = tmp_path / "res"
+    proc = _cli("rve", "--cathode", "gradient", "--set", "box.mesh=conforming", "--set",
+                "gradient.rgo_wt_fraction=0", "--set", "box.size_um=0.6", "--set",
+                "box.height_um=0.6", "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = json.loads((out / "summary.json").read_text())["gradient"][0]["runs"][0]
+    assert run["mesh"] == "conforming" and run["image"]["box_volume_error_rel"] < 1e-9
+    assert run["cells_count"] == run["image"]["cells_count"]
+    assert run["image"]["contacts"]["contacts_count"] > 0
+    assert run["ionic"]["sigma_zz_S_cm"] > 0 and run["electronic"]["sigma_yy_S_cm"] > 0
+    assert (out / "gradient_mesh.xdmf").exists() and not list(out.glob("*.tif"))
 
 
 def test_box_spec_rejects_too_many_voxels() -> None:
