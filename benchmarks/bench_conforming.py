@@ -13,10 +13,11 @@ Reports the success rate, the contact-design attempts used, mesh size and time, 
 element quality (mean ratio, 1 = regular tetrahedron): minimum, 0.1 % quantile and the number
 of cells below 0.01, per seed and over the sweep. Meshing runs on rank 0.
 
-Part 2 (convergence): seed 0 of that box, conforming at 30, 20 and 15 nm at the wires and
-voxelized (the same designed wires, :func:`meshes.conforming.voxelize_designed`) at 100 to
-20 nm; the diagonal of the electronic and ionic conductivity tensors (CG + GAMG) and the
-relative difference to the finest conforming mesh.
+Part 2 (convergence): seed 0 of that box, one contact design (the 30 nm one) meshed
+conformingly at 30, 20 and 15 nm at the wires, and voxelized at 100 to 20 nm (the same
+designed wires, :func:`meshes.conforming.voxelize_designed`); the diagonal of the
+electronic and ionic conductivity tensors (CG + GAMG) and the relative difference to the
+finest conforming mesh.
 
 Writes ``benchmarks/out/conforming.json``.
 """
@@ -141,8 +142,9 @@ def convergence(size: float, comm: MPI.Comm) -> dict:
 
     for fine in FINE_UM:
         t0 = time.perf_counter()
+        # one designed geometry (bands of the 30 nm design) meshed at every size
         box = build_on_root(comm, lambda fine=fine: mesh_conforming_box(
-            case, size_fine_um=fine, size_coarse_um=0.1))
+            case, size_fine_um=fine, size_coarse_um=0.1, design_size_um=FINE_UM[0]))
         if base is None:
             base = box
         solve(distribute_conforming(comm, box), f"conforming {fine * 1000:.0f} nm", t0)

@@ -250,9 +250,10 @@ def _print_rates(summary: dict[str, Any], rates: list[float], kinds: Any) -> Non
             stalled += [f"{k} {r['rate_mA_g']:g} mA/g" + (f" seed {s}" if s is not None else "")
                         for s, e in zip(seeds, ends, strict=True) if e == "stalled"]
     if stalled:
-        print(f"note: {len(stalled)} discharge(s) stalled above the cut-off, on time steps "
-              f"below protocol.stall_dt_s (a limiting current where little of the interface "
-              f"is connected); the capacity reached is reported: {', '.join(stalled)}")
+        print(f"note: {len(stalled)} discharge(s) stalled above the cut-off: "
+              f"protocol.stall_steps time steps in a row below protocol.stall_dt_s (seen at "
+              f"a limiting current where little of the interface is connected); the capacity "
+              f"reached is reported: {', '.join(stalled)}")
     if ensemble:
         failed = sum(summary[k]["rates"][i]["failed_count"] for k in kinds
                      for i in range(len(rates)))

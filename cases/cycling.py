@@ -525,15 +525,15 @@ def _write_ensemble_table(path: Path, summary: dict[str, Any], kinds: Sequence[s
         w = csv.writer(f)
         w.writerow(["cathode", "rate_mA_g", "seeds_count", "capacity_mean_mAh_g",
                     "capacity_std_mAh_g", "capacity_ci95_low_mAh_g",
-                    "capacity_ci95_high_mAh_g", "blocked_count", "stalled_count",
-                    "failed_count", "capacities_mAh_g"])
+                    "capacity_ci95_high_mAh_g", "blocked_count", "failed_count",
+                    "stalled_count", "capacities_mAh_g"])
         for kind in kinds:
             for r in summary[kind]["rates"]:
                 lo, hi = r["capacity_ci95_mAh_g"]
                 w.writerow([kind, r["rate_mA_g"], len(r["capacities_mAh_g"]),
                             r["capacity_mAh_g"], r["capacity_std_mAh_g"], lo, hi,
-                            r["stopped_by"].count("blocked"), r["stalled_count"],
-                            r["failed_count"],
+                            r["stopped_by"].count("blocked"), r["failed_count"],
+                            r["stalled_count"],
                             " ".join(f"{c:.6g}" for c in r["capacities_mAh_g"])])
 
 

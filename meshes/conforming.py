@@ -38,11 +38,13 @@ boxes are verification-sized (about 1 um); production 3D runs use voxel boxes.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -118,7 +120,9 @@ class ContactReport:
     """What :func:`design_contacts` did and the wire network it left."""
 
     wires_count: int
-    contacts_count: int  #: overlapping wire pairs (cores crossing by >= min_overlap)
+    #: overlapping wire pairs (capsule distance of the axes below r_i + r_j; the design keeps
+    #: every such overlap at least min_overlap deep)
+    contacts_count: int
     contacts_per_wire: float
     moved_count: int  #: wires shifted
     max_shift_um: float
@@ -128,17 +132,23 @@ class ContactReport:
     largest_cluster_fraction: float  #: share of the wires in the largest network
     min_overlap_um: float
     min_gap_um: float
+    #: wires whose end was moved along the axis at a box face (shortened or lengthened)
+    trimmed_count: int = 0
+    max_trim_um: float = 0.0
 
 
-def _unit_normal(u: np.ndarray, axis_i: np.ndarray) -> np.ndarray:
-    """Normalise u row-wise; rows of (near) zero length get a direction normal to axis_i."""
+def _unit_normal(u: np.ndarray, axis_i: np.ndarray, axis_j: np.ndarray) -> np.ndarray:
+    """Normalise u row-wise; rows of (near) zero length (intersecting axes) get the common
+    normal of the two axes, or a direction normal to axis_i where they are parallel."""
     norm = np.linalg.norm(u, axis=1)
     small = norm < 1e-9
     if np.any(small):
         u = u.copy()
-        trial = np.cross(axis_i[small], np.array([0.0, 0.0, 1.0]))
-        bad = np.linalg.norm(trial, axis=1) < 1e-6
-        trial[bad] = np.cross(axis_i[small][bad], np.array([1.0, 0.0, 0.0]))
+        trial = np.cross(axis_i[small], axis_j[small])
+        bad = np.linalg.norm(trial, axis=1) < 1e-6 * np.linalg.norm(axis_i[small], axis=1)
+        trial[bad] = np.cross(axis_i[small][bad], np.array([0.0, 0.0, 1.0]))
+        worse = np.linalg.norm(trial, axis=1) < 1e-12
+        trial[worse] = np.cross(axis_i[small][worse], np.array([1.0, 0.0, 0.0]))
         u[small] = trial
         norm = np.linalg.norm(u, axis=1)
     return np.asarray(u / norm[:, None])
@@ -170,6 +180,7 @@ def design_contacts(seg: WireSegments, *, lo_um: np.ndarray, hi_um: np.ndarray,
     a, b, r = seg.a_um.copy(), seg.b_um.copy(), seg.radii_um
     n = len(r)
     shift_total = np.zeros((n, 3))
+    trim_total = np.zeros(n)  # largest change of a wire end's position along its axis
     margin = 0.5 * min(min_overlap_um, min_gap_um)
     bad_count = 0
     sweeps = 0
@@ -184,7 +195,8 @@ def design_contacts(seg: WireSegments, *, lo_um: np.ndarray, hi_um: np.ndarray,
             i, j = pairs[:, 0], pairs[:, 1]
             d, s, t = segment_closest_points(a[i], b[i], a[j], b[j])
             u = _unit_normal((a[j] + t[:, None] * (b[j] - a[j]))
-                             - (a[i] + s[:, None] * (b[i] - a[i])), b[i] - a[i])
+                             - (a[i] + s[:, None] * (b[i] - a[i])), b[i] - a[i],
+                             b[j] - a[j])
             T = np.stack([r[i] + r[j], np.abs(r[i] - r[j])], axis=1)
             bad, goal = _nearest_allowed(d, T - min_overlap_um, T + min_gap_um, margin)
             bad_count += int(bad.sum())
@@ -201,6 +213,7 @@ def design_contacts(seg: WireSegments, *, lo_um: np.ndarray, hi_um: np.ndarray,
         shift_total += move
         # box faces are hard constraints: projected fully after the pair moves
         move = np.zeros((n, 3))
+        trim = trim_total
         axis = b - a
         length = np.maximum(np.linalg.norm(axis, axis=1), 1e-300)
         for k in range(3):
@@ -234,7 +247,23 @@ def design_contacts(seg: WireSegments, *, lo_um: np.ndarray, hi_um: np.ndarray,
                     options = [(c - near[q]) / step_k for c in (clear, beyond)]
                     options = [o for o in options if length[q] + o > 2.0 * min_gap_um]
                     if options:
-                        end[q] += min(options, key=abs) * inward
+                        change = min(options, key=abs)
+                        end[q] += change * inward
+                        trim[q] = max(trim[q], abs(change))
+                # a wire that crosses the face: the cap of its outside end must clear the
+                # face too (it lies outside, so lengthening that end is harmless)
+                for end in (a, b):
+                    s_end = sign * (end[:, k] - plane)  # + inside
+                    rim_out = -s_end - rim  # gap between the outside cap's rim and the face
+                    cbad = crossing & (s_end < 0.0) & (rim_out > -min_overlap_um) \
+                        & (rim_out < min_gap_um)
+                    bad_count += int(cbad.sum())
+                    for q in np.nonzero(cbad)[0]:
+                        other = b[q] if end is a else a[q]
+                        outward = (end[q] - other) / length[q]
+                        change = (1.5 * min_gap_um - rim_out[q]) / max(cos_k[q], 1e-6)
+                        end[q] += change * outward
+                        trim[q] = max(trim[q], abs(change))
         if bad_count == 0:
             break
         a += move
@@ -260,6 +289,8 @@ def design_contacts(seg: WireSegments, *, lo_um: np.ndarray, hi_um: np.ndarray,
         contacts_per_wire=2.0 * len(pairs) / n if n else 0.0,
         moved_count=int(np.count_nonzero(moved > 0.0)),
         max_shift_um=float(moved.max(initial=0.0)),
+        trimmed_count=int(np.count_nonzero(trim_total > 0.0)),
+        max_trim_um=float(trim_total.max(initial=0.0)),
         mean_shift_um=float(moved[moved > 0].mean()) if np.any(moved > 0) else 0.0,
         sweeps=sweeps, clusters_count=int(n_comp), largest_cluster_fraction=largest,
         min_overlap_um=min_overlap_um, min_gap_um=min_gap_um)
@@ -307,8 +338,9 @@ def check_conforming_scope(case: CaseSpec, kind: str) -> None:
     cannot be a conforming box; cheap, so callers run it before making any folder."""
     if kind != "gradient":
         raise ConformingError(f"cathode = {kind!r}: conforming boxes (box.mesh = "
-                              f"'conforming') are built for the gradient membrane only; "
-                              f"carbon-black aggregates and rGO discs are voxel-only")
+                              f"'conforming') are built for the gradient membrane only "
+                              f"(--cathode gradient); carbon-black aggregates and rGO discs "
+                              f"are voxel-only")
     if case.gradient.rgo_wt_fraction > 0.0:
         raise ConformingError(
             f"gradient.rgo_wt_fraction = {case.gradient.rgo_wt_fraction:g}: conforming "
@@ -324,16 +356,21 @@ def check_conforming_scope(case: CaseSpec, kind: str) -> None:
 
 def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
                         size_fine_um: float | None = None, size_coarse_um: float = 0.1,
-                        threads: int = 1) -> ConformingBox:
+                        design_size_um: float | None = None, threads: int = 1
+                        ) -> ConformingBox:
     """Conforming tetrahedral mesh of ``case.box`` (its size, height, depth and seed).
 
     Elements of ``size_fine_um`` (default ``box.conforming_size_um``) on the wire surfaces
-    grow to ``size_coarse_um`` in the pore. Raises :class:`ConformingError` (one line) when
-    the box is out of scope or no entry of :data:`DESIGN_LADDER` gives a meshable design.
+    grow to ``size_coarse_um`` in the pore. The contact design's bands scale with
+    ``design_size_um`` (default: the element size), so the designed geometry depends on it;
+    a mesh-convergence study keeps it fixed while ``size_fine_um`` shrinks. Raises
+    :class:`ConformingError` (one line) when the box is out of scope or no entry of
+    :data:`DESIGN_LADDER` gives a meshable design.
     """
     if size_fine_um is None:
         size_fine_um = case.box.conforming_size_um
-    if not (0.0 < size_fine_um <= size_coarse_um):
+    design = size_fine_um if design_size_um is None else design_size_um
+    if not (0.0 < size_fine_um <= size_coarse_um) or design <= 0.0:
         raise ConformingError(f"size_fine_um = {size_fine_um:g}, size_coarse_um = "
                               f"{size_coarse_um:g}: must satisfy 0 < fine <= coarse")
     check_conforming_scope(case, kind)
@@ -343,7 +380,7 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
     g = case.gradient
     real = realize_gradient(g, (0.0, size, 0.0, size), case.box.seed)
     t0 = time.perf_counter()
-    clipped = clip_wires(real.wires, lo, hi, pad_um=size_fine_um)
+    clipped = clip_wires(real.wires, lo, hi, pad_um=design)
     r_mean = float(clipped.radii_um.mean()) if len(clipped) else 0.05
     # the spec's contact width between crossing cylinders (w = 2 sqrt(r p))
     spec_overlap = g.contact_width_um**2 / (4.0 * r_mean)
@@ -351,8 +388,8 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
     attempts = 0
     for f_overlap, f_gap in DESIGN_LADDER:
         attempts += 1
-        min_overlap = max(spec_overlap, f_overlap * size_fine_um)
-        min_gap = f_gap * size_fine_um
+        min_overlap = max(spec_overlap, f_overlap * design)
+        min_gap = f_gap * design
         try:
             seg, report = design_contacts(clipped, lo_um=lo, hi_um=hi,
                                           min_overlap_um=min_overlap, min_gap_um=min_gap)
@@ -394,7 +431,8 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
         "cells_below_0.01_count": float(np.count_nonzero(q < 0.01)),
         "min_cell_volume_um3": float(vol.min(initial=np.inf)),
         "box_volume_error_rel": abs(total - size * size * height) / (size * size * height),
-        "design_time_s": t_design, "geometry_time_s": t_geo, "mesh_time_s": t_mesh,
+        "design_time_s": t_design, "design_size_um": design, "geometry_time_s": t_geo,
+        "mesh_time_s": t_mesh,
         "size_fine_um": size_fine_um, "size_coarse_um": size_coarse_um,
     }
     for p in (Phase.NANOWIRE, Phase.SPE, Phase.VOID):
@@ -422,62 +460,81 @@ def _occ_mesh(lo: np.ndarray, hi: np.ndarray, seg: WireSegments, fine: float, co
     t0 = time.perf_counter()
     gmsh.initialize(interruptible=False)
     try:
-        gmsh.option.setNumber("General.Terminal", int(os.environ.get("GMSH_VERBOSE", "0")))
-        gmsh.option.setNumber("General.NumThreads", max(1, threads))
-        gmsh.model.add("conforming_box")
-        occ = gmsh.model.occ
-        inputs = [(3, occ.addCylinder(*seg.a_um[k], *(seg.b_um[k] - seg.a_um[k]),
-                                      seg.radii_um[k])) for k in range(len(seg))]
-        inputs.append((3, occ.addBox(*lo, *(hi - lo))))
-        _, out_map = occ.fragment(inputs[:1], inputs[1:])
-        occ.synchronize()
-        wire_pieces = {tag for children in out_map[:-1] for dim, tag in children if dim == 3}
-        # The pieces inside the box are exactly the box's children in the fragment (a test on
-        # a piece's centre of mass is not enough: an outside piece can wrap around a box edge).
-        inside = {tag for dim, tag in out_map[-1] if dim == 3}
-        keep = {tag: (1 if tag in wire_pieces else 3) for tag in inside}
-        outside = [(3, tag) for dim, tag in gmsh.model.getEntities(3) if tag not in inside]
-        # non-recursive removal: the recursive one costs O(n^2) in OCC's bookkeeping
-        occ.remove(outside, recursive=False)
-        occ.synchronize()
-        solid = [(3, t) for t, reg in keep.items() if reg == 1]
-        fine_pts = {p for p in gmsh.model.getBoundary(solid, combined=False, oriented=False,
-                                                      recursive=True) if p[0] == 0}
-        gmsh.model.mesh.setSize(gmsh.model.getEntities(0), coarse)
-        gmsh.model.mesh.setSize(sorted(fine_pts), fine)
-        gmsh.option.setNumber("Mesh.MeshSizeMin", 0.5 * fine)
-        gmsh.option.setNumber("Mesh.MeshSizeMax", coarse)
-        gmsh.option.setNumber("Mesh.MeshSizeFromCurvature", 12)
-        gmsh.option.setNumber("Mesh.MeshSizeExtendFromBoundary", 1)
-        gmsh.option.setNumber("Mesh.Algorithm3D", 10)  # HXT
-        t1 = time.perf_counter()
-        try:
-            with _c_output_hidden():
-                gmsh.model.mesh.generate(3)
-        except Exception as e:
-            raise ConformingError(f"gmsh: {str(e).splitlines()[0]}") from None
-        node_tags, coords, _ = gmsh.model.mesh.getNodes()
-        if len(node_tags) == 0:
-            raise ConformingError("gmsh: no mesh nodes")
-        index = np.full(int(node_tags.max()) + 1, -1, dtype=np.int64)
-        index[node_tags.astype(np.int64)] = np.arange(len(node_tags))
-        points = coords.reshape(-1, 3)
-        cells_list, region_list = [], []
-        for tag, reg in keep.items():
-            types, _, conn = gmsh.model.mesh.getElements(3, tag)
-            n_here = 0
-            for etype, c in zip(types, conn, strict=True):
-                if etype != 4:
-                    raise ConformingError(f"gmsh: volume {tag} has element type {etype}, "
-                                          f"expected tetrahedra")
-                cells_list.append(index[c.astype(np.int64)].reshape(-1, 4))
-                region_list.append(np.full(len(cells_list[-1]), reg, dtype=np.int32))
-                n_here += len(cells_list[-1])
-            if n_here == 0:
-                raise ConformingError(f"gmsh: volume {tag} was not meshed")
-        t2 = time.perf_counter()
+        return _occ_mesh_in_session(gmsh, lo, hi, seg, fine, coarse, threads, t0)
+    except ConformingError:
+        raise
+    except Exception as e:  # any Gmsh/OCC failure: one line, and the ladder goes on
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ConformingError(f"gmsh: {first}") from None
     finally:
         gmsh.finalize()
+
+
+def _occ_mesh_in_session(gmsh: Any, lo: np.ndarray, hi: np.ndarray, seg: WireSegments,
+                         fine: float, coarse: float, threads: int, t0: float
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, int]:
+    """The body of :func:`_occ_mesh`, inside an initialised Gmsh session."""
+    gmsh.option.setNumber("General.Terminal", 1 if _verbose() else 0)
+    gmsh.option.setNumber("General.NumThreads", max(1, threads))
+    gmsh.model.add("conforming_box")
+    occ = gmsh.model.occ
+    inputs = [(3, occ.addCylinder(*seg.a_um[k], *(seg.b_um[k] - seg.a_um[k]),
+                                  seg.radii_um[k])) for k in range(len(seg))]
+    inputs.append((3, occ.addBox(*lo, *(hi - lo))))
+    _, out_map = occ.fragment(inputs[:1], inputs[1:])
+    occ.synchronize()
+    wire_pieces = {tag for children in out_map[:-1] for dim, tag in children if dim == 3}
+    # The pieces inside the box are exactly the box's children in the fragment (a test on
+    # a piece's centre of mass is not enough: an outside piece can wrap around a box edge).
+    inside = {tag for dim, tag in out_map[-1] if dim == 3}
+    keep = {tag: (1 if tag in wire_pieces else 3) for tag in inside}
+    outside = [(3, tag) for dim, tag in gmsh.model.getEntities(3) if tag not in inside]
+    # non-recursive removal: the recursive one costs O(n^2) in OCC's bookkeeping; then
+    # the surfaces, curves and points of the removed pieces that no kept piece uses
+    occ.remove(outside, recursive=False)
+    occ.synchronize()
+    kept = [(3, t) for t in keep]
+    bound = set(gmsh.model.getBoundary(kept, combined=False, oriented=False))
+    bound |= set(gmsh.model.getBoundary(sorted(bound), combined=False, oriented=False))
+    bound |= set(gmsh.model.getBoundary(sorted(bound), combined=False, oriented=False))
+    orphans = [e for dim in (2, 1, 0) for e in gmsh.model.getEntities(dim)
+               if e not in bound]
+    if orphans:
+        occ.remove(orphans, recursive=False)
+        occ.synchronize()
+    solid = [(3, t) for t, reg in keep.items() if reg == 1]
+    fine_pts = {p for p in gmsh.model.getBoundary(solid, combined=False, oriented=False,
+                                                  recursive=True) if p[0] == 0}
+    gmsh.model.mesh.setSize(gmsh.model.getEntities(0), coarse)
+    gmsh.model.mesh.setSize(sorted(fine_pts), fine)
+    gmsh.option.setNumber("Mesh.MeshSizeMin", 0.5 * fine)
+    gmsh.option.setNumber("Mesh.MeshSizeMax", coarse)
+    gmsh.option.setNumber("Mesh.MeshSizeFromCurvature", 12)
+    gmsh.option.setNumber("Mesh.MeshSizeExtendFromBoundary", 1)
+    gmsh.option.setNumber("Mesh.Algorithm3D", 10)  # HXT
+    t1 = time.perf_counter()
+    with _c_output_hidden():
+        gmsh.model.mesh.generate(3)
+    node_tags, coords, _ = gmsh.model.mesh.getNodes()
+    if len(node_tags) == 0:
+        raise ConformingError("gmsh: no mesh nodes")
+    index = np.full(int(node_tags.max()) + 1, -1, dtype=np.int64)
+    index[node_tags.astype(np.int64)] = np.arange(len(node_tags))
+    points = coords.reshape(-1, 3)
+    cells_list, region_list = [], []
+    for tag, reg in keep.items():
+        types, _, conn = gmsh.model.mesh.getElements(3, tag)
+        n_here = 0
+        for etype, c in zip(types, conn, strict=True):
+            if etype != 4:
+                raise ConformingError(f"gmsh: volume {tag} has element type {etype}, "
+                                      f"expected tetrahedra")
+            cells_list.append(index[c.astype(np.int64)].reshape(-1, 4))
+            region_list.append(np.full(len(cells_list[-1]), reg, dtype=np.int32))
+            n_here += len(cells_list[-1])
+        if n_here == 0:
+            raise ConformingError(f"gmsh: volume {tag} was not meshed")
+    t2 = time.perf_counter()
     cells = np.concatenate(cells_list)
     region = np.concatenate(region_list)
     used = np.unique(cells)
@@ -492,22 +549,30 @@ def _c_output_hidden() -> Iterator[None]:
     """Hide what C code prints on the process's stdout and stderr (HXT reports the surface
     meshes it rejects there, which a failed attempt of the design ladder would leave on the
     user's terminal); ``GMSH_VERBOSE=1`` shows it."""
-    if os.environ.get("GMSH_VERBOSE", "0") != "0":
+    if _verbose():
         yield
         return
+    libc = ctypes.CDLL(None)
     sys.stdout.flush()
     sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
+    libc.fflush(None)
     devnull = os.open(os.devnull, os.O_WRONLY)
+    saved = [os.dup(1), os.dup(2)]
     try:
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
         yield
     finally:
+        libc.fflush(None)  # what C code buffered goes to /dev/null, not after the restore
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
         for fd in (*saved, devnull):
             os.close(fd)
+
+
+def _verbose() -> bool:
+    """``GMSH_VERBOSE`` set to anything but empty or 0 shows Gmsh's log and messages."""
+    return os.environ.get("GMSH_VERBOSE", "0").strip() not in ("", "0")
 
 
 def _within_coated_wire(w: Wires, pts: np.ndarray, coating: float) -> np.ndarray:

@@ -56,7 +56,7 @@ def test_box_mesh_is_valid_fills_the_box_and_matches_the_voxel_geometry(small_bo
     assert box.contacts.wires_count > 5 and box.contacts.contacts_count > 0
 
 
-def test_designed_contacts_are_either_wide_or_apart(small_box) -> None:
+def test_designed_contacts_and_faces_are_either_wide_or_apart(small_box) -> None:
     _, box = small_box
     if COMM.rank != 0:
         return
@@ -70,8 +70,26 @@ def test_designed_contacts_are_either_wide_or_apart(small_box) -> None:
     for tangency in (r[i] + r[j], np.abs(r[i] - r[j])):
         near = (d > tangency - rep.min_overlap_um) & (d < tangency + rep.min_gap_um)
         assert not np.any(near)
-    overlapping = int(np.count_nonzero(d < r[i] + r[j]))
-    assert overlapping == rep.contacts_count
+    # every wire surface and its end caps clear each box face or cross it by min_overlap
+    lo = np.asarray(box.origin_um)
+    hi = lo + np.array([box.size_um, box.size_um, box.height_um])
+    length = np.linalg.norm(b - a, axis=1)
+    checked = 0
+    for k in range(3):
+        rim = r * np.sqrt(np.clip(1 - ((b - a)[:, k] / length) ** 2, 0, 1))
+        for plane, sign in ((lo[k], 1.0), (hi[k], -1.0)):
+            da, db = sign * (a[:, k] - plane), sign * (b[:, k] - plane)
+            crossing = da * db < 0
+            dist = np.minimum(np.abs(da), np.abs(db))
+            near = ~crossing & (dist > rim - rep.min_overlap_um) & (dist < rim + rep.min_gap_um)
+            assert not np.any(near)
+            for s_end in (da, db):
+                gap = -s_end - rim  # outside end of a crossing wire: its cap to the face
+                near = crossing & (s_end < 0) & (gap > -rep.min_overlap_um) & (
+                    gap < rep.min_gap_um)
+                assert not np.any(near)
+            checked += int(np.count_nonzero(crossing))
+    assert checked > len(r)  # most wires cross some face
     assert 0.0 < rep.max_shift_um < 0.1  # small shifts: under one wire diameter
 
 

@@ -334,7 +334,9 @@ def test_single_wire_matches_1d_radial_diffusion_at_second_order() -> None:
     ({"stall_steps": 2.5, "step": [{"kind": "rest", "duration_s": 1}]},
      r"stall_steps = 2.5, must be an integer >= 0"),
     ({"stall_dt_s": 500.0, "step": [{"kind": "rest", "duration_s": 1}]},
-     r"stall_dt_s = 500.0, must be in \[dt_min_s, dt_max_s\]"),
+     r"stall_dt_s = 500.0, must be in \(dt_min_s, dt_max_s\]"),
+    ({"dt_min_s": 1e-3, "step": [{"kind": "rest", "duration_s": 1}]},
+     r"stall_dt_s = 0.001, must be in \(dt_min_s, dt_max_s\]"),
 ])
 def test_protocol_input_errors_are_one_line(data: dict, message: str) -> None:
     with pytest.raises(ProtocolError, match=message) as info:
@@ -614,6 +616,9 @@ def test_a_discharge_held_on_short_steps_ends_stalled(pillar: TaggedMesh,
     # Steps held below stall_dt_s (here by a tiny dtheta_max) end the cc step "stalled"
     # after stall_steps of them, with the capacity reached; the next step still runs. A
     # resumed run recounts the short steps from its records and stops at the same state.
+    # a protocol that never stalls needs no valid stall_dt_s
+    Protocol(steps=(Step(kind="rest", duration_s=1.0),), dt_min_s=0.01, stall_steps=0)
+
     def proto(stall_steps: int) -> Protocol:
         return Protocol(steps=(Step(kind="cc", current_mA_g=300.0, until_voltage_V=1.5,
                                     duration_s=0.1),

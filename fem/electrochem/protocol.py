@@ -133,9 +133,10 @@ class Protocol:
                 or self.stall_steps < 0:
             raise ProtocolError(f"protocol.stall_steps = {self.stall_steps!r}, must be an "
                                 f"integer >= 0 (0: never)")
-        if not (self.dt_min_s <= self.stall_dt_s <= self.dt_max_s):
+        if self.stall_steps and not (self.dt_min_s < self.stall_dt_s <= self.dt_max_s):
             raise ProtocolError(f"protocol.stall_dt_s = {self.stall_dt_s}, must be in "
-                                f"[dt_min_s, dt_max_s] = [{self.dt_min_s}, {self.dt_max_s}]")
+                                f"(dt_min_s, dt_max_s] = ({self.dt_min_s}, {self.dt_max_s}] "
+                                f"(or stall_steps = 0)")
 
 
 def protocol_from_dict(data: Mapping[str, Any]) -> Protocol:
