@@ -24,7 +24,8 @@ Wires that run along a box face obey the same rule with the face; a wire that *e
 face is shortened or lengthened instead. Pair shifts go along the common normal, half to each
 wire, averaged over the pairs of a wire, and repeat in sweeps. The band widths are tried in a
 fixed sequence (:data:`DESIGN_LADDER`) until the design converges and Gmsh meshes the result,
-so the same spec and seed always give the same mesh; :class:`ConformingError` (one line)
+then again on wires jittered by a few nm (:data:`JITTER_SD`, seeded by the box seed), so the
+same spec and seed always give the same mesh; :class:`ConformingError` (one line)
 reports a box that none of them meshes. The shifts, the contacts and the wire clusters are
 reported with the mesh.
 
@@ -58,8 +59,8 @@ from meshes.spec import CaseSpec, SpecError
 from meshes.tags import Phase
 from meshes.voxels import VoxelImage, box_window, cathode_layers_um, voxelize
 
-__all__ = ["DESIGN_LADDER", "ConformingBox", "ConformingError", "ContactReport", "WireSegments",
-           "check_conforming_scope", "clip_wires", "design_contacts", "mesh_conforming_box",
+__all__ = ["DESIGN_LADDER", "JITTER_ROUNDS", "JITTER_SD", "ConformingBox", "ConformingError",
+           "ContactReport", "WireSegments", "check_conforming_scope", "clip_wires", "design_contacts", "mesh_conforming_box",
            "tet_quality", "voxelize_designed"]
 
 
@@ -313,6 +314,12 @@ def tet_quality(points: np.ndarray, cells: np.ndarray) -> np.ndarray:
 DESIGN_LADDER: tuple[tuple[float, float], ...] = ((1 / 3, 1 / 2), (1 / 4, 2 / 5), (1 / 2, 3 / 4),
                                                   (2 / 3, 1.0), (1 / 5, 3 / 10),
                                                   (3 / 20, 1 / 4))
+#: then, when no band width works (tiny pieces where wires pass near a box edge or corner,
+#: which the pair and face rules do not see), the ladder is run again on wires jittered by
+#: independent normal shifts of this standard deviation (fraction of the element size),
+#: from a generator seeded by (box.seed, round): at most this many rounds
+JITTER_SD: float = 0.25
+JITTER_ROUNDS: int = 3
 
 
 @dataclass(frozen=True)
@@ -386,23 +393,35 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
     spec_overlap = g.contact_width_um**2 / (4.0 * r_mean)
     failures = []
     attempts = 0
-    for f_overlap, f_gap in DESIGN_LADDER:
-        attempts += 1
-        min_overlap = max(spec_overlap, f_overlap * design)
-        min_gap = f_gap * design
-        try:
-            seg, report = design_contacts(clipped, lo_um=lo, hi_um=hi,
-                                          min_overlap_um=min_overlap, min_gap_um=min_gap)
-            t_design = time.perf_counter() - t0
-            points, cells, region, t_geo, t_mesh, n_vol = _occ_mesh(
-                lo, hi, seg, size_fine_um, size_coarse_um, threads)
+    jitter_um = 0.0
+    meshed = None
+    for round_ in range(JITTER_ROUNDS + 1):
+        start = clipped
+        if round_:
+            rng = np.random.default_rng([case.box.seed, round_])
+            shift = rng.normal(0.0, JITTER_SD * design, size=(len(clipped), 3))
+            start = replace(clipped, a_um=clipped.a_um + shift, b_um=clipped.b_um + shift)
+        for f_overlap, f_gap in DESIGN_LADDER:
+            attempts += 1
+            min_overlap = max(spec_overlap, f_overlap * design)
+            min_gap = f_gap * design
+            try:
+                seg, report = design_contacts(start, lo_um=lo, hi_um=hi,
+                                              min_overlap_um=min_overlap, min_gap_um=min_gap)
+                t_design = time.perf_counter() - t0
+                meshed = _occ_mesh(lo, hi, seg, size_fine_um, size_coarse_um, threads)
+                break
+            except ConformingError as e:
+                failures.append(str(e))
+        if meshed is not None:
+            jitter_um = (float(np.linalg.norm(start.a_um - clipped.a_um, axis=1).max(initial=0))
+                         if round_ else 0.0)
             break
-        except ConformingError as e:
-            failures.append(str(e))
-    else:
+    if meshed is None:
         raise ConformingError(
-            f"box.seed = {case.box.seed}: no meshable contact design in {len(DESIGN_LADDER)} "
-            f"attempts (last: {failures[-1]}); use voxel boxes, or another seed")
+            f"box.seed = {case.box.seed}: no meshable contact design in {attempts} attempts "
+            f"(last: {failures[-1]}); use voxel boxes, or another seed")
+    points, cells, region, t_geo, t_mesh, n_vol = meshed
     q = tet_quality(points, cells)
     neg = q < 0
     cells[neg] = cells[neg][:, [0, 2, 1, 3]]  # positive orientation
@@ -424,6 +443,7 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
     stats = {
         "cells_count": float(len(cells)), "vertices_count": float(len(points)),
         "volumes_count": float(n_vol), "design_attempts": float(attempts),
+        "jitter_max_um": jitter_um,
         "min_quality": float(q.min(initial=1.0)),
         "quality_p001": float(np.percentile(q, 0.1)) if len(q) else 1.0,
         "quality_p01": float(np.percentile(q, 1)) if len(q) else 1.0,
