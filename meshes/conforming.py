@@ -60,8 +60,8 @@ from meshes.tags import Phase
 from meshes.voxels import VoxelImage, box_window, cathode_layers_um, voxelize
 
 __all__ = ["DESIGN_LADDER", "JITTER_ROUNDS", "JITTER_SD", "ConformingBox", "ConformingError",
-           "ContactReport", "WireSegments", "check_conforming_scope", "clip_wires", "design_contacts", "mesh_conforming_box",
-           "tet_quality", "voxelize_designed"]
+           "ContactReport", "WireSegments", "check_conforming_scope", "clip_wires",
+           "design_contacts", "mesh_conforming_box", "tet_quality", "voxelize_designed"]
 
 
 class ConformingError(SpecError):
