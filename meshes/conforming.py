@@ -133,7 +133,8 @@ class ContactReport:
     largest_cluster_fraction: float  #: share of the wires in the largest network
     min_overlap_um: float
     min_gap_um: float
-    #: wires whose end was moved along the axis at a box face (shortened or lengthened)
+    #: wires whose end inside the box was moved along the axis at a box face (shortened or
+    #: lengthened; ends outside the box lengthened to clear a face are not counted)
     trimmed_count: int = 0
     max_trim_um: float = 0.0
 
@@ -263,8 +264,7 @@ def design_contacts(seg: WireSegments, *, lo_um: np.ndarray, hi_um: np.ndarray,
                         other = b[q] if end is a else a[q]
                         outward = (end[q] - other) / length[q]
                         change = (1.5 * min_gap_um - rim_out[q]) / max(cos_k[q], 1e-6)
-                        end[q] += change * outward
-                        trim[q] = max(trim[q], abs(change))
+                        end[q] += change * outward  # outside the box: not a trim
         if bad_count == 0:
             break
         a += move

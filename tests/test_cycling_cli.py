@@ -147,6 +147,26 @@ def test_rate_ensemble_over_seeds(tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr and not (tmp_path / "bad").exists()
 
 
+def test_stalled_discharges_are_counted_and_named(tmp_path: Path) -> None:
+    # Steps held below stall_dt_s (a tiny dtheta_max) stall both seeds' discharges after
+    # stall_steps steps: the ensemble counts them, the CSV has them, the table names them.
+    case = tmp_path / "rate.toml"
+    case.write_text(TINY.replace("dtheta_max = 0.05", "dtheta_max = 1e-6\ndt_initial_s = 0.004\n"
+                                 "stall_dt_s = 0.01\nstall_steps = 3"))
+    out = tmp_path / "ens"
+    r = _run(["rate", str(case), "--rates", "300", "--seeds", "2", "--cathode", "gradient",
+              "--out", str(out), "-q"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    [row] = json.loads((out / "summary.json").read_text())["gradient"]["rates"]
+    assert row["stopped_by"] == ["stalled", "stalled"] and row["stalled_count"] == 2
+    assert row["failed_count"] == 0 and min(row["capacities_mAh_g"]) > 0
+    with (out / "rate_capability.csv").open() as f:
+        [line] = list(csv.DictReader(f))
+    assert line["stalled_count"] == "2" and line["blocked_count"] == "0"
+    assert "2 discharge(s) stalled above the cut-off" in r.stdout
+    assert "gradient 300 mA/g seed 3, gradient 300 mA/g seed 4" in r.stdout
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     ('[[protocol.step]]\nkind = "cc"\ncurrent_mA_g = 100.0\n',
      "needs until_voltage_V or duration_s"),
