@@ -140,31 +140,9 @@ def distribute_section(comm: MPI.Comm, section: SectionMesh | None, root: int = 
         meta = (section.kind, section.width_um, section.thickness_um, section.composite_z_um,
                 section.layer_z_um)
     kind, width, thickness, zc, layers = comm.bcast(meta, root=root)
-    if comm.rank == root:
-        assert section is not None
-        cells = section.cells.astype(np.int64)
-        x = section.points_um
-        phase_all = section.phase.astype(np.int32)
-    else:
-        cells = np.zeros((0, 3), dtype=np.int64)
-        x = np.zeros((0, 2), dtype=np.float64)
-        phase_all = None
-    element = basix.ufl.element("Lagrange", "triangle", 1, shape=(2,))
-    partitioner = dolfinx.mesh.create_cell_partitioner(  # type: ignore[call-arg]
-        dolfinx.mesh.GhostMode.shared_facet, 2)
-    msh = dolfinx.mesh.create_mesh(comm, cells, element, x,  # type: ignore[arg-type]
-                                   partitioner=partitioner)
-    # Every rank needs the phases of its owned and ghost cells; the array is small (int32 per
-    # cell), so broadcasting it is simpler and cheaper than a targeted scatter in 2D.
-    phase_all = comm.bcast(phase_all, root=root)
-    original = np.asarray(msh.topology.original_cell_index, dtype=np.int64)
-    phase = phase_all[original]
-    tdim = msh.topology.dim
-    n_local = msh.topology.index_map(tdim).size_local + msh.topology.index_map(tdim).num_ghosts
-    if len(phase) != n_local:
-        raise RuntimeError("original_cell_index does not cover the ghost cells")
-    cell_tags = dolfinx.mesh.meshtags(msh, tdim, np.arange(n_local, dtype=np.int32), phase)
-    cell_tags.name = "phase"
+    msh, phase, cell_tags = _distribute_simplices(
+        comm, None if section is None else (section.cells, section.points_um, section.phase),
+        "triangle", 2, root)
     facet_tags = facet_tags_from_phases(msh, phase, width, thickness)
     facet_tags.name = "facets"
     return TaggedMesh(mesh=msh, phase=phase, cell_tags=cell_tags, facet_tags=facet_tags,
@@ -214,20 +192,39 @@ def distribute_conforming(comm: MPI.Comm, box: ConformingBox | None, root: int =
         assert box is not None
         meta = (box.kind, box.size_um, box.height_um, box.origin_um)
     kind, size, height, origin = comm.bcast(meta, root=root)
+    msh, phase, cell_tags = _distribute_simplices(
+        comm, None if box is None else (box.cells, box.points_um, box.phase), "tetrahedron", 3,
+        root)
+    facet_tags = facet_tags_from_phases(msh, phase, size, height, depth_um=size)
+    facet_tags.name = "facets"
+    return TaggedMesh(mesh=msh, phase=phase, cell_tags=cell_tags, facet_tags=facet_tags,
+                      kind=kind, width_um=size, thickness_um=height,
+                      composite_z_um=(0.0, height), layer_z_um=(), depth_um=size,
+                      z_offset_um=float(origin[2]))
+
+
+def _distribute_simplices(comm: MPI.Comm, arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+                          cell: str, gdim: int, root: int
+                          ) -> tuple[dolfinx.mesh.Mesh, np.ndarray, dolfinx.mesh.MeshTags]:
+    """Distribute (cells, points, phase per cell) held by ``root`` (None elsewhere): the
+    mesh, the phase of every local cell (owned and ghost) and the phase cell tags. Phases
+    follow the cells through the partition by their original input index."""
     if comm.rank == root:
-        assert box is not None
-        cells = box.cells.astype(np.int64)
-        x = box.points_um
-        phase_all = box.phase.astype(np.int32)
+        assert arrays is not None
+        cells = arrays[0].astype(np.int64)
+        x = arrays[1]
+        phase_all = arrays[2].astype(np.int32)
     else:
-        cells = np.zeros((0, 4), dtype=np.int64)
-        x = np.zeros((0, 3), dtype=np.float64)
+        cells = np.zeros((0, gdim + 1), dtype=np.int64)
+        x = np.zeros((0, gdim), dtype=np.float64)
         phase_all = None
-    element = basix.ufl.element("Lagrange", "tetrahedron", 1, shape=(3,))
+    element = basix.ufl.element("Lagrange", cell, 1, shape=(gdim,))
     partitioner = dolfinx.mesh.create_cell_partitioner(  # type: ignore[call-arg]
         dolfinx.mesh.GhostMode.shared_facet, 2)
     msh = dolfinx.mesh.create_mesh(comm, cells, element, x,  # type: ignore[arg-type]
                                    partitioner=partitioner)
+    # Every rank needs the phases of its owned and ghost cells; the array is small (int32 per
+    # cell), so broadcasting it is simpler and cheaper than a targeted scatter.
     phase_all = comm.bcast(phase_all, root=root)
     original = np.asarray(msh.topology.original_cell_index, dtype=np.int64)
     phase = phase_all[original]
@@ -237,9 +234,4 @@ def distribute_conforming(comm: MPI.Comm, box: ConformingBox | None, root: int =
         raise RuntimeError("original_cell_index does not cover the ghost cells")
     cell_tags = dolfinx.mesh.meshtags(msh, tdim, np.arange(n_local, dtype=np.int32), phase)
     cell_tags.name = "phase"
-    facet_tags = facet_tags_from_phases(msh, phase, size, height, depth_um=size)
-    facet_tags.name = "facets"
-    return TaggedMesh(mesh=msh, phase=phase, cell_tags=cell_tags, facet_tags=facet_tags,
-                      kind=kind, width_um=size, thickness_um=height,
-                      composite_z_um=(0.0, height), layer_z_um=(), depth_um=size,
-                      z_offset_um=float(origin[2]))
+    return msh, phase, cell_tags
