@@ -25,9 +25,9 @@ face is shortened or lengthened instead. Pair shifts go along the common normal,
 wire, averaged over the pairs of a wire, and repeat in sweeps. The band widths are tried in a
 fixed sequence (:data:`DESIGN_LADDER`) until the design converges and Gmsh meshes the result,
 then again on wires jittered by a few nm (:data:`JITTER_SD`, seeded by the box seed), so the
-same spec and seed always give the same mesh; :class:`ConformingError` (one line)
-reports a box that none of them meshes. The shifts, the contacts and the wire clusters are
-reported with the mesh.
+same spec and seed always give the same mesh; :class:`ConformingError` (one line) reports a
+box that none of them meshes with every cell of quality >= :data:`MIN_QUALITY`. The shifts,
+the contacts and the wire clusters are reported with the mesh.
 
 Scope: the gradient membrane's wires and pore inside its composite layer. rGO sheets (20 nm
 discs) and the tape-cast cathode's carbon-black aggregates are voxel-only, and a spec that
@@ -59,7 +59,8 @@ from meshes.spec import CaseSpec, SpecError
 from meshes.tags import Phase
 from meshes.voxels import VoxelImage, box_window, cathode_layers_um, voxelize
 
-__all__ = ["DESIGN_LADDER", "JITTER_ROUNDS", "JITTER_SD", "ConformingBox", "ConformingError",
+__all__ = ["DESIGN_LADDER", "JITTER_ROUNDS", "JITTER_SD", "MIN_QUALITY", "ConformingBox",
+           "ConformingError",
            "ContactReport", "WireSegments", "check_conforming_scope", "clip_wires",
            "design_contacts", "mesh_conforming_box", "tet_quality", "voxelize_designed"]
 
@@ -320,6 +321,10 @@ DESIGN_LADDER: tuple[tuple[float, float], ...] = ((1 / 3, 1 / 2), (1 / 4, 2 / 5)
 #: from a generator seeded by (box.seed, round): at most this many rounds
 JITTER_SD: float = 0.25
 JITTER_ROUNDS: int = 3
+#: an attempt whose mesh has a cell of lower quality (mean ratio, 1 for the regular
+#: tetrahedron) counts as failed: such slivers sit in the polymer wedge where two wire
+#: surfaces meet at a small angle, and narrower bands or a jitter avoid them
+MIN_QUALITY: float = 1e-3
 
 
 @dataclass(frozen=True)
@@ -410,6 +415,11 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
                                               min_overlap_um=min_overlap, min_gap_um=min_gap)
                 t_design = time.perf_counter() - t0
                 meshed = _occ_mesh(lo, hi, seg, size_fine_um, size_coarse_um, threads)
+                q_min = float(np.abs(tet_quality(meshed[0], meshed[1])).min(initial=1.0))
+                if q_min < MIN_QUALITY:
+                    meshed = None
+                    raise ConformingError(f"minimum element quality {q_min:.2g} < "
+                                          f"{MIN_QUALITY:g}")
                 break
             except ConformingError as e:
                 failures.append(str(e))

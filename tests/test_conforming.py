@@ -12,6 +12,7 @@ from fem.conduction import ITERATIVE_PETSC_OPTIONS, conductivity_tensor
 from fem.parameters import default_conductivities
 from meshes.adapter import build_on_root, distribute_conforming, distribute_voxels
 from meshes.conforming import (
+    MIN_QUALITY,
     ConformingError,
     WireSegments,
     clip_wires,
@@ -43,7 +44,7 @@ def test_box_mesh_is_valid_fills_the_box_and_matches_the_voxel_geometry(small_bo
         return
     s = box.stats
     # every cell positively oriented, the box filled exactly, the phases where they belong
-    assert s["min_quality"] > 0.0 and s["min_cell_volume_um3"] > 0.0
+    assert s["min_quality"] >= MIN_QUALITY and s["min_cell_volume_um3"] > 0.0
     assert s["box_volume_error_rel"] < 1e-9
     assert set(np.unique(box.phase)) == {int(Phase.NANOWIRE), int(Phase.SPE)}  # f = 1 here
     assert box.points_um.min() > -1e-12 and box.points_um.max() < 0.6 + 1e-12
