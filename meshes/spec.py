@@ -240,8 +240,8 @@ class BoxSpec(_Spec):
                 * self.height_um
             if cells > 5.0e6:
                 raise SpecError(
-                    f"box.size_um = {self.size_um:g}, box.height_um = {self.height_um:g}, "
-                    f"box.conforming_size_um = {self.conforming_size_um:g}: a conforming box "
+                    f"size_um = {self.size_um:g}, height_um = {self.height_um:g}, "
+                    f"conforming_size_um = {self.conforming_size_um:g}: a conforming box "
                     f"of about {cells:.2g} tetrahedra; must be <= 5e6 (meshed on one rank: "
                     f"shrink the box, e.g. 1 x 1 x 1 um, or use box.mesh = 'voxels')")
         if n > 2.0e8 and self.mesh == "voxels":

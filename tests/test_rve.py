@@ -404,6 +404,8 @@ def test_rve_command_writes_tensors_images_and_statistics(tmp_path: Path) -> Non
     (["--depths", "0.5,abc"], "--depths"),
     (["--depths", "1.2"], "--depths"),
     (["--set", "box.mesh=tets"], "box.mesh"),
+    (["--set", "box.mesh=conforming", "--set", "box.size_um=3", "--set", "box.height_um=3"],
+     "box.size_um = 3, height_um = 3, conforming_size_um = 0.03: a conforming box of about"),
     (["--set", "box.mesh=conforming", "--cathode", "gradient"], "gradient.rgo_wt_fraction"),
     (["--set", "box.mesh=conforming", "--set", "gradient.rgo_wt_fraction=0"],
      "cathode = 'homogeneous'"),
