@@ -376,15 +376,17 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
     grow to ``size_coarse_um`` in the pore. The contact design's bands scale with
     ``design_size_um`` (default: the element size), so the designed geometry depends on it;
     a mesh-convergence study keeps it fixed while ``size_fine_um`` shrinks. Raises
-    :class:`ConformingError` (one line) when the box is out of scope or no entry of
-    :data:`DESIGN_LADDER` gives a meshable design.
+    :class:`ConformingError` (one line) when the box is out of scope or no attempt (every
+    entry of :data:`DESIGN_LADDER`, then :data:`JITTER_ROUNDS` jittered rounds of it) gives
+    a mesh whose cells all have quality >= :data:`MIN_QUALITY`.
     """
     if size_fine_um is None:
         size_fine_um = case.box.conforming_size_um
     design = size_fine_um if design_size_um is None else design_size_um
     if not (0.0 < size_fine_um <= size_coarse_um) or design <= 0.0:
         raise ConformingError(f"size_fine_um = {size_fine_um:g}, size_coarse_um = "
-                              f"{size_coarse_um:g}: must satisfy 0 < fine <= coarse")
+                              f"{size_coarse_um:g}, design_size_um = {design:g}: must satisfy "
+                              f"0 < fine <= coarse and design > 0")
     check_conforming_scope(case, kind)
     origin, size, height = box_window(case, kind)
     lo = np.asarray(origin, dtype=np.float64)
