@@ -164,6 +164,8 @@ def test_stalled_discharges_are_counted_and_named(tmp_path: Path) -> None:
         [line] = list(csv.DictReader(f))
     assert line["stalled_count"] == "2" and line["blocked_count"] == "0"
     assert "2 discharge(s) stalled above the cut-off" in r.stdout
+    mean = row["capacity_mAh_g"]
+    assert 0 < mean < 1 and f"{mean:.2g} [" in r.stdout  # not printed as 0.0
     assert "gradient 300 mA/g seed 3, gradient 300 mA/g seed 4" in r.stdout
 
 
