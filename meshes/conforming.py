@@ -417,7 +417,8 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
                                               min_overlap_um=min_overlap, min_gap_um=min_gap)
                 t_design = time.perf_counter() - t0
                 meshed = _occ_mesh(lo, hi, seg, size_fine_um, size_coarse_um, threads)
-                q_min = float(np.abs(tet_quality(meshed[0], meshed[1])).min(initial=1.0))
+                q = tet_quality(meshed[0], meshed[1])
+                q_min = float(np.abs(q).min(initial=1.0))
                 if q_min < MIN_QUALITY:
                     meshed = None
                     raise ConformingError(f"minimum element quality {q_min:.2g} < "
@@ -434,8 +435,7 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
             f"box.seed = {case.box.seed}: no meshable contact design in {attempts} attempts "
             f"(last: {failures[-1]}); use voxel boxes, or another seed")
     points, cells, region, t_geo, t_mesh, n_vol = meshed
-    q = tet_quality(points, cells)
-    neg = q < 0
+    neg = q < 0  # the quality of the accepted attempt, signed by the cell orientation
     cells[neg] = cells[neg][:, [0, 2, 1, 3]]  # positive orientation
     q = np.abs(q)
     designed = seg.as_wires()
