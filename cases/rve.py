@@ -67,6 +67,16 @@ log = logging.getLogger("cathodefem")
 AXES = ("x", "y", "z")
 
 
+#: what ``summary.json`` says about the solves of each ``box.sides``
+BOUNDARY_CONDITIONS = {
+    "insulating": "Dirichlet 1 V / 0 V on the two faces normal to the driven axis, other "
+                  "faces insulating",
+    "periodic": "Dirichlet 1 V / 0 V on the two faces normal to the driven axis; the other "
+                "lateral axes (x, y) periodic (microstructure and potential); top and bottom "
+                "insulating when x or y is driven; surface I-V probes with insulating sides",
+}
+
+
 def _tensor_entry(t: Any) -> dict[str, Any]:
     return {
         "tensor_S_cm": t.tensor_S_cm.tolist(),
@@ -113,11 +123,14 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
         tm = distribute_voxels(comm, image)
         stats_ = comm.bcast(image.stats if image is not None else None, root=0)
     params = default_conductivities()
-    electronic = conductivity_tensor(tm, params.electronic(), petsc_options=options)
-    ionic = conductivity_tensor(tm, params.ionic(), petsc_options=options)
+    periodic = case.box.sides == "periodic"
+    electronic = conductivity_tensor(tm, params.electronic(), petsc_options=options,
+                                     periodic=periodic)
+    ionic = conductivity_tensor(tm, params.ionic(), petsc_options=options, periodic=periodic)
     report = percolation_report(tm, bin_um=max(tm.thickness_um / 10, case.box.voxel_um
                                                if case.box.mesh == "voxels"
-                                               else case.box.conforming_size_um))
+                                               else case.box.conforming_size_um),
+                                periodic={0: tm.width_um, 1: tm.depth_um} if periodic else None)
     # surface I-V (paper Fig. 2f) on the cathode faces the box contains
     thickness = cathode_layers_um(case, kind)[2]
     faces = [f for f, inside in (("bottom", tm.z_offset_um <= 1e-9),
@@ -200,8 +213,7 @@ def run_rve(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD, *,
                     case.box, z_center_fraction=f)), kind)
     summary: dict[str, Any] = {"case": spec_to_dict(case), "phase_names": phase_names(),
                                "parameters": {"conductivities": _sources()},
-                               "boundary_conditions": "Dirichlet 1 V / 0 V on the two faces "
-                               "normal to the driven axis, other faces insulating"}
+                               "boundary_conditions": BOUNDARY_CONDITIONS[case.box.sides]}
     with atomic_result_dir(out, comm) as staging:
         for kind in kinds:
             per_depth: list[dict[str, Any]] = []

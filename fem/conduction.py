@@ -36,6 +36,7 @@ import ufl
 from petsc4py import PETSc
 
 from fem.percolation import cell_components, components_touching, local_cell_sizes
+from fem.periodic import PeriodicMap
 from meshes.adapter import TaggedMesh
 
 __all__ = [
@@ -141,15 +142,109 @@ def _reason(ksp: Any) -> int:
     return int(ksp.getConvergedReason())
 
 
+def _solve_periodic(a: Any, space: dolfinx.fem.FunctionSpace, periods: Mapping[int, float],
+                    tol: float, dirichlet: list[tuple[np.ndarray, float]],
+                    options: Mapping[str, str | float | int], prefix: str
+                    ) -> tuple[dolfinx.fem.Function, str]:
+    """Solve a(u, v) = 0 with Dirichlet values on local dofs, periodic in ``periods``
+    (:class:`fem.periodic.PeriodicMap`). Returns the solution and a failure message ("" when
+    the solver converged)."""
+    pmap = PeriodicMap(space, periods, tol)
+    A = dolfinx.fem.petsc.assemble_matrix(dolfinx.fem.form(a))
+    A.assemble()
+    Ar = A.PtAP(pmap.P)
+    xr, br = Ar.createVecRight(), Ar.createVecLeft()
+    xr.set(0.0)
+    br.set(0.0)
+    rows_all = []
+    n_own = pmap.n_owned
+    for dofs, u_value in dirichlet:
+        rows = pmap.reduced_rows(dofs[dofs < n_own])
+        xr.setValues(rows, np.full(len(rows), u_value))
+        rows_all.append(rows)
+    xr.assemble()
+    rows = np.unique(np.concatenate(rows_all)).astype(PETSc.IntType)
+    Ar.zeroRowsColumns(rows, diag=1.0, x=xr, b=br)
+    ksp = PETSc.KSP().create(space.mesh.comm)
+    ksp.setOperators(Ar)
+    opts = PETSc.Options()
+    for key, value in options.items():
+        opts.setValue(f"{prefix}{key}", value)
+    ksp.setOptionsPrefix(prefix)
+    ksp.setFromOptions()
+    failure = ""
+    try:
+        ksp.solve(br, xr)
+        if _reason(ksp) < 0:
+            failure = f"converged reason {_reason(ksp)}"
+    except PETSc.Error as e:
+        failure = str(e).splitlines()[-1]
+    uh = dolfinx.fem.Function(space)
+    full = pmap.P.createVecLeft()
+    pmap.P.mult(xr, full)
+    uh.x.array[:n_own] = full.array_r
+    uh.x.scatter_forward()
+    for key in options:
+        opts.delValue(f"{prefix}{key}")
+    for obj in (ksp, Ar, A, xr, br, full):
+        obj.destroy()
+    pmap.destroy()
+    return uh, failure
+
+
+def _solve_linear(a: Any, rhs: Any, bcs: list[Any], options: Mapping[str, str | float | int],
+                  solver_used: str) -> tuple[dolfinx.fem.Function, str]:
+    """The non-periodic solve: DOLFINx's LinearProblem, with the direct-solver fallback."""
+    problem = dolfinx.fem.petsc.LinearProblem(a, rhs, bcs=bcs, petsc_options=dict(options),
+                                              petsc_options_prefix="cathodefem_conduction_")
+    failure = ""
+    try:
+        uh = problem.solve()
+        # The converged reason is checked here as well: after one PETSc error in a process,
+        # later solves no longer raise on ksp_error_if_not_converged (measured with
+        # petsc4py 3.25: the reason is negative and nothing is raised).
+        if _reason(problem.solver) < 0:
+            failure = f"converged reason {_reason(problem.solver)}"
+    except PETSc.Error as e:
+        failure = str(e).splitlines()[-1]
+    if failure and solver_used == "direct":
+        raise RuntimeError(f"conduction: the direct solver failed ({failure})")
+    if failure:
+        # AMG fails on extreme contrasts (e.g. 1e11 with the polymer's electronic leakage:
+        # "indefinite preconditioner"); the sparse direct solver does not. Collective: the
+        # KSP's reason is the same on every rank.
+        log.warning(f"conduction: the iterative solver failed ({failure}); solving again "
+                    f"with the direct solver (MUMPS)")
+        problem.solver.destroy()
+        problem.A.destroy()
+        problem.b.destroy()
+        problem = dolfinx.fem.petsc.LinearProblem(
+            a, rhs, bcs=bcs, petsc_options=dict(DEFAULT_PETSC_OPTIONS),
+            petsc_options_prefix="cathodefem_conduction_direct_")
+        uh = problem.solve()
+        if _reason(problem.solver) < 0:
+            raise RuntimeError(f"conduction: the direct solver failed too (converged reason "
+                               f"{_reason(problem.solver)})")
+        solver_used = "direct (fallback)"
+    assert isinstance(uh, dolfinx.fem.Function)
+    problem.solver.destroy()
+    problem.A.destroy()
+    problem.b.destroy()
+    return uh, solver_used
+
+
 def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Marker,
                      low: Marker, *, cells: np.ndarray | None = None,
                      petsc_options: Mapping[str, str | float | int] | None = None,
-                     keep_solution: bool = False) -> ConductionSolution:
+                     keep_solution: bool = False,
+                     periodic: Mapping[int, float] | None = None) -> ConductionSolution:
     """Solve -div(sigma grad u) = 0 with u = 1 on facets satisfying ``high``, 0 on ``low``.
 
     ``sigma_S_cm`` maps phase tag -> conductivity; phases not in it do not conduct.
     ``cells`` optionally restricts the domain (bool per local cell, e.g. a depth window).
-    Collective on the mesh communicator.
+    ``periodic`` maps axis -> period L of a box mesh spanning [0, L] on that axis (matching
+    nodes on the two faces, e.g. a periodic voxel image): u is periodic along those axes and
+    clusters connect across them. Collective on the mesh communicator.
     """
     t0 = time.perf_counter()
     msh = tm.mesh
@@ -163,7 +258,7 @@ def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Mark
     if cells is not None:
         in_set &= cells
     area = local_cell_sizes(msh)
-    comps = cell_components(msh, in_set.astype(np.int32), [1])
+    comps = cell_components(msh, in_set.astype(np.int32), [1], periodic=periodic)
     f_high = dolfinx.mesh.locate_entities(msh, fdim, high)
     f_low = dolfinx.mesh.locate_entities(msh, fdim, low)
     for name, facets in (("high", f_high), ("low", f_low)):
@@ -212,38 +307,24 @@ def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Mark
     if petsc_options and petsc_options.get("pc_type", "lu") != "lu":
         options.pop("pc_factor_mat_solver_type")  # no factorisation: the option is unused
     options.update(petsc_options or {})
-    problem = dolfinx.fem.petsc.LinearProblem(a, rhs, bcs=bcs, petsc_options=options,
-                                              petsc_options_prefix="cathodefem_conduction_")
     solver_used = "direct" if options.get("pc_type") == "lu" else "iterative"
-    failure = ""
-    try:
-        uh = problem.solve()
-        # The converged reason is checked here as well: after one PETSc error in a process,
-        # later solves no longer raise on ksp_error_if_not_converged (measured with
-        # petsc4py 3.25: the reason is negative and nothing is raised).
-        if _reason(problem.solver) < 0:
-            failure = f"converged reason {_reason(problem.solver)}"
-    except PETSc.Error as e:
-        failure = str(e).splitlines()[-1]
-    if failure and solver_used == "direct":
-        raise RuntimeError(f"conduction: the direct solver failed ({failure})")
-    if failure:
-        # AMG fails on extreme contrasts (e.g. 1e11 with the polymer's electronic leakage:
-        # "indefinite preconditioner"); the sparse direct solver does not. Collective: the
-        # KSP's reason is the same on every rank.
-        log.warning(f"conduction: the iterative solver failed ({failure}); solving again "
-                    f"with the direct solver (MUMPS)")
-        problem.solver.destroy()
-        problem.A.destroy()
-        problem.b.destroy()
-        problem = dolfinx.fem.petsc.LinearProblem(
-            a, rhs, bcs=bcs, petsc_options=dict(DEFAULT_PETSC_OPTIONS),
-            petsc_options_prefix="cathodefem_conduction_direct_")
-        uh = problem.solve()
-        if _reason(problem.solver) < 0:
-            raise RuntimeError(f"conduction: the direct solver failed too (converged reason "
-                               f"{_reason(problem.solver)})")
-        solver_used = "direct (fallback)"
+    if periodic:
+        tol = 1e-6 * max(periodic.values())
+        dirichlet = [(dofs_high, 1.0), (dofs_low, 0.0)]
+        uh, failure = _solve_periodic(a, v_space, periodic, tol, dirichlet, options,
+                                      "cathodefem_periodic_")
+        if failure and solver_used == "direct":
+            raise RuntimeError(f"conduction: the direct solver failed ({failure})")
+        if failure:
+            log.warning(f"conduction: the iterative solver failed ({failure}); solving again "
+                        f"with the direct solver (MUMPS)")
+            uh, failure = _solve_periodic(a, v_space, periodic, tol, dirichlet,
+                                          DEFAULT_PETSC_OPTIONS, "cathodefem_periodic_direct_")
+            if failure:
+                raise RuntimeError(f"conduction: the direct solver failed too ({failure})")
+            solver_used = "direct (fallback)"
+    else:
+        uh, solver_used = _solve_linear(a, rhs, bcs, options, solver_used)
     assert isinstance(uh, dolfinx.fem.Function)
 
     # Reaction currents: residual of a(u, .) at the electrode dofs.
@@ -269,9 +350,6 @@ def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Mark
 
     i_high, i_low = current(dofs_high), current(dofs_low)
     n_dofs = v_space.dofmap.index_map.size_global
-    problem.solver.destroy()
-    problem.A.destroy()
-    problem.b.destroy()
     return ConductionSolution(
         percolates=True, current_high=i_high, current_low=i_low,
         balance_rel=abs(i_high + i_low) / max(abs(i_high), 1e-300),
@@ -395,7 +473,8 @@ class ConductivityTensor:
     """Apparent effective conductivity tensor of a 3D box from three solves.
 
     Column k: a unit potential drop between the faces normal to axis k (Dirichlet), every
-    other face insulating; sigma[:, k] = -<j> L_k / (1 V), with <j> the current density
+    other face insulating, or (``periodic``) the other lateral axes periodic and top and
+    bottom insulating; sigma[:, k] = -<j> L_k / (1 V), with <j> the current density
     averaged over the whole box. The diagonal equals I_k L_k / A_k (the electrode current)
     exactly; the off-diagonal entries are what insulating sides let through, so the tensor
     is symmetric only up to those boundary effects (``asymmetry`` reports it). Conducting
@@ -416,10 +495,13 @@ class ConductivityTensor:
 
 
 def conductivity_tensor(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], *,
-                        petsc_options: Mapping[str, str | float | int] | None = None
-                        ) -> ConductivityTensor:
+                        petsc_options: Mapping[str, str | float | int] | None = None,
+                        periodic: bool = False) -> ConductivityTensor:
     """Full 3x3 effective conductivity of a 3D box mesh (x in [0, W], y in [0, D], z in
-    [0, T]); see :class:`ConductivityTensor` for the boundary conditions. Collective."""
+    [0, T]); see :class:`ConductivityTensor` for the boundary conditions. ``periodic``: the
+    lateral directions x and y other than the driven one are periodic instead of insulating
+    (the mesh must have matching nodes on opposite x and y faces, as a periodic voxel image
+    has); top and bottom stay insulating when x or y is driven. Collective."""
     if tm.mesh.topology.dim != 3:
         raise ValueError("conductivity_tensor needs a 3D mesh (use effective_conductivity "
                          "for 2D sections)")
@@ -443,7 +525,9 @@ def conductivity_tensor(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], *,
         def low(x: np.ndarray, k: int = k) -> np.ndarray:
             return np.asarray(np.abs(x[k]) < tol)
 
-        sol = solve_conduction(tm, sigma_S_cm, high, low, petsc_options=petsc_options)
+        periods = {j: lengths[j] for j in (0, 1) if j != k} if periodic else None
+        sol = solve_conduction(tm, sigma_S_cm, high, low, petsc_options=petsc_options,
+                               periodic=periods)
         t_total += sol.solve_time_s
         total_volume = lengths[0] * lengths[1] * lengths[2]
         volume_fraction = sol.conducting_measure / total_volume
@@ -461,7 +545,7 @@ def conductivity_tensor(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], *,
             factor.append(tensor[k, k] / next(iter(values)))
         else:
             unit = solve_conduction(tm, {p: 1.0 for p, v in sigma_S_cm.items() if v > 0.0},
-                                    high, low, petsc_options=petsc_options)
+                                    high, low, petsc_options=petsc_options, periodic=periods)
             t_total += unit.solve_time_s
             # current in A for 1 S/cm and 1 V: I L / A is the transport factor in S/cm
             factor.append(unit.current_high * 1e4 * length / area)

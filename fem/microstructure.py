@@ -15,6 +15,7 @@ ranks, so they do not depend on the partition.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mpi4py import MPI  # isort: split
@@ -55,7 +56,12 @@ class DepthProfile:
     active_fraction: np.ndarray
 
 
-def percolation_report(tm: TaggedMesh, bin_um: float = 1.0) -> PercolationReport:
+def percolation_report(tm: TaggedMesh, bin_um: float = 1.0,
+                       periodic: Mapping[int, float] | None = None) -> PercolationReport:
+    """Connectivity of the phases of a section or box (see :class:`PercolationReport`).
+    ``periodic``: axis -> period of a box periodic in x and/or y; clusters then connect
+    across those faces (a wire's contact with the electrolyte is still found on interior
+    facets only)."""
     msh = tm.mesh
     comm = msh.comm
     tdim, fdim = msh.topology.dim, msh.topology.dim - 1
@@ -70,11 +76,11 @@ def percolation_report(tm: TaggedMesh, bin_um: float = 1.0) -> PercolationReport
     bottom = dolfinx.mesh.locate_entities_boundary(msh, fdim, lambda x: np.abs(x[z]) < tol)
     top = dolfinx.mesh.locate_entities_boundary(
         msh, fdim, lambda x: np.abs(x[z] - tm.thickness_um) < tol)
-    el = cell_components(msh, tm.phase, [int(p) for p in ELECTRONIC_PHASES])
+    el = cell_components(msh, tm.phase, [int(p) for p in ELECTRONIC_PHASES], periodic)
     el_ok = np.isin(el.labels, components_touching(msh, el, bottom)) & (el.labels >= 0)
-    ion = cell_components(msh, tm.phase, [int(p) for p in IONIC_PHASES])
+    ion = cell_components(msh, tm.phase, [int(p) for p in IONIC_PHASES], periodic)
     ion_ok = np.isin(ion.labels, components_touching(msh, ion, top)) & (ion.labels >= 0)
-    nw = cell_components(msh, tm.phase, [int(Phase.NANOWIRE)])
+    nw = cell_components(msh, tm.phase, [int(Phase.NANOWIRE)], periodic)
 
     # Interior facets between a nanowire cell and a separator-connected SPE cell.
     msh.topology.create_connectivity(fdim, tdim)

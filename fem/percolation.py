@@ -15,7 +15,7 @@ The computation works on meshes distributed with ``GhostMode.shared_facet``:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from math import factorial
 
@@ -178,8 +178,43 @@ def _merge_on_root(
     return np.asarray(final, dtype=np.int64), num_components
 
 
+def _periodic_ties(msh: dolfinx.mesh.Mesh, provisional: npt.NDArray[np.int64],
+                   periods: Mapping[int, float]) -> npt.NDArray[np.int64]:
+    """Ties (provisional id pairs) between in-set cells that share a facet across the
+    periodic faces x_k = 0 and x_k = L_k of a box mesh (facets matched by their midpoints)."""
+    from fem.periodic import periodic_groups
+
+    tdim = msh.topology.dim
+    fdim = tdim - 1
+    extent = max(periods.values())
+    tol = 1e-6 * extent
+
+    def on_faces(x: np.ndarray) -> np.ndarray:
+        out = np.zeros(x.shape[1], dtype=bool)
+        for k, length in periods.items():
+            out |= (np.abs(x[k]) < tol) | (np.abs(x[k] - length) < tol)
+        return out
+
+    facets = dolfinx.mesh.locate_entities_boundary(msh, fdim, on_faces)
+    cells = _facet_cells(msh, facets.astype(np.int32))  # one cell per boundary facet
+    keep = provisional[cells] >= 0
+    mid = dolfinx.mesh.compute_midpoints(msh, fdim, facets.astype(np.int32))[keep]
+    # a facet is its own id here: pair each matched facet's cell with its partner's
+    ids = np.arange(len(mid), dtype=np.int64)
+    counts = msh.comm.allgather(len(mid))
+    ids += int(sum(counts[: msh.comm.rank]))
+    slaves, masters = periodic_groups(msh.comm, mid, ids, periods, tol)
+    pid = msh.comm.gather(provisional[cells][keep], root=0)
+    if msh.comm.rank != 0:
+        return np.zeros((0, 2), dtype=np.int64)  # the root holds every tie once
+    assert pid is not None
+    every = np.concatenate(pid)
+    return np.column_stack([every[slaves], every[masters]]).astype(np.int64)
+
+
 def cell_components(
-    msh: dolfinx.mesh.Mesh, cell_phase: npt.ArrayLike, phases: Sequence[int]
+    msh: dolfinx.mesh.Mesh, cell_phase: npt.ArrayLike, phases: Sequence[int],
+    periodic: Mapping[int, float] | None = None,
 ) -> Components:
     """Facet-connected components of the cells whose phase is in ``phases``.
 
@@ -194,6 +229,10 @@ def cell_components(
         read; ghost cells take the owner's tag.
     phases
         Phase tags forming the conducting set, e.g. the electronic conductors.
+    periodic
+        Axis -> period length L of a box mesh spanning [0, L] on that axis: cells that share
+        a facet across the faces x_k = 0 and x_k = L (the same facet on the torus) are
+        connected too.
 
     Returns
     -------
@@ -223,6 +262,9 @@ def cell_components(
     ghost = np.arange(num_owned, num_local)
     both = (provisional[ghost] >= 0) & (from_owner[ghost] >= 0)
     ties = np.column_stack([provisional[ghost][both], from_owner[ghost][both]])
+    if periodic:
+        ties = np.concatenate([ties.astype(np.int64).reshape(-1, 2),
+                               _periodic_ties(msh, provisional, periodic)])
 
     local_min = np.full(num_mine, np.iinfo(np.int64).max, dtype=np.int64)
     cells = np.flatnonzero(local >= 0)

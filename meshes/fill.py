@@ -25,27 +25,42 @@ __all__ = ["gaussian_field", "gradient_fill", "label_pore_cells"]
 
 def gaussian_field(points_um: np.ndarray, extent_um: tuple[float, ...],
                    correlation_um: float, seed: int,
-                   origin_um: tuple[float, ...] | None = None) -> np.ndarray:
+                   origin_um: tuple[float, ...] | None = None,
+                   periodic_axes: tuple[int, ...] = ()) -> np.ndarray:
     """Unit-variance correlated Gaussian field evaluated at ``points_um`` (n, k), k = 2 or 3.
 
     The field is sampled on a grid covering ``origin_um + [0, extent_um]`` (origin 0 by
-    default) and interpolated linearly."""
+    default) and interpolated linearly. Along ``periodic_axes`` the field is periodic with
+    period ``extent_um`` (the grid spacing there is rounded down to divide the extent)."""
     h = correlation_um / 4.0
-    shape = tuple(math.ceil(e / h) + 9 for e in extent_um)
+    periodic = set(periodic_axes)
+    steps = tuple(e / max(1, math.ceil(e / h)) if k in periodic else h
+                  for k, e in enumerate(extent_um))
+    shape = tuple(max(1, math.ceil(e / h)) if k in periodic else math.ceil(e / h) + 9
+                  for k, e in enumerate(extent_um))
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
     noise = rng.normal(size=shape)
     # White noise filtered with a Gaussian kernel of std ell / sqrt(2) has the Gaussian
     # covariance exp(-r^2 / ell^2); the variance is normalised to 1 with the discrete kernel.
-    sigma = correlation_um / (math.sqrt(2.0) * h)
+    sigma = [correlation_um / (math.sqrt(2.0) * s) for s in steps]
     field = ndimage.gaussian_filter(noise, sigma, mode="wrap")
     delta = np.zeros(shape)
     delta[(0,) * len(shape)] = 1.0
     kernel = ndimage.gaussian_filter(delta, sigma, mode="wrap")
     field /= math.sqrt(float(np.sum(kernel**2)))
     origin = origin_um if origin_um is not None else (0.0,) * len(shape)
-    axes = tuple(o + (np.arange(n) - 4) * h for o, n in zip(origin, shape, strict=True))
-    interp = RegularGridInterpolator(axes, field)
-    return np.asarray(interp(points_um))
+    pts = np.array(points_um, dtype=np.float64, copy=True)
+    axes = []
+    for k, (o, n, s) in enumerate(zip(origin, shape, steps, strict=True)):
+        if k in periodic:
+            # one more grid plane (the first one again) so the interpolation wraps
+            field = np.concatenate([field, np.take(field, [0], axis=k)], axis=k)
+            axes.append(o + np.arange(n + 1) * s)
+            pts[:, k] = o + np.mod(pts[:, k] - o, n * s)
+        else:
+            axes.append(o + (np.arange(n) - 4) * s)
+    interp = RegularGridInterpolator(tuple(axes), field)
+    return np.asarray(interp(pts))
 
 
 def gradient_fill(z_um: np.ndarray, *, lean_zone_um: float, fill_min: float) -> np.ndarray:

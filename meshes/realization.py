@@ -15,7 +15,7 @@ Coordinates in um; z is through the thickness (z = 0 at the current-collector si
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import stats
@@ -46,6 +46,12 @@ class Wires:
     axes: np.ndarray
     lengths_um: np.ndarray
     radii_um: np.ndarray
+    #: (n, 3) point that places each wire in a periodic box (its agglomerate's centre, so a
+    #: periodic box keeps whole agglomerates); None: the wire's own centre
+    anchors_um: np.ndarray | None = None
+
+    def anchors(self) -> np.ndarray:
+        return self.centers_um if self.anchors_um is None else self.anchors_um
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,11 @@ class Sheets:
     normals: np.ndarray
     diameters_um: np.ndarray
     thickness_um: float
+    #: as :attr:`Wires.anchors_um`
+    anchors_um: np.ndarray | None = None
+
+    def anchors(self) -> np.ndarray:
+        return self.centers_um if self.anchors_um is None else self.anchors_um
 
 
 @dataclass(frozen=True)
@@ -237,7 +248,7 @@ def realize_homogeneous(spec: HomogeneousSpec, window_um: tuple[float, float, fl
     sigma = 0.5 * spec.agglomerate_radius_um
     centers = np.repeat(parents, counts, axis=0)
     centers = centers + sigma * _stream(seed, 2, 3).normal(size=centers.shape)
-    wires = _wires(seed, 2, nw, centers)
+    wires = replace(_wires(seed, 2, nw, centers), anchors_um=np.repeat(parents, counts, axis=0))
     # rGO flakes sit in the agglomerates (the composite was made before casting).
     n_sheets = _boolean_count(rng, d.rgo_volume_fraction, math.pi / 4 * spec.rgo_sheet_size_um**2
                               * spec.rgo_sheet_thickness_um, volume)
@@ -247,7 +258,8 @@ def realize_homogeneous(spec: HomogeneousSpec, window_um: tuple[float, float, fl
         hosts = np.zeros((0, 3))
     sheet_centers = hosts + sigma * rng.normal(size=hosts.shape)
     sheets = Sheets(sheet_centers, _axes(rng, "isotropic", 0.0, n_sheets),
-                    np.full(n_sheets, spec.rgo_sheet_size_um), spec.rgo_sheet_thickness_um)
+                    np.full(n_sheets, spec.rgo_sheet_size_um), spec.rgo_sheet_thickness_um,
+                    anchors_um=hosts)
     r_cb = 0.5 * spec.carbon_black_aggregate_diameter_um
     lo_c, hi_c = _enlarged(window_um, r_cb, z0, z1)
     n_cb = _boolean_count(rng, d.carbon_black_volume_fraction, 4 / 3 * math.pi * r_cb**3,

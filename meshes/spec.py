@@ -231,8 +231,16 @@ class BoxSpec(_Spec):
     mesh: str = _choice("voxels", ("voxels", "conforming"))
     #: element size at the wire surfaces of a conforming box (it grows to 0.1 um in the pore)
     conforming_size_um: float = _num(0.03, 0.005, 0.1, "um")
+    #: lateral (x, y) sides of the RVE: "insulating" (no current crosses them), or
+    #: "periodic": the microstructure is periodic in x and y (objects wrap around) and the
+    #: solves use periodic constraints in the lateral directions other than the driven one
+    #: (voxel boxes only)
+    sides: str = _choice("insulating", ("insulating", "periodic"))
 
     def _check(self) -> None:
+        if self.sides == "periodic" and self.mesh == "conforming":
+            raise SpecError("sides = 'periodic': periodic boxes are voxel boxes; must be "
+                            "'insulating' with mesh = 'conforming'")
         n = (self.size_um / self.voxel_um) ** 2 * (self.height_um / self.voxel_um)
         if self.mesh == "conforming":
             # measured: 2.5e5-3.5e5 tetrahedra per um3 at 30 nm elements at the wires

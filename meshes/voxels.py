@@ -30,12 +30,19 @@ import numpy as np
 from scipy import ndimage, special
 
 from meshes.fill import gaussian_field, gradient_fill
-from meshes.realization import Realization, realize_gradient, realize_homogeneous
+from meshes.realization import (
+    Realization,
+    Sheets,
+    Spheres,
+    Wires,
+    realize_gradient,
+    realize_homogeneous,
+)
 from meshes.spec import BoxSpec, CaseSpec, SpecError, derive_homogeneous
 from meshes.tags import ELECTRONIC_PHASES, Phase
 
-__all__ = ["VoxelImage", "box_window", "cathode_layers_um", "voxelize", "voxelize_case",
-           "write_image"]
+__all__ = ["VoxelImage", "box_window", "cathode_layers_um", "periodic_images", "voxelize",
+           "voxelize_case", "write_image"]
 
 #: wires are sampled in pieces of at most this many radii (keeps every bounding box small)
 _PIECE_RADII = 8.0
@@ -135,18 +142,73 @@ def _paint_spheres(mask: np.ndarray, origin: np.ndarray, h: float, centers: np.n
             gx * gx + gy * gy + gz * gz <= r * r)
 
 
+def _lateral_shifts(lo: np.ndarray, hi: np.ndarray, origin: np.ndarray, period: np.ndarray
+                    ) -> list[tuple[int, np.ndarray]]:
+    """(object index, lateral shift) of every periodic image of the objects with bounding
+    boxes [lo, hi] (n, 3) that reaches into the box ``origin + [0, period]`` in x and y."""
+    out: list[tuple[int, np.ndarray]] = []
+    for q in range(len(lo)):
+        ranges = [range(math.ceil((origin[k] - hi[q, k]) / period[k]),
+                        math.floor((origin[k] + period[k] - lo[q, k]) / period[k]) + 1)
+                  for k in range(2)]
+        out.extend((q, np.array([i * period[0], j * period[1], 0.0]))
+                   for i in ranges[0] for j in ranges[1])
+    return out
+
+
+def periodic_images(real: Realization, origin_um: np.ndarray, period_um: np.ndarray
+                    ) -> Realization:
+    """The realization on a torus in x and y: the objects whose anchor (own centre, or the
+    centre of their agglomerate) lies in the box ``origin + [0, period)`` laterally, with
+    every lateral periodic image of them that reaches into the box. The object density is
+    unchanged (the realization is stationary), and the box's phase image is periodic."""
+    lo_b, per = np.asarray(origin_um, dtype=np.float64), np.asarray(period_um, dtype=np.float64)
+
+    def kept(anchors: np.ndarray) -> np.ndarray:
+        rel = anchors[:, :2] - lo_b[:2]
+        return np.nonzero(np.all((rel >= 0.0) & (rel < per[:2]), axis=1))[0]
+
+    w = real.wires
+    k = kept(w.anchors())
+    ext = 0.5 * w.lengths_um[k, None] * np.abs(w.axes[k]) + w.radii_um[k, None]
+    img = _lateral_shifts(w.centers_um[k] - ext, w.centers_um[k] + ext, lo_b, per)
+    idx = np.array([k[q] for q, _ in img], dtype=np.int64)
+    shift = np.array([s for _, s in img]).reshape(-1, 3)
+    wires = Wires(w.centers_um[idx] + shift, w.axes[idx], w.lengths_um[idx], w.radii_um[idx])
+    s = real.sheets
+    k = kept(s.anchors())
+    ext = np.repeat((0.5 * s.diameters_um[k] + s.thickness_um)[:, None], 3, axis=1)
+    img = _lateral_shifts(s.centers_um[k] - ext, s.centers_um[k] + ext, lo_b, per)
+    idx = np.array([k[q] for q, _ in img], dtype=np.int64)
+    shift = np.array([v for _, v in img]).reshape(-1, 3)
+    sheets = Sheets(s.centers_um[idx] + shift, s.normals[idx], s.diameters_um[idx],
+                    s.thickness_um)
+    c = real.spheres
+    k = kept(c.centers_um)
+    ext = np.repeat(c.radii_um[k, None], 3, axis=1)
+    img = _lateral_shifts(c.centers_um[k] - ext, c.centers_um[k] + ext, lo_b, per)
+    idx = np.array([k[q] for q, _ in img], dtype=np.int64)
+    shift = np.array([v for _, v in img]).reshape(-1, 3)
+    spheres = Spheres(c.centers_um[idx] + shift, c.radii_um[idx])
+    return replace(real, wires=wires, sheets=sheets, spheres=spheres)
+
+
 def voxelize(real: Realization, origin_um: tuple[float, float, float],
              shape: tuple[int, int, int], voxel_um: float, *, coating_um: float,
              fill: str, fill_min: float = 1.0, lean_zone_um: float = 0.0,
-             spe_share: float = 1.0, correlation_um: float = 1.0, seed: int = 0
-             ) -> VoxelImage:
+             spe_share: float = 1.0, correlation_um: float = 1.0, seed: int = 0,
+             periodic: bool = False) -> VoxelImage:
     """Phase image of the box ``origin + [0, shape * voxel]`` (um) of a realization.
 
     ``fill``: "gradient" (f(z) from ``fill_min`` and ``lean_zone_um``, z in the
     realization's frame) or "share" (SPE share ``spe_share`` of the pore space).
+    ``periodic``: the image is periodic in x and y (:func:`periodic_images`; the coating and
+    the fill field wrap around too), for periodic boundary conditions.
     """
     origin = np.asarray(origin_um, dtype=np.float64)
     h = float(voxel_um)
+    if periodic:
+        real = periodic_images(real, origin, np.array(shape, dtype=np.float64) * h)
     labels = np.full(shape, int(Phase.VOID), dtype=np.uint8)
     solids: list[tuple[Phase, np.ndarray]] = []
     w = real.wires
@@ -180,16 +242,20 @@ def voxelize(real: Realization, origin_um: tuple[float, float, float],
 
     spe = np.zeros(shape, dtype=bool)
     if coating_um > 0.0 and solid_any.any():
-        near = ndimage.distance_transform_edt(~solid_any, sampling=h) <= coating_um
-        near |= ndimage.binary_dilation(solid_any)  # at least one voxel: every face coated
-        spe |= near & pore
+        # periodic: the solids across the x and y faces coat the voxels at the faces too
+        pad = math.ceil(coating_um / h) + 1 if periodic else 0
+        wrapped = np.pad(solid_any, ((pad, pad), (pad, pad), (0, 0)), mode="wrap")
+        near = ndimage.distance_transform_edt(~wrapped, sampling=h) <= coating_um
+        near |= ndimage.binary_dilation(wrapped)  # at least one voxel: every face coated
+        spe |= near[pad:near.shape[0] - pad, pad:near.shape[1] - pad] & pore
     rest = pore & ~spe
     idx = np.nonzero(rest)
     if len(idx[0]):
         pts = np.column_stack([origin[k] + (idx[k] + 0.5) * h for k in range(3)])
         extent = tuple(float(n * h) for n in shape)
         g = gaussian_field(pts, extent, correlation_um, seed,
-                           origin_um=tuple(float(o) for o in origin))
+                           origin_um=tuple(float(o) for o in origin),
+                           periodic_axes=(0, 1) if periodic else ())
         if fill == "gradient":
             f = gradient_fill(pts[:, 2], lean_zone_um=lean_zone_um, fill_min=fill_min)
             filled = special.ndtr(g) < f
@@ -259,7 +325,8 @@ def voxelize_case(case: CaseSpec, kind: str) -> VoxelImage:
         real = realize_gradient(g, window, box.seed)
         img = voxelize(real, origin, shape, h, coating_um=g.coating_thickness_um,
                        fill="gradient", fill_min=g.fill_min, lean_zone_um=g.lean_zone_um,
-                       correlation_um=g.fill_correlation_um, seed=box.seed)
+                       correlation_um=g.fill_correlation_um, seed=box.seed,
+                       periodic=box.sides == "periodic")
     elif kind == "homogeneous":
         hs = case.homogeneous
         d = derive_homogeneous(hs)
@@ -267,7 +334,8 @@ def voxelize_case(case: CaseSpec, kind: str) -> VoxelImage:
         img = voxelize(real, origin, shape, h, coating_um=0.0, fill="share",
                        spe_share=d.spe_volume_fraction
                        / (d.spe_volume_fraction + d.void_volume_fraction),
-                       correlation_um=hs.peo_cluster_correlation_um, seed=box.seed)
+                       correlation_um=hs.peo_cluster_correlation_um, seed=box.seed,
+                       periodic=box.sides == "periodic")
     else:
         raise ValueError(f"kind = {kind!r}: must be 'gradient' or 'homogeneous'")
     top = img.origin_um[2] + img.labels.shape[2] * h

@@ -1,0 +1,123 @@
+"""Periodic constraints for scalar P1 (or any nodal) problems on box meshes, with PETSc only.
+
+A box mesh whose faces x_k = 0 and x_k = L_k carry matching nodes (voxel meshes always do)
+becomes periodic in axis k by identifying every dof on x_k = L_k with the dof at x_k = 0
+(edges and corners: all copies of one point on the torus form one group, and the group's
+smallest global index is its master). With the prolongation matrix P (full dofs x reduced
+dofs, one entry 1 per row: a dof's own reduced index or its master's), the periodic problem
+is
+
+    P^T A P u_r = P^T b,    u = P u_r,
+
+which is what multi-point-constraint libraries assemble; here it is a PETSc ``PtAP`` on the
+matrix DOLFINx assembles, so no extra package is needed. Dirichlet rows are imposed on the
+reduced system. Dofs are matched by coordinates, so the partition does not matter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from mpi4py import MPI  # isort: split
+
+import dolfinx
+import numpy as np
+import scipy.sparse as sp
+from petsc4py import PETSc
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+__all__ = ["PeriodicMap", "periodic_groups"]
+
+
+def periodic_groups(comm: MPI.Comm, points: np.ndarray, ids: np.ndarray,
+                    periods: Mapping[int, float], tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Points on the faces x_k = 0 or L_k of the periodic axes k that are one point of the
+    torus. ``points`` (n, 3) and ``ids`` (n,) int64 are this rank's (only points on those
+    faces need be passed). Returns (slaves, masters): int64 id pairs, sorted by slave,
+    identical on every rank; the master of a group is its smallest id. Collective."""
+    wrapped = np.array(points, dtype=np.float64, copy=True).reshape(-1, 3)
+    for k, length in periods.items():
+        wrapped[np.abs(wrapped[:, k] - length) < tol, k] = 0.0
+    gathered = comm.gather((wrapped, np.asarray(ids, dtype=np.int64)), root=0)
+    result = None
+    if comm.rank == 0:
+        assert gathered is not None
+        pts = np.concatenate([g[0] for g in gathered])
+        gid = np.concatenate([g[1] for g in gathered])
+        # the same id may come from two ranks (a shared entity): keep one copy
+        gid, first = np.unique(gid, return_index=True)
+        pts = pts[first]
+        pairs = cKDTree(pts).query_pairs(tol, output_type="ndarray") if len(pts) else \
+            np.zeros((0, 2), dtype=np.int64)
+        n = len(gid)
+        graph = sp.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+        _, comp = connected_components(graph, directed=False)
+        master = np.full(int(comp.max(initial=-1)) + 1, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(master, comp, gid)
+        m = master[comp]
+        slave = gid != m
+        order = np.argsort(gid[slave])
+        result = (gid[slave][order], m[slave][order])
+    slaves, masters = comm.bcast(result, root=0)
+    return np.asarray(slaves, dtype=np.int64), np.asarray(masters, dtype=np.int64)
+
+
+class PeriodicMap:
+    """The prolongation P from periodic (reduced) dofs to the dofs of a scalar space V.
+
+    ``periods`` maps axis -> period length L (the box spans [0, L] along that axis)."""
+
+    def __init__(self, space: dolfinx.fem.FunctionSpace, periods: Mapping[int, float],
+                 tol: float) -> None:
+        imap = space.dofmap.index_map
+        if space.dofmap.index_map_bs != 1:
+            raise ValueError("PeriodicMap: scalar spaces only")
+        comm = imap.comm
+        n_own = imap.size_local
+        x = space.tabulate_dof_coordinates()[:n_own]
+        gidx = imap.local_range[0] + np.arange(n_own, dtype=np.int64)
+        on = np.zeros(n_own, dtype=bool)
+        for k, length in periods.items():
+            on |= (np.abs(x[:, k]) < tol) | (np.abs(x[:, k] - length) < tol)
+        slaves, masters = periodic_groups(comm, x[on], gidx[on], periods, tol)
+        is_slave = np.isin(gidx, slaves)
+        n_red = int(np.count_nonzero(~is_slave))
+        offset = comm.exscan(n_red, op=MPI.SUM)
+        offset = 0 if comm.rank == 0 or offset is None else int(offset)
+        red = np.full(n_own, -1, dtype=np.int64)
+        red[~is_slave] = offset + np.arange(n_red, dtype=np.int64)
+        # reduced index of every master, from its owner
+        mine = np.isin(gidx, masters) & ~is_slave
+        table = comm.allgather((gidx[mine], red[mine]))
+        m_full = np.concatenate([t[0] for t in table])
+        m_red = np.concatenate([t[1] for t in table])
+        order = np.argsort(m_full)
+        m_full, m_red = m_full[order], m_red[order]
+        own_slaves = gidx[is_slave]
+        their_master = masters[np.searchsorted(slaves, own_slaves)]
+        red[is_slave] = m_red[np.searchsorted(m_full, their_master)]
+        self.comm = comm
+        self.n_owned = n_own
+        self.reduced_of_owned = red  #: reduced global index of every owned dof
+        self.reduced_range = (offset, offset + n_red)
+        self.slaves_count = int(comm.allreduce(int(is_slave.sum()), op=MPI.SUM))
+        n_global = imap.size_global
+        n_red_global = int(comm.allreduce(n_red, op=MPI.SUM))
+        indptr = np.arange(n_own + 1, dtype=PETSc.IntType)
+        self.P = PETSc.Mat().createAIJ(
+            ((n_own, n_global), (n_red, n_red_global)),
+            csr=(indptr, red.astype(PETSc.IntType),  # type: ignore[arg-type]
+                 np.ones(n_own, dtype=PETSc.ScalarType)),
+            comm=comm)
+        self.P.assemble()
+
+    def reduced_rows(self, owned_local_dofs: np.ndarray) -> np.ndarray:
+        """Reduced indices owned by this rank of the given owned local dofs (a slave's
+        master may be owned elsewhere: that rank passes it from its own copy)."""
+        r = np.unique(self.reduced_of_owned[np.asarray(owned_local_dofs, dtype=np.int64)])
+        lo, hi = self.reduced_range
+        return r[(r >= lo) & (r < hi)].astype(PETSc.IntType)
+
+    def destroy(self) -> None:
+        self.P.destroy()

@@ -1,0 +1,219 @@
+"""Periodic boxes: the periodic image wraps the realization, the fill field wraps, and the
+periodic solves (PETSc PtAP constraints) are exact relabelings of interior problems,
+independent of where the periodic box is cut and of the rank count."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from mpi4py import MPI  # isort: split
+
+import numpy as np
+import pytest
+
+from fem.conduction import DEFAULT_PETSC_OPTIONS, conductivity_tensor
+from fem.parameters import default_conductivities
+from meshes.adapter import distribute_voxels
+from meshes.fill import gaussian_field
+from meshes.realization import Realization, Sheets, Wires, realize_gradient
+from meshes.spec import CaseSpec, SpecError, load_case
+from meshes.tags import Phase
+from meshes.voxels import VoxelImage, voxelize, voxelize_case
+from tests.conftest import REPO, mpi_results, run_cli
+
+COMM = MPI.COMM_WORLD
+SOLIDS = [int(Phase.NANOWIRE), int(Phase.RGO)]
+
+
+def _image(labels: np.ndarray, h: float) -> VoxelImage:
+    return VoxelImage(labels.astype(np.uint8), h, (0.0, 0.0, 0.0), "gradient",
+                      (0.0, labels.shape[2] * h))
+
+
+def _wrap_shift(real: Realization, dx: float, period: float) -> Realization:
+    """The objects of the torus [0, period)^2 (anchors inside it) moved by dx in x on the
+    torus: objects move with their anchors, and an anchor that leaves the period comes
+    back one period lower."""
+    w, s = real.wires, real.sheets
+    kw = np.all((w.anchors()[:, :2] >= 0.0) & (w.anchors()[:, :2] < period), axis=1)
+    ks = np.all((s.anchors()[:, :2] >= 0.0) & (s.anchors()[:, :2] < period), axis=1)
+    dw = np.where(w.anchors()[kw, 0] + dx >= period, dx - period, dx)
+    ds = np.where(s.anchors()[ks, 0] + dx >= period, dx - period, dx)
+    ex = np.array([1.0, 0.0, 0.0])
+    wires = Wires(w.centers_um[kw] + dw[:, None] * ex, w.axes[kw], w.lengths_um[kw],
+                  w.radii_um[kw])
+    sheets = Sheets(s.centers_um[ks] + ds[:, None] * ex, s.normals[ks], s.diameters_um[ks],
+                    s.thickness_um)
+    return dataclasses.replace(real, wires=wires, sheets=sheets)
+
+
+def test_periodic_image_is_the_realization_on_a_torus() -> None:
+    """Moving every object by half the box on the torus rolls the periodic image by half
+    the box: every periodic copy that reaches into the box is painted, none twice wrong.
+    The insulating image of the same move is not a roll (the check can fail)."""
+    g = CaseSpec().gradient
+    n, h = 20, 0.05
+    size = n * h
+    real = realize_gradient(g, (0.0, size, 0.0, size), seed=4)
+    moved = _wrap_shift(real, 0.5 * size, size)
+    origin = (0.0, 0.0, 10.0)
+    kw = dict(coating_um=0.0, fill="share", spe_share=1.0)
+    for periodic in (True, False):
+        a = voxelize(real, origin, (n, n, n), h, periodic=periodic, **kw)
+        b = voxelize(moved, origin, (n, n, n), h, periodic=periodic, **kw)
+        sa = np.isin(a.labels, SOLIDS)
+        sb = np.isin(b.labels, SOLIDS)
+        assert 0.05 < sa.mean() < 0.4
+        assert np.array_equal(np.roll(sa, n // 2, axis=0), sb) == periodic
+
+
+def test_periodic_image_has_no_seam() -> None:
+    """Across the x and y faces of a periodic image, neighbouring voxels agree as often as
+    inside the box (the coating and the fill wrap too); without periodicity they do not."""
+    for sides, seam_is_interior in (("periodic", True), ("insulating", False)):
+        case = load_case({"box": {"size_um": 2.0, "height_um": 1.0, "voxel_um": 0.05,
+                                  "seed": 3, "sides": sides}})
+        lab = voxelize_case(case, "homogeneous").labels
+        inner = np.mean([np.mean(lab[i] == lab[i + 1]) for i in range(len(lab) - 1)])
+        seam = np.mean(lab[-1] == lab[0])
+        seam_y = np.mean(lab[:, -1] == lab[:, 0])
+        assert (min(seam, seam_y) > inner - 0.05) == seam_is_interior, (seam, seam_y, inner)
+
+
+def test_gaussian_field_wraps_on_periodic_axes_only() -> None:
+    """Periodic in x and y: a point and its copies one period away get the same value, the
+    faces x = 0 and x = L agree; z is not periodic (its faces differ)."""
+    pts = np.random.default_rng(0).uniform(0.0, 1.0, size=(50, 3))
+    ext = (2.0, 2.0, 2.0)
+
+    def field(p: np.ndarray) -> np.ndarray:
+        return gaussian_field(p, ext, 0.4, 5, periodic_axes=(0, 1))
+
+    f = field(pts)
+    assert 0.3 < np.std(f) < 2.0
+    for shift in ([2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [2.0, -2.0, 0.0]):
+        assert np.allclose(field(pts + shift), f, rtol=1e-12, atol=1e-12)
+    face = pts * [0.0, 1.0, 1.0]
+    assert np.allclose(field(face), field(face + np.array([2.0, 0.0, 0.0])), rtol=1e-12, atol=1e-12)
+    bottom = pts * [1.0, 1.0, 0.0]
+    assert not np.allclose(field(bottom), field(bottom + np.array([0.0, 0.0, 2.0])), atol=1e-3)
+
+
+def _seam_rows(n: int = 12, ny: int = 6, nz: int = 2) -> np.ndarray:
+    """Two rows of wire along x in the y rows ny-1 and 0 (neighbours only across the y
+    seam), each broken by a gap at a different x: in-plane current must zigzag between the
+    rows, which it can only do across the seam."""
+    lab = np.full((n, ny, nz), Phase.SPE, dtype=np.uint8)
+    lab[:, 0, :] = Phase.NANOWIRE
+    lab[:, ny - 1, :] = Phase.NANOWIRE
+    lab[3, 0, :] = Phase.SPE
+    lab[8, ny - 1, :] = Phase.SPE
+    return lab
+
+
+def test_a_path_through_the_seam_equals_the_same_path_inside_the_box() -> None:
+    """Periodic sigma_xx of rows that meet only across the y seam equals the insulating
+    sigma_xx of the same image rolled by one row (the rows then meet inside the box): the
+    two discrete problems are relabelings of each other, so they agree to round-off.
+    Insulating sides see no path at all."""
+    sigma = {int(Phase.NANOWIRE): 1.0}
+    lab = _seam_rows()
+    h = 0.1
+    periodic = conductivity_tensor(distribute_voxels(COMM, _image(lab, h)), sigma,
+                                   periodic=True)
+    insulated = conductivity_tensor(distribute_voxels(COMM, _image(lab, h)), sigma)
+    rolled = conductivity_tensor(distribute_voxels(COMM, _image(np.roll(lab, 1, axis=1), h)),
+                                 sigma)
+    assert insulated.percolates[0] is False and insulated.tensor_S_cm[0, 0] == 0.0
+    assert periodic.percolates[0] and rolled.percolates[0]
+    assert periodic.tensor_S_cm[0, 0] > 0.05
+    assert periodic.tensor_S_cm[0, 0] == pytest.approx(rolled.tensor_S_cm[0, 0], rel=1e-10)
+    # the current in y (row 1, column 0) crosses the seam: the same as inside the box
+    assert periodic.tensor_S_cm[1, 0] == pytest.approx(rolled.tensor_S_cm[1, 0], rel=1e-8,
+                                                       abs=1e-12)
+    assert periodic.balance_rel < 1e-9
+    assert periodic.connected_fraction[0] == pytest.approx(1.0)
+
+
+def test_periodic_tensor_does_not_depend_on_where_the_box_is_cut() -> None:
+    """A periodic RVE rolled in y: the columns driven in x (periodic in y) and z (periodic
+    in x and y) are unchanged to round-off; with insulating sides they change."""
+    case = load_case({"box": {"size_um": 1.0, "height_um": 1.0, "voxel_um": 0.05, "seed": 1,
+                              "sides": "periodic"}})
+    img = voxelize_case(case, "gradient")
+    p = default_conductivities()
+    out = {}
+    for shift in (0, 7):
+        tm = distribute_voxels(COMM, dataclasses.replace(
+            img, labels=np.roll(img.labels, shift, axis=1)))
+        for per in (True, False):
+            out[shift, per] = [conductivity_tensor(tm, s, periodic=per,
+                                                   petsc_options=DEFAULT_PETSC_OPTIONS)
+                               for s in (p.electronic(), p.ionic())]
+    for c in (0, 1):
+        a, b = out[0, True][c].tensor_S_cm, out[7, True][c].tensor_S_cm
+        for col in (0, 2):
+            assert np.abs(a[:, col]).max() > 0.0
+            assert np.allclose(a[:, col], b[:, col], rtol=1e-9, atol=1e-9 * np.abs(a).max())
+    a, b = out[0, False][1].tensor_S_cm, out[7, False][1].tensor_S_cm
+    assert not np.allclose(a[:, 0], b[:, 0], rtol=1e-4)
+
+
+_MPI_SCRIPT = """
+import json, sys
+sys.path.insert(0, {repo!r})
+from mpi4py import MPI
+from fem.conduction import DEFAULT_PETSC_OPTIONS, conductivity_tensor
+from fem.parameters import default_conductivities
+from meshes.adapter import build_on_root, distribute_voxels
+from meshes.spec import load_case
+from meshes.voxels import voxelize_case
+case = load_case({{"box": {{"size_um": 1.0, "height_um": 0.6, "voxel_um": 0.05, "seed": 2,
+                            "sides": "periodic"}}}})
+out = {{}}
+for kind in ("gradient", "homogeneous"):
+    tm = distribute_voxels(MPI.COMM_WORLD, build_on_root(MPI.COMM_WORLD,
+                                                         lambda: voxelize_case(case, kind)))
+    p = default_conductivities()
+    out[kind] = [conductivity_tensor(tm, s, periodic=True,
+                                     petsc_options=DEFAULT_PETSC_OPTIONS).tensor_S_cm.tolist()
+                 for s in (p.electronic(), p.ionic())]
+if MPI.COMM_WORLD.rank == 0:
+    print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.mpi
+def test_two_ranks_give_the_one_rank_periodic_tensors(tmp_path: Path) -> None:
+    script = tmp_path / "periodic_mpi.py"
+    script.write_text(_MPI_SCRIPT.format(repo=str(REPO)))
+    one, two = mpi_results(script)
+    for kind in ("gradient", "homogeneous"):
+        for k in (0, 1):
+            a, b = np.array(one[kind][k]), np.array(two[kind][k])
+            assert np.abs(a).max() > 0.0
+            assert np.allclose(a, b, rtol=1e-8, atol=1e-10 * np.abs(a).max())
+
+
+def test_periodic_sides_are_voxel_only() -> None:
+    with pytest.raises(SpecError, match=r"sides = 'periodic'.*conforming"):
+        load_case({"box": {"mesh": "conforming", "sides": "periodic", "size_um": 1.0,
+                           "height_um": 1.0}})
+    with pytest.raises(SpecError, match="sides"):
+        load_case({"box": {"sides": "torus"}})
+
+
+def test_rve_command_with_periodic_sides(tmp_path: Path) -> None:
+    out = tmp_path / "res"
+    proc = run_cli(["rve", "--cathode", "gradient", "--set", "box.sides=periodic",
+                    "--set", "box.size_um=1", "--set", "box.height_um=1",
+                    "--set", "box.voxel_um=0.05", "--out", str(out)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert "periodic" in summary["boundary_conditions"]
+    assert summary["case"]["box"]["sides"] == "periodic"
+    run = summary["gradient"][0]["runs"][0]
+    assert run["electronic"]["sigma_xx_S_cm"] > 0.0
+    assert run["ionic"]["sigma_zz_S_cm"] > 0.0
