@@ -260,7 +260,11 @@ def _cathode_cell(comm: MPI.Comm, case: CaseSpec, kind: str, params: CellParamet
     else:
         tm, info, _ = _build(comm, case, kind)
     options = ITERATIVE_PETSC_OPTIONS if ec.linear_solver == "iterative" else None
-    return HalfCell(tm, params, electronic=ec.electronic, petsc_options=options), info
+    # a periodic column (box.sides): the fields are periodic in x and y as well
+    periodic = ({0: tm.width_um, 1: tm.depth_um}
+                if ec.geometry == "box" and case.box.sides == "periodic" else None)
+    return HalfCell(tm, params, electronic=ec.electronic, petsc_options=options,
+                    periodic=periodic), info
 
 
 def _check_geometry(case: CaseSpec, kinds: Sequence[str]) -> None:
@@ -285,7 +289,7 @@ def _build_box(comm: MPI.Comm, case: CaseSpec, kind: str) -> tuple[TaggedMesh, d
     if image is not None:
         info = {"voxel_um": image.voxel_um, "size_um": list(image.size_um),
                 "cells_count": int(image.labels.size), "phase_fractions": image.fractions(),
-                **image.stats}
+                "periodic_sides": case.box.sides == "periodic", **image.stats}
     info = comm.bcast(info, root=0)
     return distribute_voxels(comm, image), info
 

@@ -149,7 +149,7 @@ def _solve_periodic(a: Any, space: dolfinx.fem.FunctionSpace, periods: Mapping[i
     """Solve a(u, v) = 0 with Dirichlet values on local dofs, periodic in ``periods``
     (:class:`fem.periodic.PeriodicMap`). Returns the solution and a failure message ("" when
     the solver converged)."""
-    pmap = PeriodicMap(space, periods, tol)
+    pmap = PeriodicMap.for_space(space, periods, tol)
     A = dolfinx.fem.petsc.assemble_matrix(dolfinx.fem.form(a))
     A.assemble()
     Ar = A.PtAP(pmap.P)

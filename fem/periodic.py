@@ -64,23 +64,30 @@ def periodic_groups(comm: MPI.Comm, points: np.ndarray, ids: np.ndarray,
 
 
 class PeriodicMap:
-    """The prolongation P from periodic (reduced) dofs to the dofs of a scalar space V.
+    """The prolongation P from periodic (reduced) dofs to the rows of a distributed vector.
 
-    ``periods`` maps axis -> period length L (the box spans [0, L] along that axis)."""
+    Built from the rows this rank owns: their coordinates and global indices (contiguous,
+    from the rank's ownership start), in one or more *blocks* that are matched separately
+    (two fields on the same nodes must not be identified with each other). ``periods`` maps
+    axis -> period length L (the box spans [0, L] along that axis). Reduced dofs keep the
+    order of the rows they come from, so a block's reduced dofs are contiguous per rank."""
 
-    def __init__(self, space: dolfinx.fem.FunctionSpace, periods: Mapping[int, float],
-                 tol: float) -> None:
-        imap = space.dofmap.index_map
-        if space.dofmap.index_map_bs != 1:
-            raise ValueError("PeriodicMap: scalar spaces only")
-        comm = imap.comm
-        n_own = imap.size_local
-        x = space.tabulate_dof_coordinates()[:n_own]
-        gidx = imap.local_range[0] + np.arange(n_own, dtype=np.int64)
-        on = np.zeros(n_own, dtype=bool)
-        for k, length in periods.items():
-            on |= (np.abs(x[:, k]) < tol) | (np.abs(x[:, k] - length) < tol)
-        slaves, masters = periodic_groups(comm, x[on], gidx[on], periods, tol)
+    def __init__(self, comm: MPI.Intracomm, blocks: list[tuple[np.ndarray, np.ndarray]],
+                 n_global: int, periods: Mapping[int, float], tol: float) -> None:
+        slave_list, master_list = [], []
+        gidx = np.concatenate([ids for _, ids in blocks]) if blocks else np.zeros(0, np.int64)
+        for x, ids in blocks:
+            on = np.zeros(len(ids), dtype=bool)
+            for k, length in periods.items():
+                on |= (np.abs(x[:, k]) < tol) | (np.abs(x[:, k] - length) < tol)
+            s_k, m_k = periodic_groups(comm, x[on], ids[on], periods, tol)
+            slave_list.append(s_k)
+            master_list.append(m_k)
+        slaves = np.concatenate(slave_list)
+        masters = np.concatenate(master_list)
+        order = np.argsort(slaves)
+        slaves, masters = slaves[order], masters[order]
+        n_own = len(gidx)
         is_slave = np.isin(gidx, slaves)
         n_red = int(np.count_nonzero(~is_slave))
         offset = comm.exscan(n_red, op=MPI.SUM)
@@ -94,26 +101,55 @@ class PeriodicMap:
         m_red = np.concatenate([t[1] for t in table])
         order = np.argsort(m_full)
         m_full, m_red = m_full[order], m_red[order]
-        own_slaves = gidx[is_slave]
-        their_master = masters[np.searchsorted(slaves, own_slaves)]
+        their_master = masters[np.searchsorted(slaves, gidx[is_slave])]
         red[is_slave] = m_red[np.searchsorted(m_full, their_master)]
         self.comm = comm
         self.n_owned = n_own
-        self.reduced_of_owned = red  #: reduced global index of every owned dof
+        self.is_slave = is_slave  #: per owned row
+        self.reduced_of_owned = red  #: reduced global index of every owned row
         self.reduced_range = (offset, offset + n_red)
         self.slaves_count = int(comm.allreduce(int(is_slave.sum()), op=MPI.SUM))
-        n_global = imap.size_global
         n_red_global = int(comm.allreduce(n_red, op=MPI.SUM))
         indptr = np.arange(n_own + 1, dtype=PETSc.IntType)
         self.P = PETSc.Mat().createAIJ(
             ((n_own, n_global), (n_red, n_red_global)),
             csr=(indptr, red.astype(PETSc.IntType),  # type: ignore[arg-type]
                  np.ones(n_own, dtype=PETSc.ScalarType)),
-            comm=comm)
+            comm=comm)  # type: ignore[arg-type]
         self.P.assemble()
 
+    @classmethod
+    def for_space(cls, space: dolfinx.fem.FunctionSpace, periods: Mapping[int, float],
+                  tol: float) -> PeriodicMap:
+        """Periodic map of a scalar space's dofs (the layout of its PETSc vectors)."""
+        return cls.for_blocks([space], periods, tol)
+
+    @classmethod
+    def for_blocks(cls, spaces: list[dolfinx.fem.FunctionSpace], periods: Mapping[int, float],
+                   tol: float) -> PeriodicMap:
+        """Periodic map of the monolithic ("mpi") block layout of scalar spaces: per rank,
+        the owned dofs of each space in turn (``dolfinx.fem.petsc.create_vector(spaces,
+        kind="mpi")``)."""
+        comm = spaces[0].mesh.comm
+        sizes = []
+        for space in spaces:
+            if space.dofmap.index_map_bs != 1:
+                raise ValueError("PeriodicMap: scalar spaces only")
+            sizes.append(space.dofmap.index_map.size_local)
+        n_local = int(sum(sizes))
+        start = comm.exscan(n_local, op=MPI.SUM)
+        start = 0 if comm.rank == 0 or start is None else int(start)
+        blocks = []
+        off = start
+        for space, n in zip(spaces, sizes, strict=True):
+            x = space.tabulate_dof_coordinates()[:n]
+            blocks.append((x, off + np.arange(n, dtype=np.int64)))
+            off += n
+        n_global = int(comm.allreduce(n_local, op=MPI.SUM))
+        return cls(comm, blocks, n_global, periods, tol)
+
     def reduced_rows(self, owned_local_dofs: np.ndarray) -> np.ndarray:
-        """Reduced indices owned by this rank of the given owned local dofs (a slave's
+        """Reduced indices owned by this rank of the given owned local rows (a slave's
         master may be owned elsewhere: that rank passes it from its own copy)."""
         r = np.unique(self.reduced_of_owned[np.asarray(owned_local_dofs, dtype=np.int64)])
         lo, hi = self.reduced_range

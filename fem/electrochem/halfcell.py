@@ -30,12 +30,20 @@ dolfinx-0.11-multidomain.md); interface facets are ordered so that ``"+"`` is th
 Units: :class:`fem.electrochem.parameters.ModelUnits` (um, s, mol/m3, V, A/m2).
 
 Time stepping is backward Euler; :mod:`fem.electrochem.protocol` chooses the steps.
+
+``periodic`` (a laterally periodic box, e.g. a voxel column with ``box.sides = "periodic"``):
+all four fields are periodic in x and y. Each Newton system is solved for the periodic dofs,
+``P^T J P du_r = -P^T R`` and ``du = P du_r`` (:class:`fem.periodic.PeriodicMap`, one block
+per field), and clusters connect across the periodic faces. The periodic faces are not
+interior facets of the mesh, so an active cell and an electrolyte cell that meet only across
+them exchange no current (the interface there is missing: at most the facets of one voxel
+layer of wire ends on those faces).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +60,7 @@ from petsc4py import PETSc as _PETSc
 
 from fem.electrochem.parameters import CellParameters, ModelUnits
 from fem.percolation import cell_components, components_touching
+from fem.periodic import PeriodicMap
 from meshes.adapter import TaggedMesh
 from meshes.tags import ELECTRONIC_PHASES, IONIC_PHASES, Facet, Phase
 
@@ -158,7 +167,8 @@ class HalfCell:
                  petsc_options: dict[str, str] | None = None,
                  quadrature_degree: int = 4, electronic: str = "resolved",
                  extra_residual: Callable[[HalfCell, list[Any]], list[Any]] | None = None,
-                 extra_exterior_facets: dict[int, np.ndarray] | None = None) -> None:
+                 extra_exterior_facets: dict[int, np.ndarray] | None = None,
+                 periodic: Mapping[int, float] | None = None) -> None:
         if electronic not in ("resolved", "ideal"):
             raise ValueError(f"electronic = {electronic!r}: must be 'resolved' or 'ideal'")
         self.electronic_mode = electronic_mode = electronic
@@ -194,10 +204,12 @@ class HalfCell:
             raise ValueError("Li anode: no ionic phase touches the top face")
         # Conducting islands with neither a Dirichlet face nor a reacting interface would
         # make the matrix singular (shared/notes trap 7): keep only the useful components.
-        comps_e = cell_components(msh, elec_cells.astype(np.int32), [1])
+        #: axis -> period of a laterally periodic box (None: insulating sides)
+        self.periodic = dict(periodic) if periodic else None
+        comps_e = cell_components(msh, elec_cells.astype(np.int32), [1], self.periodic)
         keep_e = np.union1d(components_touching(msh, comps_e, collector),
                             components_touching(msh, comps_e, gamma_all))
-        comps_i = cell_components(msh, ionic.astype(np.int32), [1])
+        comps_i = cell_components(msh, ionic.astype(np.int32), [1], self.periodic)
         keep_i = np.union1d(components_touching(msh, comps_i, anode),
                             components_touching(msh, comps_i, gamma_all))
         elec_cells = elec_cells & np.isin(comps_e.labels, keep_e)
@@ -210,7 +222,7 @@ class HalfCell:
         self._to_anode, self._to_collector = to_anode, to_collector
         self._comps = (comps_e, comps_i)
         # Active particles (wires, or wire sections in 2D): facet-connected active cells.
-        self.particles = cell_components(msh, phase, [int(Phase.NANOWIRE)])
+        self.particles = cell_components(msh, phase, [int(Phase.NANOWIRE)], self.periodic)
         labels = self.particles.labels
         is_active = labels >= 0
         self.particle_connected = np.zeros(self.particles.num_components, dtype=bool)
@@ -458,6 +470,15 @@ class HalfCell:
         self.w1 = petsc.create_vector(self.spaces, kind="mpi")
         self.w2 = petsc.create_vector(self.spaces, kind="mpi")
         self._blocks: Any = self.b.getAttr("_blocks")
+        # Laterally periodic box: the Newton systems are solved for the periodic dofs,
+        # P^T J P du_r = -P^T F, du = P du_r (fem/periodic.py).
+        self._pmap: PeriodicMap | None = None
+        self._Ar: PETSc.Mat | None = None
+        if self.periodic:
+            tol = 1e-6 * max(self.periodic.values())
+            self._pmap = PeriodicMap.for_blocks(self.spaces, self.periodic, tol)
+            self._xr = self._pmap.P.createVecRight()
+            self._br = self._pmap.P.createVecRight()
         self.ksp = PETSc.KSP().create(self.comm)
         # A prefix per instance: options stay in the database until the solver is set up
         # (fieldsplit reads its sub-solver options then), without leaking into other cells.
@@ -487,9 +508,14 @@ class HalfCell:
                 idx = np.concatenate([
                     np.arange(start + off[j], start + off[j + 1], dtype=PETSc.IntType)
                     for j in (fields.index(m) for m in members)])
+                if self._pmap is not None:  # the periodic dofs of those fields
+                    local = idx - start
+                    idx = self._pmap.reduced_of_owned[local[~self._pmap.is_slave[local]]]
+                    idx = idx.astype(PETSc.IntType)
                 sets.append((name, PETSc.IS().createGeneral(idx, comm=self.comm)))
             self.ksp.getPC().setFieldSplitIS(*sets)
-        self.ksp.setOperators(self.A)
+        if self._pmap is None:
+            self.ksp.setOperators(self.A)
         self.linear_solves = 0
         self.linear_iterations = 0  # Krylov iterations (0 with the direct solver)
         self.linear_iterations_max = 0  # most Krylov iterations of one solve
@@ -637,12 +663,17 @@ class HalfCell:
             if not self._jacobian_fresh:
                 petsc.assemble_jacobian(None, self.x, self.A, None, self.u, self.J, None,
                                         self.bcs)
-                self.ksp.setOperators(self.A)
+                if self._pmap is None:
+                    self.ksp.setOperators(self.A)
+                else:
+                    self._Ar = (self.A.PtAP(self._pmap.P) if self._Ar is None
+                                else self.A.PtAP(self._pmap.P, result=self._Ar))
+                    self.ksp.setOperators(self._Ar)
                 self.jacobian_assemblies += 1
                 self._jacobian_fresh = True
                 self._border_fresh = False
                 previous = np.inf
-            self.ksp.solve(self.b, self.w1)
+            self._linear_solve(self.b, self.w1)
             self._clear_options()
             if not self._linear_ok():
                 self._fail(snap, f"linear solver failed ({self.ksp.getConvergedReason()})")
@@ -654,7 +685,7 @@ class HalfCell:
                 # the border B then belong to the same state), not once per iteration.
                 if not self._border_fresh:
                     self._assemble_vec(self.vb, self.B)
-                    self.ksp.solve(self.vb, self.w2)
+                    self._linear_solve(self.vb, self.w2)
                     if not self._linear_ok():
                         self._fail(snap, "linear solver failed "
                                          f"({self.ksp.getConvergedReason()})")
@@ -691,6 +722,16 @@ class HalfCell:
             previous = step
         self._fail(snap, f"Newton did not converge in {max_iterations} iterations")
         raise AssertionError  # unreachable (for type checkers)
+
+    def _linear_solve(self, rhs: PETSc.Vec, out: PETSc.Vec) -> None:
+        """out = J^-1 rhs with the present Jacobian; on a periodic box for the periodic dofs
+        (rhs restricted by P^T, the solution prolongated by P)."""
+        if self._pmap is None:
+            self.ksp.solve(rhs, out)
+            return
+        self._pmap.P.multTranspose(rhs, self._br)
+        self.ksp.solve(self._br, self._xr)
+        self._pmap.P.mult(self._xr, out)
 
     def release_solver_options(self) -> None:
         """Remove this cell's solver options from the PETSc database. Call it when the cell
