@@ -47,7 +47,7 @@ from fem.electrochem.protocol import (
 from meshes.adapter import TaggedMesh, build_on_root, distribute_voxels
 from meshes.spec import CaseSpec, SpecError, spec_to_dict
 from meshes.tags import phase_names
-from meshes.voxels import cathode_layers_um, voxelize_case
+from meshes.voxels import cathode_layers_um, periodic_caveat, voxelize_case
 
 __all__ = ["PAPER_RATE_CAPABILITY", "checkpoint_folder", "run_cycling", "run_rate_ensemble",
            "run_rate_study"]
@@ -284,12 +284,16 @@ def _check_geometry(case: CaseSpec, kinds: Sequence[str]) -> None:
 
 def _build_box(comm: MPI.Comm, case: CaseSpec, kind: str) -> tuple[TaggedMesh, dict[str, Any]]:
     """The 3D voxel column of ``case.box`` (whole cathode plus separator) as hexahedra."""
+    caveat = periodic_caveat(case, kind)
+    if caveat and comm.rank == 0:
+        log.warning(caveat)
     image = build_on_root(comm, lambda: voxelize_case(case, kind))
     info = None
     if image is not None:
         info = {"voxel_um": image.voxel_um, "size_um": list(image.size_um),
                 "cells_count": int(image.labels.size), "phase_fractions": image.fractions(),
-                "periodic_sides": case.box.sides == "periodic", **image.stats}
+                "periodic_sides": case.box.sides == "periodic", "periodic_caveat": caveat,
+                **image.stats}
     info = comm.bcast(info, root=0)
     return distribute_voxels(comm, image), info
 

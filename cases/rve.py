@@ -33,6 +33,7 @@ polymer fill).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from pathlib import Path
@@ -58,7 +59,7 @@ from meshes.build import KINDS
 from meshes.conforming import check_conforming_scope, mesh_conforming_box
 from meshes.spec import CaseSpec, spec_to_dict
 from meshes.tags import phase_names
-from meshes.voxels import cathode_layers_um, voxelize_case, write_image
+from meshes.voxels import cathode_layers_um, periodic_caveat, voxelize_case, write_image
 
 __all__ = ["print_rve", "run_rve", "rve_numbers", "summarize_runs"]
 
@@ -91,6 +92,11 @@ def _tensor_entry(t: Any) -> dict[str, Any]:
     }
 
 
+@functools.cache
+def _warn_once(message: str) -> None:
+    log.warning(message)
+
+
 def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = None,
                 tag: str = "", write_mesh: bool = False,
                 petsc_options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -98,6 +104,9 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
     Linear solver: CG + GAMG (:data:`fem.conduction.ITERATIVE_PETSC_OPTIONS`) unless
     ``petsc_options`` says otherwise."""
     options = petsc_options if petsc_options is not None else ITERATIVE_PETSC_OPTIONS
+    caveat = periodic_caveat(case, kind)
+    if caveat and comm.rank == 0:
+        _warn_once(caveat)
     t0 = time.perf_counter()
     if case.box.mesh == "conforming":
         box = build_on_root(comm, lambda: mesh_conforming_box(case, kind))
@@ -158,7 +167,8 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
     return {
         "cathode": kind, "seed": case.box.seed, "z_center_fraction": case.box.z_center_fraction,
         "box_z_um": [tm.z_offset_um, tm.z_offset_um + tm.thickness_um],
-        "mesh": case.box.mesh, "image": stats_, "cells_count": int(comm.allreduce(
+        "mesh": case.box.mesh, "sides": case.box.sides,
+        "periodic_caveat": caveat, "image": stats_, "cells_count": int(comm.allreduce(
             tm.mesh.topology.index_map(3).size_local, op=MPI.SUM)),
         "electronic": _tensor_entry(electronic), "ionic": _tensor_entry(ionic),
         "percolation": perc, "surface_iv": surface,

@@ -22,7 +22,7 @@ from meshes.fill import gaussian_field
 from meshes.realization import Realization, Sheets, Wires, realize_gradient
 from meshes.spec import CaseSpec, SpecError, load_case
 from meshes.tags import Phase
-from meshes.voxels import VoxelImage, voxelize, voxelize_case
+from meshes.voxels import VoxelImage, periodic_caveat, voxelize, voxelize_case
 from tests.conftest import REPO, mpi_results, run_cli
 
 COMM = MPI.COMM_WORLD
@@ -222,6 +222,17 @@ def test_two_ranks_give_the_one_rank_periodic_tensors_and_discharge(tmp_path: Pa
     assert np.allclose(one["half_cell_V"], two["half_cell_V"], rtol=0.0, atol=1e-10)
 
 
+def test_periodic_caveat_names_the_objects_wider_than_the_box() -> None:
+    narrow = load_case({"box": {"sides": "periodic", "size_um": 4.0}})
+    text = periodic_caveat(narrow, "homogeneous")
+    assert text is not None and "box.size_um = 4 um is below 10 um" in text
+    assert "agglomerate" in text
+    wide = load_case({"box": {"sides": "periodic", "size_um": 10.0, "height_um": 1.0,
+                              "voxel_um": 0.1}})
+    assert periodic_caveat(wide, "gradient") is None
+    assert periodic_caveat(load_case({"box": {"size_um": 1.0}}), "gradient") is None
+
+
 def test_periodic_sides_are_voxel_only() -> None:
     with pytest.raises(SpecError, match=r"sides = 'periodic'.*conforming"):
         load_case({"box": {"mesh": "conforming", "sides": "periodic", "size_um": 1.0,
@@ -240,6 +251,10 @@ def test_rve_command_with_periodic_sides(tmp_path: Path) -> None:
     assert "periodic" in summary["boundary_conditions"]
     assert summary["case"]["box"]["sides"] == "periodic"
     run = summary["gradient"][0]["runs"][0]
+    # a 1 um torus is narrower than the 10 um wires: warned once, and kept in the summary
+    said = proc.stdout + proc.stderr
+    assert run["periodic_caveat"] and "box.size_um = 1 um is below 10 um" in said
+    assert said.count("is below 10 um") == 1
     assert run["electronic"]["sigma_xx_S_cm"] > 0.0
     assert run["ionic"]["sigma_zz_S_cm"] > 0.0
 
