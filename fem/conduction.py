@@ -36,7 +36,7 @@ import ufl
 from petsc4py import PETSc
 
 from fem.percolation import cell_components, components_touching, local_cell_sizes
-from fem.periodic import PeriodicMap
+from fem.periodic import PeriodicMap, check_periods
 from meshes.adapter import TaggedMesh
 
 __all__ = [
@@ -163,32 +163,41 @@ def _solve_periodic(a: Any, space: dolfinx.fem.FunctionSpace, periods: Mapping[i
         xr.setValues(rows, np.full(len(rows), u_value))
         rows_all.append(rows)
     xr.assemble()
+    both = np.intersect1d(rows_all[0], rows_all[-1]) if len(rows_all) > 1 else rows_all[0][:0]
+    if space.mesh.comm.allreduce(len(both), op=MPI.SUM):
+        for obj in (Ar, A, xr, br):
+            obj.destroy()
+        pmap.destroy()
+        raise ValueError(f"periodic axes {sorted(periods)}: the two electrodes are one "
+                         f"periodic face (an electrode axis cannot be periodic)")
     rows = np.unique(np.concatenate(rows_all)).astype(PETSc.IntType)
     Ar.zeroRowsColumns(rows, diag=1.0, x=xr, b=br)
     ksp = PETSc.KSP().create(space.mesh.comm)
     ksp.setOperators(Ar)
     opts = PETSc.Options()
-    for key, value in options.items():
-        opts.setValue(f"{prefix}{key}", value)
-    ksp.setOptionsPrefix(prefix)
-    ksp.setFromOptions()
+    full = pmap.P.createVecLeft()
     failure = ""
     try:
-        ksp.solve(br, xr)
-        if _reason(ksp) < 0:
-            failure = f"converged reason {_reason(ksp)}"
-    except PETSc.Error as e:
-        failure = str(e).splitlines()[-1]
-    uh = dolfinx.fem.Function(space)
-    full = pmap.P.createVecLeft()
-    pmap.P.mult(xr, full)
-    uh.x.array[:n_own] = full.array_r
-    uh.x.scatter_forward()
-    for key in options:
-        opts.delValue(f"{prefix}{key}")
-    for obj in (ksp, Ar, A, xr, br, full):
-        obj.destroy()
-    pmap.destroy()
+        for key, value in options.items():
+            opts.setValue(f"{prefix}{key}", value)
+        ksp.setOptionsPrefix(prefix)
+        ksp.setFromOptions()
+        try:
+            ksp.solve(br, xr)
+            if _reason(ksp) < 0:
+                failure = f"converged reason {_reason(ksp)}"
+        except PETSc.Error as e:
+            failure = str(e).splitlines()[-1]
+        uh = dolfinx.fem.Function(space)
+        pmap.P.mult(xr, full)
+        uh.x.array[:n_own] = full.array_r
+        uh.x.scatter_forward()
+    finally:
+        for key in options:
+            opts.delValue(f"{prefix}{key}")
+        for obj in (ksp, Ar, A, xr, br, full):
+            obj.destroy()
+        pmap.destroy()
     return uh, failure
 
 
@@ -244,7 +253,9 @@ def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Mark
     ``cells`` optionally restricts the domain (bool per local cell, e.g. a depth window).
     ``periodic`` maps axis -> period L of a box mesh spanning [0, L] on that axis (matching
     nodes on the two faces, e.g. a periodic voxel image): u is periodic along those axes and
-    clusters connect across them. Collective on the mesh communicator.
+    clusters connect across them; the electrodes must not lie on a periodic axis's faces.
+    Periodic solves take their PETSc options with the prefix ``cathodefem_periodic_``
+    (``cathodefem_conduction_`` for the others). Collective on the mesh communicator.
     """
     t0 = time.perf_counter()
     msh = tm.mesh
@@ -258,6 +269,8 @@ def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Mark
     if cells is not None:
         in_set &= cells
     area = local_cell_sizes(msh)
+    if periodic:
+        check_periods(msh, periodic)
     comps = cell_components(msh, in_set.astype(np.int32), [1], periodic=periodic)
     f_high = dolfinx.mesh.locate_entities(msh, fdim, high)
     f_low = dolfinx.mesh.locate_entities(msh, fdim, low)

@@ -38,6 +38,7 @@ __all__ = [
     "component_measures",
     "components_touching",
     "local_cell_sizes",
+    "seam_pairs_count",
 ]
 
 _SIMPLICES = (
@@ -178,16 +179,16 @@ def _merge_on_root(
     return np.asarray(final, dtype=np.int64), num_components
 
 
-def _periodic_ties(msh: dolfinx.mesh.Mesh, provisional: npt.NDArray[np.int64],
-                   periods: Mapping[int, float]) -> npt.NDArray[np.int64]:
-    """Ties (provisional id pairs) between in-set cells that share a facet across the
-    periodic faces x_k = 0 and x_k = L_k of a box mesh (facets matched by their midpoints)."""
+def _seam_pairs(msh: dolfinx.mesh.Mesh, values: npt.NDArray[np.int64],
+                periods: Mapping[int, float]) -> npt.NDArray[np.int64] | None:
+    """On rank 0, ``values`` (one per local cell) of the two cells on either side of every
+    facet pair matched across the periodic faces x_k = 0 and x_k = L_k (the same facet on
+    the torus; matched by midpoints); None on the other ranks. Collective."""
     from fem.periodic import periodic_groups
 
     tdim = msh.topology.dim
     fdim = tdim - 1
-    extent = max(periods.values())
-    tol = 1e-6 * extent
+    tol = 1e-6 * max(periods.values())
 
     def on_faces(x: np.ndarray) -> np.ndarray:
         out = np.zeros(x.shape[1], dtype=bool)
@@ -195,21 +196,41 @@ def _periodic_ties(msh: dolfinx.mesh.Mesh, provisional: npt.NDArray[np.int64],
             out |= (np.abs(x[k]) < tol) | (np.abs(x[k] - length) < tol)
         return out
 
-    facets = dolfinx.mesh.locate_entities_boundary(msh, fdim, on_faces)
-    cells = _facet_cells(msh, facets.astype(np.int32))  # one cell per boundary facet
-    keep = provisional[cells] >= 0
-    mid = dolfinx.mesh.compute_midpoints(msh, fdim, facets.astype(np.int32))[keep]
-    # a facet is its own id here: pair each matched facet's cell with its partner's
-    ids = np.arange(len(mid), dtype=np.int64)
+    facets = dolfinx.mesh.locate_entities_boundary(msh, fdim, on_faces).astype(np.int32)
+    cells = _facet_cells(msh, facets)  # one cell per boundary facet
+    mid = dolfinx.mesh.compute_midpoints(msh, fdim, facets)
     counts = msh.comm.allgather(len(mid))
-    ids += int(sum(counts[: msh.comm.rank]))
+    ids = np.arange(len(mid), dtype=np.int64) + int(sum(counts[: msh.comm.rank]))
     slaves, masters = periodic_groups(msh.comm, mid, ids, periods, tol)
-    pid = msh.comm.gather(provisional[cells][keep], root=0)
+    gathered = msh.comm.gather(np.asarray(values)[cells].astype(np.int64), root=0)
     if msh.comm.rank != 0:
-        return np.zeros((0, 2), dtype=np.int64)  # the root holds every tie once
-    assert pid is not None
-    every = np.concatenate(pid)
-    return np.column_stack([every[slaves], every[masters]]).astype(np.int64)
+        return None
+    assert gathered is not None
+    every = np.concatenate(gathered)
+    return np.column_stack([every[slaves], every[masters]])
+
+
+def _periodic_ties(msh: dolfinx.mesh.Mesh, provisional: npt.NDArray[np.int64],
+                   periods: Mapping[int, float]) -> npt.NDArray[np.int64]:
+    """Ties (provisional id pairs) between in-set cells that share a facet across the
+    periodic faces of a box mesh; all of them on rank 0 (each tie once), none elsewhere."""
+    pairs = _seam_pairs(msh, provisional, periods)
+    if pairs is None:
+        return np.zeros((0, 2), dtype=np.int64)
+    return pairs[np.all(pairs >= 0, axis=1)]
+
+
+def seam_pairs_count(msh: dolfinx.mesh.Mesh, cell_phase: npt.ArrayLike,
+                     periods: Mapping[int, float], a: Sequence[int], b: Sequence[int]) -> int:
+    """Number of facet pairs across the periodic faces with a cell of a phase in ``a`` on one
+    side and one of ``b`` on the other (e.g. wire against electrolyte: an interface that a
+    periodic box has on the torus but not as a mesh facet). Collective."""
+    pairs = _seam_pairs(msh, np.asarray(cell_phase, dtype=np.int64), periods)
+    count = 0
+    if pairs is not None:
+        ia, ib = np.isin(pairs, np.asarray(a)), np.isin(pairs, np.asarray(b))
+        count = int(np.count_nonzero((ia[:, 0] & ib[:, 1]) | (ib[:, 0] & ia[:, 1])))
+    return int(msh.comm.bcast(count, root=0))
 
 
 def cell_components(

@@ -27,7 +27,23 @@ from petsc4py import PETSc
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-__all__ = ["PeriodicMap", "periodic_groups"]
+__all__ = ["PeriodicMap", "check_periods", "periodic_groups"]
+
+
+def check_periods(msh: dolfinx.mesh.Mesh, periods: Mapping[int, float]) -> None:
+    """Raise ValueError (one line) unless every periodic axis is a coordinate axis along
+    which the mesh spans exactly [0, L]. Collective."""
+    gdim = msh.geometry.dim
+    x = msh.geometry.x
+    for k, length in periods.items():
+        if k not in range(gdim):
+            raise ValueError(f"periodic axis {k!r}: must be one of {list(range(gdim))}")
+        lo = msh.comm.allreduce(float(x[:, k].min(initial=np.inf)), op=MPI.MIN)
+        hi = msh.comm.allreduce(float(x[:, k].max(initial=-np.inf)), op=MPI.MAX)
+        tol = 1e-6 * max(abs(length), 1e-300)
+        if abs(lo) > tol or abs(hi - length) > tol:
+            raise ValueError(f"periodic axis {k}: period {length:g} um, but the mesh spans "
+                             f"[{lo:g}, {hi:g}] um along it; must span [0, period]")
 
 
 def periodic_groups(comm: MPI.Comm, points: np.ndarray, ids: np.ndarray,

@@ -304,20 +304,24 @@ def box_window(case: CaseSpec, kind: str) -> tuple[tuple[float, float, float], f
 
 def periodic_caveat(case: CaseSpec, kind: str) -> str | None:
     """A warning when a periodic box (``box.sides = "periodic"``) is narrower than the
-    objects it wraps: the longest wire and, in the tape-cast cathode, the agglomerate
-    diameter. On such a torus a wire meets its own images and each agglomerate repeats
-    every period, so the box holds layers of agglomerates rather than the random medium
-    (measured on the 1 um tape-cast columns of cases/data/rate3d.toml: the solid fraction
-    of 0.5 um slabs varies 2.2x more along z than in the insulating column). None when the
-    box is wide enough or not periodic."""
+    largest object it wraps: the longest wire, the rGO flakes and, in the tape-cast
+    cathode, the agglomerate diameter. On such a torus a wire meets its own images and
+    each agglomerate repeats every period, so the box holds layers of agglomerates rather
+    than the random medium (measured on the 1 um tape-cast columns of
+    cases/data/rate3d.toml: the solid fraction of 0.5 um slabs varies 2.2x more along z
+    than in the insulating column). None when the box is wide enough or not periodic."""
     if case.box.sides != "periodic":
         return None
     if kind == "gradient":
-        need, what = case.gradient.nanowire.length_max_um, "the longest wire"
+        g = case.gradient
+        sizes = {"the longest wire": g.nanowire.length_max_um,
+                 "the rGO flake size": g.rgo_sheet_size_um if g.rgo_wt_fraction > 0 else 0.0}
     else:
         h = case.homogeneous
-        need, what = max(h.nanowire.length_max_um, 2.0 * h.agglomerate_radius_um), \
-            "the longest wire or the agglomerate diameter"
+        sizes = {"the longest wire": h.nanowire.length_max_um,
+                 "the agglomerate diameter": 2.0 * h.agglomerate_radius_um,
+                 "the rGO flake size": h.rgo_sheet_size_um if h.rgo_wt_fraction > 0 else 0.0}
+    what, need = max(sizes.items(), key=lambda item: item[1])
     if case.box.size_um >= need:
         return None
     return (f"box.size_um = {case.box.size_um:g} um is below {need:g} um ({what}): on a "

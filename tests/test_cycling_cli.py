@@ -253,6 +253,18 @@ def test_cycle_on_a_3d_voxel_column_with_both_solvers(tmp_path: Path) -> None:
     assert direct[-1][1] < direct[0][1] - 0.01  # it did discharge
 
 
+def test_periodic_sides_need_a_box_geometry(tmp_path: Path) -> None:
+    case = tmp_path / "tiny.toml"
+    case.write_text(TINY)
+    out = tmp_path / "o"
+    r = _run(["rate", str(case), "--rates", "300", "--set", "box.sides=periodic", "--out",
+              str(out)], tmp_path)
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln]
+    assert len(lines) == 1 and "box.sides = 'periodic': applies to 3D columns only" in lines[0]
+    assert not out.exists()
+
+
 def test_cycle_on_a_periodic_3d_voxel_column(tmp_path: Path) -> None:
     # box.sides = periodic: the column's microstructure and fields are periodic in x and y;
     # the run completes, conserves charge and Li, and differs from the insulating column.
@@ -268,6 +280,7 @@ def test_cycle_on_a_periodic_3d_voxel_column(tmp_path: Path) -> None:
         g = summary["gradient"]
         assert g["status"] == "completed"
         assert g["mesh"]["periodic_sides"] == (sides == "periodic")
+        assert g["seam_interface_facets_count"] >= 0
         assert g["max_charge_balance_rel"] < 1e-8 and g["max_li_balance_rel"] < 1e-8
         with (out / "gradient" / "cycling.csv").open() as f:
             volts[sides] = [float(row["voltage_V"]) for row in csv.DictReader(f)]

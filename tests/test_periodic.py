@@ -19,7 +19,14 @@ from fem.electrochem.parameters import ModelUnits, default_parameters
 from fem.parameters import default_conductivities
 from meshes.adapter import distribute_voxels
 from meshes.fill import gaussian_field
-from meshes.realization import Realization, Sheets, Wires, realize_gradient
+from meshes.realization import (
+    Realization,
+    Sheets,
+    Spheres,
+    Wires,
+    realize_gradient,
+    realize_homogeneous,
+)
 from meshes.spec import CaseSpec, SpecError, load_case
 from meshes.tags import Phase
 from meshes.voxels import VoxelImage, periodic_caveat, voxelize, voxelize_case
@@ -36,39 +43,53 @@ def _image(labels: np.ndarray, h: float) -> VoxelImage:
 
 def _wrap_shift(real: Realization, dx: float, period: float) -> Realization:
     """The objects of the torus [0, period)^2 (anchors inside it) moved by dx in x on the
-    torus: objects move with their anchors, and an anchor that leaves the period comes
-    back one period lower."""
-    w, s = real.wires, real.sheets
-    kw = np.all((w.anchors()[:, :2] >= 0.0) & (w.anchors()[:, :2] < period), axis=1)
-    ks = np.all((s.anchors()[:, :2] >= 0.0) & (s.anchors()[:, :2] < period), axis=1)
-    dw = np.where(w.anchors()[kw, 0] + dx >= period, dx - period, dx)
-    ds = np.where(s.anchors()[ks, 0] + dx >= period, dx - period, dx)
+    torus: objects move with their anchors (a tape-cast wire with its agglomerate), and an
+    anchor that leaves the period comes back one period lower."""
     ex = np.array([1.0, 0.0, 0.0])
-    wires = Wires(w.centers_um[kw] + dw[:, None] * ex, w.axes[kw], w.lengths_um[kw],
-                  w.radii_um[kw])
-    sheets = Sheets(s.centers_um[ks] + ds[:, None] * ex, s.normals[ks], s.diameters_um[ks],
-                    s.thickness_um)
-    return dataclasses.replace(real, wires=wires, sheets=sheets)
+
+    def moved(anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keep = np.all((anchors[:, :2] >= 0.0) & (anchors[:, :2] < period), axis=1)
+        d = np.where(anchors[keep, 0] + dx >= period, dx - period, dx)
+        return keep, d[:, None] * ex
+
+    w, s, c = real.wires, real.sheets, real.spheres
+    kw, dw = moved(w.anchors())
+    ks, ds = moved(s.anchors())
+    kc, dc = moved(c.centers_um)
+    wires = Wires(w.centers_um[kw] + dw, w.axes[kw], w.lengths_um[kw], w.radii_um[kw],
+                  anchors_um=w.anchors()[kw] + dw)
+    sheets = Sheets(s.centers_um[ks] + ds, s.normals[ks], s.diameters_um[ks], s.thickness_um,
+                    anchors_um=s.anchors()[ks] + ds)
+    spheres = Spheres(c.centers_um[kc] + dc, c.radii_um[kc])
+    return dataclasses.replace(real, wires=wires, sheets=sheets, spheres=spheres)
 
 
-def test_periodic_image_is_the_realization_on_a_torus() -> None:
+@pytest.mark.parametrize("kind", ["gradient", "homogeneous"])
+def test_periodic_image_is_the_realization_on_a_torus(kind: str) -> None:
     """Moving every object by half the box on the torus rolls the periodic image by half
-    the box: every periodic copy that reaches into the box is painted, none twice wrong.
-    The insulating image of the same move is not a roll (the check can fail)."""
-    g = CaseSpec().gradient
+    the box, coating included: every periodic copy that reaches into the box is painted,
+    tape-cast agglomerates move whole. The insulating image of the same move is not a roll
+    (the check can fail)."""
     n, h = 20, 0.05
     size = n * h
-    real = realize_gradient(g, (0.0, size, 0.0, size), seed=4)
+    case = CaseSpec()
+    if kind == "gradient":
+        real = realize_gradient(case.gradient, (0.0, size, 0.0, size), seed=4)
+        origin = (0.0, 0.0, 10.0)
+    else:
+        real = realize_homogeneous(case.homogeneous, (0.0, size, 0.0, size), seed=4)
+        origin = (0.0, 0.0, 5.0)
+    assert kind == "gradient" or not np.allclose(real.wires.anchors(), real.wires.centers_um)
     moved = _wrap_shift(real, 0.5 * size, size)
-    origin = (0.0, 0.0, 10.0)
-    kw = dict(coating_um=0.0, fill="share", spe_share=1.0)
+    # the coating is SPE, the rest of the pore void (share 0): a coating that did not wrap
+    # would show at the faces
+    kw = dict(coating_um=0.02, fill="share", spe_share=0.0)
     for periodic in (True, False):
         a = voxelize(real, origin, (n, n, n), h, periodic=periodic, **kw)
         b = voxelize(moved, origin, (n, n, n), h, periodic=periodic, **kw)
-        sa = np.isin(a.labels, SOLIDS)
-        sb = np.isin(b.labels, SOLIDS)
-        assert 0.05 < sa.mean() < 0.4
-        assert np.array_equal(np.roll(sa, n // 2, axis=0), sb) == periodic
+        assert 0.05 < np.isin(a.labels, [*SOLIDS, int(Phase.CARBON_BLACK)]).mean() < 0.7
+        assert np.count_nonzero(a.labels == Phase.SPE) > 0
+        assert np.array_equal(np.roll(a.labels, n // 2, axis=0), b.labels) == periodic
 
 
 def test_periodic_image_has_no_seam() -> None:
@@ -204,6 +225,16 @@ for dt in (1.0, 5.0, 20.0):
     cell.accept()
     volts.append(cell.cell_voltage_V)
 out["half_cell_V"] = volts
+from fem.electrochem.halfcell import ITERATIVE_PETSC_OPTIONS
+cell = HalfCell(distribute_voxels(MPI.COMM_WORLD, img), default_parameters(),
+                periodic={{0: 1.2, 1: 0.4}}, petsc_options=dict(ITERATIVE_PETSC_OPTIONS))
+cell.set_equilibrium(0.05)
+krylov = []
+for dt in (1.0, 5.0, 20.0):
+    cell.solve_step(dt, current=cell.current_for(300.0))
+    cell.accept()
+    krylov.append(cell.cell_voltage_V)
+out["half_cell_krylov_V"] = krylov
 if MPI.COMM_WORLD.rank == 0:
     print("RESULT " + json.dumps(out))
 """
@@ -220,13 +251,18 @@ def test_two_ranks_give_the_one_rank_periodic_tensors_and_discharge(tmp_path: Pa
             assert np.abs(a).max() > 0.0
             assert np.allclose(a, b, rtol=1e-8, atol=1e-10 * np.abs(a).max())
     assert np.allclose(one["half_cell_V"], two["half_cell_V"], rtol=0.0, atol=1e-10)
+    # the field-split index sets of the periodic dofs on 2 ranks: Krylov = direct
+    assert np.allclose(two["half_cell_krylov_V"], two["half_cell_V"], rtol=0.0, atol=1e-8)
 
 
 def test_periodic_caveat_names_the_objects_wider_than_the_box() -> None:
     narrow = load_case({"box": {"sides": "periodic", "size_um": 4.0}})
     text = periodic_caveat(narrow, "homogeneous")
-    assert text is not None and "box.size_um = 4 um is below 10 um" in text
-    assert "agglomerate" in text
+    assert text is not None and "box.size_um = 4 um is below 10 um (the longest wire)" in text
+    big = load_case({"box": {"sides": "periodic", "size_um": 4.0},
+                     "homogeneous": {"agglomerate_radius_um": 6.0}})
+    text = periodic_caveat(big, "homogeneous")
+    assert text is not None and "below 12 um (the agglomerate diameter)" in text
     wide = load_case({"box": {"sides": "periodic", "size_um": 10.0, "height_um": 1.0,
                               "voxel_um": 0.1}})
     assert periodic_caveat(wide, "gradient") is None
@@ -307,6 +343,22 @@ def test_periodic_half_cell_is_a_relabeling_and_conserves_charge_and_li() -> Non
         assert qa < 1e-8 and la < 1e-8
     assert a[-1][0] < a[0][0] - 0.01  # the cell discharges: the test has teeth
     assert min(abs(x[0] - y[0]) for x, y in zip(a, cut, strict=True)) > 0.01
+
+
+def test_periodic_half_cell_counts_the_interface_it_leaves_out() -> None:
+    """Rolled by 4 voxels, the bar starts at the x seam: its 2 x 2 end facets meet the
+    electrolyte across the seam, which the mesh has no facet for; the cell counts them."""
+    assert HalfCell(distribute_voxels(COMM, _bar_column(0)), default_parameters(),
+                    periodic={0: 1.2, 1: 0.4}).seam_interface_facets_count == 0
+    cell = HalfCell(distribute_voxels(COMM, _bar_column(4)), default_parameters(),
+                    periodic={0: 1.2, 1: 0.4})
+    assert cell.seam_interface_facets_count == 4
+    with pytest.raises(ValueError, match="periodic axis 2: the collector"):
+        HalfCell(distribute_voxels(COMM, _bar_column(0)), default_parameters(),
+                 periodic={2: 0.8})
+    with pytest.raises(ValueError, match=r"periodic axis 0: period 1 um, but the mesh spans"):
+        HalfCell(distribute_voxels(COMM, _bar_column(0)), default_parameters(),
+                 periodic={0: 1.0})
 
 
 def test_periodic_half_cell_with_the_iterative_solver() -> None:
