@@ -12,9 +12,9 @@ realization on a torus in x and y, periodic constraints in the lateral direction
 the driven one). The table gives the mean and the 95 % CI half-width (Student t) over the
 seeds of the tensor diagonal, the wire volume fraction and how many boxes percolate. An RVE
 size is large enough when the mean stops moving with L and the spread is small; the two
-boundary conditions bound the apparent properties from two sides in the classical
-homogenization picture (insulating: cut paths; periodic: none cut), so where they meet the
-box is representative.
+conditions give two apparent properties (insulating sides cut the paths at the faces,
+periodic sides cut none but wrap objects longer than the box), and where they agree the box
+is representative. They are not guaranteed bounds for these mixed conditions.
 
 Writes ``benchmarks/out/periodic.json``.
 """
