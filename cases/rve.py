@@ -271,7 +271,9 @@ def print_rve(summary: dict[str, Any]) -> None:
     for kind in KINDS:
         for entry in summary.get(kind, []):
             st = entry["statistics"]
-            print(f"\n{kind}, depth {entry['z_center_fraction']:g}, {st['runs_count']} seed(s)")
+            sides = summary.get("case", {}).get("box", {}).get("sides", "insulating")
+            print(f"\n{kind}, depth {entry['z_center_fraction']:g}, {st['runs_count']} seed(s), "
+                  f"{sides} sides")
             for key, label in names:
                 q = st[key]
                 ci = (f" [{q['ci95_low']:.3g}, {q['ci95_high']:.3g}]"

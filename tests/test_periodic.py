@@ -291,6 +291,7 @@ def test_rve_command_with_periodic_sides(tmp_path: Path) -> None:
     said = proc.stdout + proc.stderr
     assert run["periodic_caveat"] and "box.size_um = 1 um is below 10 um" in said
     assert said.count("is below 10 um") == 1
+    assert "1 seed(s), periodic sides" in proc.stdout
     assert run["electronic"]["sigma_xx_S_cm"] > 0.0
     assert run["ionic"]["sigma_zz_S_cm"] > 0.0
 
