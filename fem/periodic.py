@@ -32,7 +32,8 @@ __all__ = ["PeriodicMap", "check_periods", "periodic_groups"]
 
 def check_periods(msh: dolfinx.mesh.Mesh, periods: Mapping[int, float]) -> None:
     """Raise ValueError (one line) unless every periodic axis is a coordinate axis along
-    which the mesh spans exactly [0, L]. Collective."""
+    which the mesh spans exactly [0, L], and every mesh node on a periodic face has its
+    translate on the opposite face. Collective."""
     gdim = msh.geometry.dim
     x = msh.geometry.x
     for k, length in periods.items():
@@ -44,19 +45,31 @@ def check_periods(msh: dolfinx.mesh.Mesh, periods: Mapping[int, float]) -> None:
         if abs(lo) > tol or abs(hi - length) > tol:
             raise ValueError(f"periodic axis {k}: period {length:g} um, but the mesh spans "
                              f"[{lo:g}, {hi:g}] um along it; must span [0, period]")
+    # the faces must carry matching nodes (voxel meshes and periodic conforming boxes do)
+    imap = msh.geometry.index_map()
+    own = x[: imap.size_local]
+    on = np.zeros(len(own), dtype=bool)
+    tol = 1e-6 * max(abs(v) for v in periods.values())
+    for k, length in periods.items():
+        on |= (np.abs(own[:, k]) < tol) | (np.abs(own[:, k] - length) < tol)
+    ids = imap.local_range[0] + np.nonzero(on)[0].astype(np.int64)
+    periodic_groups(msh.comm, own[on], ids, periods, tol, require_partners=True)
 
 
 def periodic_groups(comm: MPI.Comm, points: np.ndarray, ids: np.ndarray,
-                    periods: Mapping[int, float], tol: float) -> tuple[np.ndarray, np.ndarray]:
+                    periods: Mapping[int, float], tol: float, require_partners: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Points on the faces x_k = 0 or L_k of the periodic axes k that are one point of the
     torus. ``points`` (n, 3) and ``ids`` (n,) int64 are this rank's (only points on those
     faces need be passed). Returns (slaves, masters): int64 id pairs, sorted by slave,
-    identical on every rank; the master of a group is its smallest id. Collective."""
+    identical on every rank; the master of a group is its smallest id. With
+    ``require_partners`` a point without a periodic partner raises ValueError (one line; a
+    mesh's own nodes must all have one, a subdomain's need not). Collective."""
     wrapped = np.array(points, dtype=np.float64, copy=True).reshape(-1, 3)
     for k, length in periods.items():
         wrapped[np.abs(wrapped[:, k] - length) < tol, k] = 0.0
     gathered = comm.gather((wrapped, np.asarray(ids, dtype=np.int64)), root=0)
-    result = None
+    result: tuple[np.ndarray, np.ndarray] | ValueError | None = None
     if comm.rank == 0:
         assert gathered is not None
         pts = np.concatenate([g[0] for g in gathered])
@@ -69,13 +82,22 @@ def periodic_groups(comm: MPI.Comm, points: np.ndarray, ids: np.ndarray,
         n = len(gid)
         graph = sp.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
         _, comp = connected_components(graph, directed=False)
+        alone = int(np.count_nonzero(np.bincount(comp) == 1)) if n else 0
+        if alone and require_partners:
+            result = ValueError(f"periodic faces: {alone} points on them have no periodic "
+                                f"partner within {tol:g} um; the mesh is not periodic (its "
+                                f"faces x_k = 0 and L_k must carry matching nodes)")
         master = np.full(int(comp.max(initial=-1)) + 1, np.iinfo(np.int64).max, dtype=np.int64)
         np.minimum.at(master, comp, gid)
         m = master[comp]
         slave = gid != m
         order = np.argsort(gid[slave])
-        result = (gid[slave][order], m[slave][order])
-    slaves, masters = comm.bcast(result, root=0)
+        if result is None:
+            result = (gid[slave][order], m[slave][order])
+    result = comm.bcast(result, root=0)
+    if isinstance(result, ValueError):
+        raise result
+    slaves, masters = result
     return np.asarray(slaves, dtype=np.int64), np.asarray(masters, dtype=np.int64)
 
 

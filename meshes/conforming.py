@@ -51,18 +51,27 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import special
 from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
 
 from meshes.fill import gaussian_field, gradient_fill
 from meshes.realization import Wires, realize_gradient
 from meshes.rods import rod_contacts, segment_closest_points
 from meshes.spec import CaseSpec, SpecError
 from meshes.tags import Phase
-from meshes.voxels import VoxelImage, box_window, cathode_layers_um, voxelize
+from meshes.voxels import (
+    VoxelImage,
+    _lateral_shifts,
+    box_window,
+    cathode_layers_um,
+    voxelize,
+)
 
-__all__ = ["DESIGN_LADDER", "JITTER_ROUNDS", "JITTER_SD", "MIN_QUALITY", "ConformingBox",
+__all__ = ["DESIGN_LADDER", "JITTER_ROUNDS", "JITTER_SD", "MIN_QUALITY", "PERIODIC_CLEARANCE",
+           "STALL_SWEEPS", "ConformingBox",
            "ConformingError",
            "ContactReport", "WireSegments", "check_conforming_scope", "clip_wires",
-           "design_contacts", "mesh_conforming_box", "tet_quality", "voxelize_designed"]
+           "design_contacts", "design_contacts_periodic", "mesh_conforming_box", "tet_quality",
+           "voxelize_designed"]
 
 
 class ConformingError(SpecError):
@@ -138,6 +147,9 @@ class ContactReport:
     #: lengthened; ends outside the box lengthened to clear a face are not counted)
     trimmed_count: int = 0
     max_trim_um: float = 0.0
+    #: pieces of wire in the box: the wires themselves with insulating sides, all their
+    #: periodic images in the box with periodic sides
+    images_count: int = 0
 
 
 def _unit_normal(u: np.ndarray, axis_i: np.ndarray, axis_j: np.ndarray) -> np.ndarray:
@@ -172,42 +184,307 @@ def _nearest_allowed(d: np.ndarray, bands_lo: np.ndarray, bands_hi: np.ndarray,
     return bad, goal
 
 
+#: sampling of a wire's surface for the flat-end gap (:func:`_flat_end_gaps`): points around
+#: the circumference, along the axis window, and rings on each end cap
+_GAP_ANGLES = 32
+_GAP_AXIAL = 32
+_GAP_CAP_RINGS = (0.0, 0.25, 0.5, 0.75, 1.0)
+_GAP_CHUNK = 256
+
+
+def _signed_distance_to_cylinder(x: np.ndarray, a: np.ndarray, b: np.ndarray, r: np.ndarray
+                                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Signed distance (negative inside) of points ``x`` (m, k, 3) to the flat-ended
+    cylinders ``a -> b`` (m, 3) of radii r (m,), and the outward unit normal of the nearest
+    surface point (m, k, 3)."""
+    axis = b - a
+    h = np.linalg.norm(axis, axis=1)
+    e = axis / h[:, None]
+    rel = x - 0.5 * (a + b)[:, None, :]
+    along = np.einsum("mkj,mj->mk", rel, e)
+    perp = rel - along[..., None] * e[:, None, :]
+    rad = np.linalg.norm(perp, axis=2)
+    radial = perp / np.maximum(rad, 1e-300)[..., None]
+    dr = rad - r[:, None]
+    dz = np.abs(along) - 0.5 * h[:, None]
+    outside = np.sqrt(np.maximum(dr, 0.0) ** 2 + np.maximum(dz, 0.0) ** 2)
+    dist = outside + np.minimum(np.maximum(dr, dz), 0.0)
+    # outside: from the nearest point of the solid; inside: the nearer face's normal
+    cz = np.clip(along, -0.5 * h[:, None], 0.5 * h[:, None])
+    cr = np.minimum(rad, r[:, None])
+    near = cz[..., None] * e[:, None, :] + cr[..., None] * radial
+    out_n = rel - near
+    cap_n = np.sign(along)[..., None] * e[:, None, :]
+    in_n = np.where((dr > dz)[..., None], radial, cap_n)
+    normal = np.where((outside > 0.0)[..., None], out_n, in_n)
+    normal /= np.maximum(np.linalg.norm(normal, axis=2), 1e-300)[..., None]
+    return dist, normal
+
+
+def _surface_samples(a: np.ndarray, b: np.ndarray, r: np.ndarray, s: np.ndarray,
+                     window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Points on the surfaces of the flat-ended cylinders ``a -> b`` (m, 3), radii r: the
+    mantle within ``window`` (m,) of the axis point ``a + s (b - a)`` and both end caps;
+    with a mask of the points to use (caps only where the window reaches them)."""
+    axis = b - a
+    h = np.linalg.norm(axis, axis=1)
+    e = axis / h[:, None]
+    helper = np.where((np.abs(e[:, 0]) < 0.9)[:, None], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0])
+    u = np.cross(e, helper)
+    u /= np.linalg.norm(u, axis=1)[:, None]
+    v = np.cross(e, u)
+    th = np.linspace(0.0, 2.0 * np.pi, _GAP_ANGLES, endpoint=False)
+    ring = np.cos(th)[None, :, None] * u[:, None, :] + np.sin(th)[None, :, None] * v[:, None, :]
+    z_lo = np.maximum(0.0, s * h - window)
+    z_hi = np.minimum(h, s * h + window)
+    z = z_lo[:, None] + np.linspace(0.0, 1.0, _GAP_AXIAL)[None, :] * (z_hi - z_lo)[:, None]
+    mantle = (a[:, None, None, :] + z[:, :, None, None] * e[:, None, None, :]
+              + r[:, None, None, None] * ring[:, None, :, :]).reshape(len(a), -1, 3)
+    caps = []
+    masks = [np.ones(mantle.shape[:2], dtype=bool)]
+    for end, reached in ((a, z_lo <= 0.0), (b, z_hi >= h)):
+        for f in _GAP_CAP_RINGS:
+            caps.append(end[:, None, :] + f * r[:, None, None] * ring)
+            masks.append(np.repeat(reached[:, None], _GAP_ANGLES, axis=1))
+    return np.concatenate([mantle, *caps], axis=1), np.concatenate(masks, axis=1)
+
+
+def _flat_end_gaps(a: np.ndarray, b: np.ndarray, r: np.ndarray, i: np.ndarray,
+                   j: np.ndarray, s: np.ndarray, t: np.ndarray, reach: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Surface gap of flat-ended wire pairs (i, j) whose axes come closest at an end (where
+    the capsule distance of the axes is wrong: a cap only touches a mantle at an axis
+    distance r_j, not r_i + r_j): the smallest signed distance of either surface to the other
+    cylinder (negative: the depth one surface reaches into the other), from sampled surfaces,
+    and the unit direction from i towards j along which the gap opens. ``reach``: how far
+    beyond the wires' radii the gap matters."""
+    if len(i) > _GAP_CHUNK:  # bounded memory: about 2800 points per wire and pair
+        parts = [_flat_end_gaps(a, b, r, i[k:k + _GAP_CHUNK], j[k:k + _GAP_CHUNK],
+                                s[k:k + _GAP_CHUNK], t[k:k + _GAP_CHUNK], reach)
+                 for k in range(0, len(i), _GAP_CHUNK)]
+        return (np.concatenate([g for g, _ in parts]),
+                np.concatenate([u for _, u in parts]))
+    window = 1.2 * (r[i] + r[j]) + reach
+    best = np.full(len(i), np.inf)
+    direction = np.zeros((len(i), 3))
+    for p, q, along, sign in ((i, j, s, -1.0), (j, i, t, 1.0)):
+        pts, use = _surface_samples(a[p], b[p], r[p], along, window)
+        dist, normal = _signed_distance_to_cylinder(pts, a[q], b[q], r[q])
+        dist = np.where(use, dist, np.inf)
+        k = np.argmin(dist, axis=1)
+        rows = np.arange(len(i))
+        lower = dist[rows, k] < best
+        best[lower] = dist[rows, k][lower]
+        # the normal of q points towards p's surface: from j to i when p = i
+        direction[lower] = sign * normal[rows, k][lower]
+    return best, direction
+
+
+@dataclass(frozen=True)
+class _Images:
+    """Wire pieces seen by the design: segments ``a -> b`` with radii ``r``, the wire
+    (``owner``) each comes from, its lateral shift, and whether each end is the wire's own end
+    (False: an end made by clipping to the grown box)."""
+
+    a: np.ndarray
+    b: np.ndarray
+    r: np.ndarray
+    owner: np.ndarray
+    shift: np.ndarray
+    real_a: np.ndarray
+    real_b: np.ndarray
+
+
+def _own_images(a: np.ndarray, b: np.ndarray, r: np.ndarray) -> _Images:
+    """Insulating sides: every wire is its own (already clipped) piece; views, not copies."""
+    n = len(r)
+    ones = np.ones(n, dtype=bool)
+    return _Images(a, b, r, np.arange(n), np.zeros((n, 3)), ones, ones)
+
+
+def _torus_images(a: np.ndarray, b: np.ndarray, r: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                  pad_um: float) -> _Images:
+    """Periodic sides: every lateral periodic image (period ``hi - lo`` in x and y) of the
+    wires ``a -> b`` that comes within ``r + pad_um`` of the box, clipped to the box grown by
+    ``r + pad_um`` (:func:`clip_wires`)."""
+    grow = (r + pad_um)[:, None]
+    shifts = _lateral_shifts(np.minimum(a, b) - grow, np.maximum(a, b) + grow, lo, hi - lo)
+    q = np.array([k for k, _ in shifts], dtype=np.int64)
+    s = np.array([v for _, v in shifts], dtype=np.float64).reshape(-1, 3)
+    a_s, b_s = a[q] + s, b[q] + s
+    seg = clip_wires(WireSegments(a_s, b_s, r[q], q).as_wires(), lo, hi, pad_um)
+    k = seg.source
+    return _Images(seg.a_um, seg.b_um, seg.radii_um, q[k], s[k],
+                   np.linalg.norm(seg.a_um - a_s[k], axis=1) < 1e-9,
+                   np.linalg.norm(seg.b_um - b_s[k], axis=1) < 1e-9)
+
+
+class _GapCache:
+    """:func:`_flat_end_gaps` of the pairs of the sweeps, each computed again only when one
+    of its two wires has moved (most wires stop moving after a few sweeps)."""
+
+    def __init__(self, period: np.ndarray, reach: float) -> None:
+        self.period = period
+        self.reach = reach
+        self.values: dict[tuple[int, ...], tuple[float, np.ndarray]] = {}
+        self.seen: tuple[np.ndarray, np.ndarray] | None = None
+
+    def get(self, im: _Images, i: np.ndarray, j: np.ndarray, s: np.ndarray, t: np.ndarray,
+            a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Gaps and directions (from i to j) of the image pairs (i, j); ``a``, ``b``: the
+        wires now (their changes since the last call expire the pairs they are in)."""
+        if self.seen is not None:
+            moved = set(np.nonzero(np.any(a != self.seen[0], axis=1)
+                                   | np.any(b != self.seen[1], axis=1))[0].tolist())
+            if moved:
+                self.values = {k: v for k, v in self.values.items()
+                               if k[0] not in moved and k[1] not in moved}
+        self.seen = (a.copy(), b.copy())
+        keys = [tuple(k) for k in _torus_pair_keys(np.column_stack([i, j]), im,
+                                                   self.period).tolist()]
+        # a key names its wires in increasing order: the direction flips with the pair
+        flip = np.where(im.owner[i] > im.owner[j], -1.0, 1.0)
+        todo = np.array([q for q, k in enumerate(keys) if k not in self.values], dtype=np.int64)
+        if len(todo):
+            g, u = _flat_end_gaps(im.a, im.b, im.r, i[todo], j[todo], s[todo], t[todo],
+                                  self.reach)
+            for q, gq, uq in zip(todo, g, u, strict=True):
+                self.values[keys[q]] = (float(gq), uq * flip[q])
+        gap = np.array([self.values[k][0] for k in keys])
+        direction = np.array([self.values[k][1] for k in keys]).reshape(-1, 3) * flip[:, None]
+        return gap, direction
+
+
+def _at_an_end(s: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Pairs whose axes come closest at an end of either segment (parameters s, t)."""
+    eps = 1e-9
+    return np.asarray((s <= eps) | (s >= 1.0 - eps) | (t <= eps) | (t >= 1.0 - eps))
+
+
+def _torus_pair_keys(pairs: np.ndarray, im: _Images, period: np.ndarray) -> np.ndarray:
+    """One key per image pair: (wire, wire, relative lattice shift), the same for the copies
+    of one contact that the grown box holds on both sides of a periodic face."""
+    i, j = pairs[:, 0], pairs[:, 1]
+    oi, oj = im.owner[i], im.owner[j]
+    rel = np.rint((im.shift[j, :2] - im.shift[i, :2]) / period[:2]).astype(np.int64)
+    swap = oi > oj
+    rel[swap] *= -1
+    first, second = np.where(swap, oj, oi), np.where(swap, oi, oj)
+    # a wire and its own image: (p, s) with (p, t) is (p, t) with (p, s)
+    flip = (first == second) & ((rel[:, 0] < 0) | ((rel[:, 0] == 0) & (rel[:, 1] < 0)))
+    rel[flip] *= -1
+    return np.column_stack([first, second, rel])
+
+
+def _unique_pairs(pairs: np.ndarray, im: _Images, period: np.ndarray,
+                  d: np.ndarray | None = None) -> np.ndarray:
+    """Indices of ``pairs`` that are distinct contacts on the torus (of copies, the one of
+    smallest segment distance ``d``: the copy whose closest points the clipping kept)."""
+    order = np.argsort(d, kind="stable") if d is not None else np.arange(len(pairs))
+    _, first = np.unique(_torus_pair_keys(pairs[order], im, period), axis=0,
+                         return_index=True)
+    return np.sort(order[first])
+
+
 def design_contacts(seg: WireSegments, *, lo_um: np.ndarray, hi_um: np.ndarray,
                     min_overlap_um: float, min_gap_um: float, max_sweeps: int = 2000
                     ) -> tuple[WireSegments, ContactReport]:
     """Shift (and at box faces shorten or lengthen) wires until every pair of wires and
     every wire/box-face configuration is meshable (see the module docstring). Raises
-    :class:`ConformingError` when ``max_sweeps`` sweeps leave bad configurations."""
+    :class:`ConformingError` when ``max_sweeps`` sweeps, or :data:`STALL_SWEEPS` sweeps
+    without progress, leave bad configurations."""
+    a, b, report = _design(seg, lo_um, hi_um, min_overlap_um, min_gap_um, max_sweeps, None)
+    return WireSegments(a, b, seg.radii_um, seg.source), report
+
+
+def design_contacts_periodic(wires: WireSegments, *, lo_um: np.ndarray, hi_um: np.ndarray,
+                             min_overlap_um: float, min_gap_um: float, pad_um: float,
+                             max_sweeps: int = 2000
+                             ) -> tuple[WireSegments, WireSegments, ContactReport]:
+    """The contact design on the torus of a box with periodic x and y sides.
+
+    ``wires``: whole wires (unclipped) whose centres lie in the box laterally. The rules of
+    :func:`design_contacts` hold for every periodic image of them that reaches into the box
+    (clipped to the box grown by ``r + pad_um``): a move of a wire moves all its images, an
+    end trimmed in one image is trimmed in all. The wires must be shorter than the box by
+    more than their diameter plus the bands (:func:`check_conforming_scope`): a wire never
+    comes near its own image, which no shift could mend. Returns the designed wires
+    (centres moved back into the box laterally: the same torus), their clipped images
+    (``source``: the wire's index) and the report (``wires_count``: the wires;
+    ``images_count``: the pieces in the box; contacts counted once per contact on the torus).
+    """
+    a, b, report = _design(wires, lo_um, hi_um, min_overlap_um, min_gap_um, max_sweeps,
+                           pad_um)
+    period = hi_um - lo_um
+    centre = 0.5 * (a + b)
+    wrap = np.zeros_like(a)
+    wrap[:, :2] = -np.floor((centre[:, :2] - lo_um[:2]) / period[:2]) * period[:2]
+    a, b = a + wrap, b + wrap
+    im = _torus_images(a, b, wires.radii_um, lo_um, hi_um, pad_um)
+    images = WireSegments(im.a, im.b, im.r, im.owner)
+    return WireSegments(a, b, wires.radii_um, wires.source), images, report
+
+
+def _design(seg: WireSegments, lo_um: np.ndarray, hi_um: np.ndarray, min_overlap_um: float,
+            min_gap_um: float, max_sweeps: int, pad_um: float | None
+            ) -> tuple[np.ndarray, np.ndarray, ContactReport]:
+    """The sweeps of :func:`design_contacts` (``pad_um`` None: the segments are the clipped
+    pieces themselves) and :func:`design_contacts_periodic` (the rules act on the periodic
+    images of the wires, and their moves on the wires)."""
     if min_overlap_um <= 0.0 or min_gap_um <= 0.0:
         raise ValueError("min_overlap_um and min_gap_um must be > 0")
+    periodic = pad_um is not None
     a, b, r = seg.a_um.copy(), seg.b_um.copy(), seg.radii_um
+    period = hi_um - lo_um
+
+    def images() -> _Images:
+        if pad_um is None:
+            return _own_images(a, b, r)
+        return _torus_images(a, b, r, lo_um, hi_um, pad_um)
+
     n = len(r)
+    gaps = _GapCache(period, min_gap_um + min(min_overlap_um, min_gap_um))
     shift_total = np.zeros((n, 3))
     trim_total = np.zeros(n)  # largest change of a wire end's position along its axis
     margin = 0.5 * min(min_overlap_um, min_gap_um)
     bad_count = 0
     sweeps = 0
+    fewest, fewest_sweep = np.inf, 0
     for sweep in range(1, max_sweeps + 1):
         sweeps = sweep
-        cur = WireSegments(a, b, r, seg.source)
+        im = images()
+        cur = WireSegments(im.a, im.b, im.r, im.owner)
         pairs = rod_contacts(cur.as_wires(0.5 * min_gap_um + margin))
         move = np.zeros((n, 3))
         count = np.zeros(n)
         bad_count = 0
         if len(pairs):
             i, j = pairs[:, 0], pairs[:, 1]
-            d, s, t = segment_closest_points(a[i], b[i], a[j], b[j])
-            u = _unit_normal((a[j] + t[:, None] * (b[j] - a[j]))
-                             - (a[i] + s[:, None] * (b[i] - a[i])), b[i] - a[i],
-                             b[j] - a[j])
-            T = np.stack([r[i] + r[j], np.abs(r[i] - r[j])], axis=1)
+            ia, ib, ir = im.a, im.b, im.r
+            d, s, t = segment_closest_points(ia[i], ib[i], ia[j], ib[j])
+            if periodic:
+                keep = _unique_pairs(pairs, im, period, d)
+                i, j, d, s, t = i[keep], j[keep], d[keep], s[keep], t[keep]
+            u = _unit_normal((ia[j] + t[:, None] * (ib[j] - ia[j]))
+                             - (ia[i] + s[:, None] * (ib[i] - ia[i])), ib[i] - ia[i],
+                             ib[j] - ia[j])
+            T = np.stack([ir[i] + ir[j], np.abs(ir[i] - ir[j])], axis=1)
+            ends = np.nonzero(_at_an_end(s, t))[0]
+            if len(ends):
+                # flat caps: the surfaces' own gap, as an axis distance (no inner band)
+                gap, u[ends] = gaps.get(im, i[ends], j[ends], s[ends], t[ends], a, b)
+                d = d.copy()
+                d[ends] = gap + T[ends, 0]
+                T[ends, 1] = -1.0
             bad, goal = _nearest_allowed(d, T - min_overlap_um, T + min_gap_um, margin)
             bad_count += int(bad.sum())
-            delta = 0.5 * (d[bad] - goal[bad])[:, None] * u[bad]  # + moves i towards j
-            np.add.at(move, i[bad], delta)
-            np.add.at(move, j[bad], -delta)
-            np.add.at(count, i[bad], 1)
-            np.add.at(count, j[bad], 1)
+            oi, oj = im.owner[i], im.owner[j]
+            two = bad & (oi != oj)  # (a wire is never near its own image: scope check)
+            delta = 0.5 * (d[two] - goal[two])[:, None] * u[two]  # + moves i towards j
+            np.add.at(move, oi[two], delta)
+            np.add.at(move, oj[two], -delta)
+            np.add.at(count, oi[two], 1)
+            np.add.at(count, oj[two], 1)
         # average, not sum, the moves one wire gets from several pairs (a sum overshoots and
         # the sweeps oscillate)
         move /= np.maximum(count, 1.0)[:, None]
@@ -215,73 +492,68 @@ def design_contacts(seg: WireSegments, *, lo_um: np.ndarray, hi_um: np.ndarray,
         b += move
         shift_total += move
         # box faces are hard constraints: projected fully after the pair moves
-        move = np.zeros((n, 3))
-        trim = trim_total
-        axis = b - a
-        length = np.maximum(np.linalg.norm(axis, axis=1), 1e-300)
-        for k in range(3):
-            # half-width of each cylinder across a plane normal to k
-            sin_k = np.sqrt(np.clip(1.0 - (axis[:, k] / length) ** 2, 0.0, 1.0))
-            for plane, sign in ((lo_um[k], 1.0), (hi_um[k], -1.0)):
-                da, db = sign * (a[:, k] - plane), sign * (b[:, k] - plane)
-                crossing = da * db < 0.0
-                near = np.where(np.abs(da) < np.abs(db), da, db)  # signed, + inside
-                E = (r * sin_k)[:, None]
-                dist = np.abs(near)
-                wbad, goal = _nearest_allowed(dist, E - min_overlap_um, E + min_gap_um,
-                                              margin)
-                wbad &= ~crossing
-                bad_count += int(wbad.sum())
-                # a wire that ends near the face (not parallel to it): move that end along
-                # the axis, shortened to clear the face or lengthened to cross it, whichever
-                # is the smaller change; a wire (nearly) parallel to the face: shift it
-                cos_k = np.abs(axis[:, k]) / length
-                tilted = wbad & (cos_k >= 0.2)
-                shift = wbad & ~tilted
-                move[shift, k] += sign * np.sign(near[shift]) * (goal[shift] - dist[shift])
-                rim = r * sin_k
-                for q in np.nonzero(tilted)[0]:
-                    a_end = abs(da[q]) < abs(db[q])
-                    end, other = (a, b) if a_end else (b, a)
-                    inward = (end[q] - other[q]) / length[q]  # unit, from the other end
-                    step_k = sign * inward[k]  # change of signed distance per unit length
-                    clear = rim[q] + 1.5 * min_gap_um  # cap clear of the face, inside
-                    beyond = -(rim[q] + 1.5 * min_gap_um)  # cap clear of it, outside
-                    options = [(c - near[q]) / step_k for c in (clear, beyond)]
-                    options = [o for o in options if length[q] + o > 2.0 * min_gap_um]
-                    if options:
-                        change = min(options, key=abs)
-                        end[q] += change * inward
-                        trim[q] = max(trim[q], abs(change))
-                # a wire that crosses the face: the cap of its outside end must clear the
-                # face too (it lies outside, so lengthening that end is harmless)
-                for end in (a, b):
-                    s_end = sign * (end[:, k] - plane)  # + inside
-                    rim_out = -s_end - rim  # gap between the outside cap's rim and the face
-                    cbad = crossing & (s_end < 0.0) & (rim_out > -min_overlap_um) \
-                        & (rim_out < min_gap_um)
-                    bad_count += int(cbad.sum())
-                    for q in np.nonzero(cbad)[0]:
-                        other = b[q] if end is a else a[q]
-                        outward = (end[q] - other) / length[q]
-                        change = (1.5 * min_gap_um - rim_out[q]) / max(cos_k[q], 1e-6)
-                        end[q] += change * outward  # outside the box: not a trim
+        im = images()
+        fa, fb = im.a, im.b  # the wires themselves with insulating sides (moved in place)
+        if periodic:
+            fa, fb = fa.copy(), fb.copy()
+        face_move, face_bad, trim_img = _face_rules(
+            fa, fb, im, lo_um, hi_um, min_overlap_um, min_gap_um, margin,
+            lateral_caps=not periodic)
+        bad_count += face_bad
+        np.maximum.at(trim_total, im.owner, trim_img)
         if bad_count == 0:
             break
-        a += move
-        b += move
-        shift_total += move
-    else:
+        if bad_count < fewest:
+            fewest, fewest_sweep = bad_count, sweep
+        elif sweep - fewest_sweep >= STALL_SWEEPS:
+            break  # stalled: the bands cannot be met from here (the ladder goes on)
+        if not periodic:
+            a += face_move
+            b += face_move
+            shift_total += face_move
+            continue
+        # the images' changes back to their wires: an end trimmed in one image is trimmed
+        # in all (the largest change, when two images saw it), shifts averaged per wire
+        for img_end, new_end, real, end in ((im.a, fa, im.real_a, a), (im.b, fb, im.real_b, b)):
+            change = np.where(real[:, None], new_end - img_end, 0.0)
+            size = np.linalg.norm(change, axis=1)
+            best = np.zeros(n)
+            np.maximum.at(best, im.owner, size)
+            for q in np.nonzero((size > 0.0) & (size == best[im.owner]))[0]:
+                end[im.owner[q]] += change[q]
+                best[im.owner[q]] = np.inf  # once per wire
+        total = np.zeros((n, 3))
+        hits = np.zeros((n, 3))
+        np.add.at(total, im.owner, face_move)
+        np.add.at(hits, im.owner, (face_move != 0.0).astype(np.float64))
+        mean_move = total / np.maximum(hits, 1.0)
+        a += mean_move
+        b += mean_move
+        shift_total += mean_move
+    if bad_count:
         raise ConformingError(
             f"contact design: {bad_count} nearly tangent wire pairs or faces left after "
-            f"{max_sweeps} sweeps; the wire density is too high for meshable contacts at "
+            f"{sweeps} sweeps; the wire density is too high for meshable contacts at "
             f"min_overlap_um = {min_overlap_um:g} and min_gap_um = {min_gap_um:g}")
-    out = WireSegments(a, b, r, seg.source)
-    pairs = rod_contacts(out.as_wires())
+    im = images()
+    pairs = rod_contacts(WireSegments(im.a, im.b, im.r, im.owner).as_wires())
+    if len(pairs):
+        # capsules overlap where flat caps may not: a pair that meets at an end is a
+        # contact only if the flat-ended surfaces overlap
+        i, j = pairs[:, 0], pairs[:, 1]
+        _, s, t = segment_closest_points(im.a[i], im.b[i], im.a[j], im.b[j])
+        ends = np.nonzero(_at_an_end(s, t))[0]
+        if len(ends):
+            gap, _ = _flat_end_gaps(im.a, im.b, im.r, i[ends], j[ends], s[ends], t[ends], 0.0)
+            pairs = np.delete(pairs, ends[gap >= 0.0], axis=0)
+    if periodic and len(pairs):
+        pairs = pairs[_unique_pairs(pairs, im, period)]
+    wire_pairs = np.column_stack([im.owner[pairs[:, 0]], im.owner[pairs[:, 1]]]) \
+        if len(pairs) else np.zeros((0, 2), dtype=np.int64)
     moved = np.linalg.norm(shift_total, axis=1)
     if n:
-        graph = sp.csr_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])),
-                              shape=(n, n)) if len(pairs) else sp.csr_matrix((n, n))
+        graph = sp.csr_matrix((np.ones(len(wire_pairs)), (wire_pairs[:, 0], wire_pairs[:, 1])),
+                              shape=(n, n)) if len(wire_pairs) else sp.csr_matrix((n, n))
         n_comp, labels = connected_components(graph, directed=False)
         largest = float(np.bincount(labels).max()) / n
     else:
@@ -295,8 +567,79 @@ def design_contacts(seg: WireSegments, *, lo_um: np.ndarray, hi_um: np.ndarray,
         max_trim_um=float(trim_total.max(initial=0.0)),
         mean_shift_um=float(moved[moved > 0].mean()) if np.any(moved > 0) else 0.0,
         sweeps=sweeps, clusters_count=int(n_comp), largest_cluster_fraction=largest,
-        min_overlap_um=min_overlap_um, min_gap_um=min_gap_um)
-    return out, report
+        min_overlap_um=min_overlap_um, min_gap_um=min_gap_um,
+        images_count=len(im.r))
+    return a, b, report
+
+
+def _face_rules(a: np.ndarray, b: np.ndarray, im: _Images, lo_um: np.ndarray,
+                hi_um: np.ndarray, min_overlap_um: float, min_gap_um: float, margin: float,
+                lateral_caps: bool) -> tuple[np.ndarray, int, np.ndarray]:
+    """The box-face rules on the pieces ``a -> b`` (of ``im``; ends moved in place): returns
+    the shifts of pieces that run along a face, the count of bad configurations and the
+    largest trim per piece. Only a piece's own ends (``im.real_a``, ``im.real_b``) are cap
+    ends; ``lateral_caps`` False skips the outside-cap rule at the x and y faces (periodic
+    sides: an end just outside one face is inside, near the opposite one, in another image).
+    """
+    r = im.r
+    m = len(r)
+    move = np.zeros((m, 3))
+    trim = np.zeros(m)
+    bad_count = 0
+    axis = b - a
+    length = np.maximum(np.linalg.norm(axis, axis=1), 1e-300)
+    for k in range(3):
+        # half-width of each cylinder across a plane normal to k
+        sin_k = np.sqrt(np.clip(1.0 - (axis[:, k] / length) ** 2, 0.0, 1.0))
+        for plane, sign in ((lo_um[k], 1.0), (hi_um[k], -1.0)):
+            da, db = sign * (a[:, k] - plane), sign * (b[:, k] - plane)
+            crossing = da * db < 0.0
+            a_nearer = np.abs(da) < np.abs(db)
+            near = np.where(a_nearer, da, db)  # signed, + inside
+            near_real = np.where(a_nearer, im.real_a, im.real_b)
+            E = (r * sin_k)[:, None]
+            dist = np.abs(near)
+            wbad, goal = _nearest_allowed(dist, E - min_overlap_um, E + min_gap_um, margin)
+            # a wire that ends near the face (not parallel to it): move that end along the
+            # axis, shortened to clear the face or lengthened to cross it, whichever is the
+            # smaller change; a wire (nearly) parallel to the face: shift it. A clipped end
+            # is no cap: the wire goes on outside the grown box.
+            cos_k = np.abs(axis[:, k]) / length
+            wbad &= ~crossing & (near_real | (cos_k < 0.2))
+            bad_count += int(wbad.sum())
+            tilted = wbad & (cos_k >= 0.2)
+            shift = wbad & ~tilted
+            move[shift, k] += sign * np.sign(near[shift]) * (goal[shift] - dist[shift])
+            rim = r * sin_k
+            for q in np.nonzero(tilted)[0]:
+                a_end = abs(da[q]) < abs(db[q])
+                end, other = (a, b) if a_end else (b, a)
+                inward = (end[q] - other[q]) / length[q]  # unit, from the other end
+                step_k = sign * inward[k]  # change of signed distance per unit length
+                clear = rim[q] + 1.5 * min_gap_um  # cap clear of the face, inside
+                beyond = -(rim[q] + 1.5 * min_gap_um)  # cap clear of it, outside
+                options = [(c - near[q]) / step_k for c in (clear, beyond)]
+                options = [o for o in options if length[q] + o > 2.0 * min_gap_um]
+                if options:
+                    change = min(options, key=abs)
+                    end[q] += change * inward
+                    trim[q] = max(trim[q], abs(change))
+            if k < 2 and not lateral_caps:
+                continue
+            # a wire that crosses the face: the cap of its outside end must clear the face
+            # too (it lies outside, so lengthening that end is harmless)
+            for end, real in ((a, im.real_a), (b, im.real_b)):
+                s_end = sign * (end[:, k] - plane)  # + inside
+                rim_out = -s_end - rim  # gap between the outside cap's rim and the face
+                cbad = crossing & real & (s_end < 0.0) & (rim_out > -min_overlap_um) \
+                    & (rim_out < min_gap_um)
+                bad_count += int(cbad.sum())
+                for q in np.nonzero(cbad)[0]:
+                    other = b[q] if end is a else a[q]
+                    outward = (end[q] - other) / length[q]
+                    change = (1.5 * min_gap_um - rim_out[q]) / max(cos_k[q], 1e-6)
+                    end[q] += change * outward  # outside the box: not a trim
+    return move, bad_count, trim
 
 
 def tet_quality(points: np.ndarray, cells: np.ndarray) -> np.ndarray:
@@ -321,6 +664,13 @@ DESIGN_LADDER: tuple[tuple[float, float], ...] = ((1 / 3, 1 / 2), (1 / 4, 2 / 5)
 #: from a generator seeded by (box.seed, round): at most this many rounds
 JITTER_SD: float = 0.25
 JITTER_ROUNDS: int = 3
+#: the contact design gives up (and the ladder goes on) when this many sweeps have not
+#: lowered the count of bad configurations below its lowest so far
+STALL_SWEEPS: int = 300
+#: periodic conforming boxes: the box must be wider than the longest wire by this many wire
+#: diameters, so that no wire comes near its own periodic image (two diameters, plus the
+#: contact design's bands and the largest diameters of the distribution)
+PERIODIC_CLEARANCE: float = 4.0
 #: an attempt whose mesh has a cell of lower quality (mean ratio, 1 for the regular
 #: tetrahedron) counts as failed: such slivers sit in the polymer wedge where two wire
 #: surfaces meet at a small angle, and narrower bands or a jitter avoid them
@@ -343,6 +693,11 @@ class ConformingBox:
     wires: Wires  #: the designed wires clipped to the box (realization frame)
     contacts: ContactReport
     stats: dict[str, float] = field(default_factory=dict)
+    #: periodic x and y sides: the mesh's nodes on x = L (y = L) are those on x = 0 (y = 0)
+    #: moved by L (Gmsh periodic surface meshes), and ``wires`` holds every image in the box
+    periodic: bool = False
+    #: periodic sides: the designed whole wires, centres in the box laterally (the torus)
+    torus_wires: Wires | None = None
 
 
 def check_conforming_scope(case: CaseSpec, kind: str) -> None:
@@ -357,6 +712,16 @@ def check_conforming_scope(case: CaseSpec, kind: str) -> None:
         raise ConformingError(
             f"gradient.rgo_wt_fraction = {case.gradient.rgo_wt_fraction:g}: conforming "
             f"boxes do not model rGO sheets; must be 0 (voxel boxes model them)")
+    wires = case.gradient.nanowire
+    if case.box.sides == "periodic" and \
+            wires.length_max_um > case.box.size_um - PERIODIC_CLEARANCE * wires.diameter_um:
+        raise ConformingError(
+            f"box.sides = 'periodic' with box.mesh = 'conforming': wires up to "
+            f"{wires.length_max_um:g} um long do not fit the {case.box.size_um:g} um box; "
+            f"box.size_um must be >= gradient.nanowire.length_max_um + "
+            f"{PERIODIC_CLEARANCE:g} x diameter_um = "
+            f"{wires.length_max_um + PERIODIC_CLEARANCE * wires.diameter_um:g} um (on a "
+            f"narrower torus a wire meets its own image; voxel boxes have no such limit)")
     (_, _, z0), _, height = box_window(case, kind)
     zc0, zc1, _ = cathode_layers_um(case, kind)
     if z0 < zc0 - 1e-9 or z0 + height > zc1 + 1e-9:
@@ -393,8 +758,10 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
     hi = lo + np.array([size, size, height])
     g = case.gradient
     real = realize_gradient(g, (0.0, size, 0.0, size), case.box.seed)
+    periodic = case.box.sides == "periodic"
     t0 = time.perf_counter()
-    clipped = clip_wires(real.wires, lo, hi, pad_um=design)
+    clipped = _torus_wires(real.wires, lo, hi, design) if periodic else \
+        clip_wires(real.wires, lo, hi, pad_um=design)
     r_mean = float(clipped.radii_um.mean()) if len(clipped) else 0.05
     # the spec's contact width between crossing cylinders (w = 2 sqrt(r p))
     spec_overlap = g.contact_width_um**2 / (4.0 * r_mean)
@@ -402,6 +769,7 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
     attempts = 0
     jitter_um = 0.0
     meshed = None
+    torus: WireSegments | None = None
     for round_ in range(JITTER_ROUNDS + 1):
         start = clipped
         if round_:
@@ -413,10 +781,17 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
             min_overlap = max(spec_overlap, f_overlap * design)
             min_gap = f_gap * design
             try:
-                seg, report = design_contacts(start, lo_um=lo, hi_um=hi,
-                                              min_overlap_um=min_overlap, min_gap_um=min_gap)
+                if periodic:
+                    torus, seg, report = design_contacts_periodic(
+                        start, lo_um=lo, hi_um=hi, min_overlap_um=min_overlap,
+                        min_gap_um=min_gap, pad_um=design)
+                else:
+                    seg, report = design_contacts(start, lo_um=lo, hi_um=hi,
+                                                  min_overlap_um=min_overlap,
+                                                  min_gap_um=min_gap)
                 t_design = time.perf_counter() - t0
-                meshed = _occ_mesh(lo, hi, seg, size_fine_um, size_coarse_um, threads)
+                meshed = _occ_mesh(lo, hi, seg, size_fine_um, size_coarse_um, threads,
+                                   periodic=periodic)
                 q = tet_quality(meshed[0], meshed[1])
                 q_min = float(np.abs(q).min(initial=1.0))
                 if q_min < MIN_QUALITY:
@@ -447,7 +822,8 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
         free = pore[~coated]
         if len(free):
             gfield = gaussian_field(cen[~coated], (size, size, height), g.fill_correlation_um,
-                                    case.box.seed, origin_um=tuple(float(o) for o in lo))
+                                    case.box.seed, origin_um=tuple(float(o) for o in lo),
+                                    periodic_axes=(0, 1) if periodic else ())
             f = gradient_fill(cen[~coated, 2], lean_zone_um=g.lean_zone_um, fill_min=g.fill_min)
             phase[free[special.ndtr(gfield) >= f]] = int(Phase.VOID)
     vol = _volumes(points, cells)
@@ -473,7 +849,8 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
     return ConformingBox(points_um=points - lo, cells=cells, phase=phase, kind=kind,
                          size_um=size, height_um=height,
                          origin_um=(float(lo[0]), float(lo[1]), float(lo[2])),
-                         wires=designed, contacts=report, stats=stats)
+                         wires=designed, contacts=report, stats=stats, periodic=periodic,
+                         torus_wires=torus.as_wires() if torus is not None else None)
 
 
 def _volumes(points: np.ndarray, cells: np.ndarray) -> np.ndarray:
@@ -482,8 +859,23 @@ def _volumes(points: np.ndarray, cells: np.ndarray) -> np.ndarray:
                                        np.cross(p[:, 2] - p[:, 0], p[:, 3] - p[:, 0]))) / 6.0)
 
 
+def _torus_wires(wires: Wires, lo: np.ndarray, hi: np.ndarray, pad_um: float) -> WireSegments:
+    """The whole wires of a periodic box: those whose anchor lies in the box laterally and
+    that come within ``r + pad_um`` of its z range (``source``: realization index)."""
+    anchors = wires.anchors()
+    half = 0.5 * wires.lengths_um
+    reach = half * np.abs(wires.axes[:, 2]) + wires.radii_um + pad_um
+    z = wires.centers_um[:, 2]
+    keep = np.nonzero(np.all((anchors[:, :2] >= lo[:2]) & (anchors[:, :2] < hi[:2]), axis=1)
+                      & (z + reach > lo[2]) & (z - reach < hi[2]))[0]
+    c, d = wires.centers_um[keep], wires.axes[keep]
+    return WireSegments(c - half[keep, None] * d, c + half[keep, None] * d,
+                        wires.radii_um[keep].copy(), keep)
+
+
 def _occ_mesh(lo: np.ndarray, hi: np.ndarray, seg: WireSegments, fine: float, coarse: float,
-              threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, int]:
+              threads: int, periodic: bool = False
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, int]:
     """Fragment the wire cylinders (region 1) and the box (region 3, pore) in one OCC call,
     keep the pieces inside the box and mesh them. Returns points, cells, region per cell,
     geometry and mesh times and the volume count."""
@@ -492,7 +884,7 @@ def _occ_mesh(lo: np.ndarray, hi: np.ndarray, seg: WireSegments, fine: float, co
     t0 = time.perf_counter()
     gmsh.initialize(interruptible=False)
     try:
-        return _occ_mesh_in_session(gmsh, lo, hi, seg, fine, coarse, threads, t0)
+        return _occ_mesh_in_session(gmsh, lo, hi, seg, fine, coarse, threads, t0, periodic)
     except ConformingError:
         raise
     except Exception as e:  # any Gmsh/OCC failure: one line, and the ladder goes on
@@ -503,7 +895,8 @@ def _occ_mesh(lo: np.ndarray, hi: np.ndarray, seg: WireSegments, fine: float, co
 
 
 def _occ_mesh_in_session(gmsh: Any, lo: np.ndarray, hi: np.ndarray, seg: WireSegments,
-                         fine: float, coarse: float, threads: int, t0: float
+                         fine: float, coarse: float, threads: int, t0: float,
+                         periodic: bool
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, int]:
     """The body of :func:`_occ_mesh`, inside an initialised Gmsh session."""
     gmsh.option.setNumber("General.Terminal", 1 if _verbose() else 0)
@@ -544,6 +937,12 @@ def _occ_mesh_in_session(gmsh: Any, lo: np.ndarray, hi: np.ndarray, seg: WireSeg
     gmsh.option.setNumber("Mesh.MeshSizeFromCurvature", 12)
     gmsh.option.setNumber("Mesh.MeshSizeExtendFromBoundary", 1)
     gmsh.option.setNumber("Mesh.Algorithm3D", 10)  # HXT
+    if periodic:
+        # Gmsh finds the translate of each node within this tolerance times the model's
+        # size (read when the constraint is set); OCC's intersections of the wires with
+        # opposite faces agree to only about 3e-8 um, and the default 1e-8 is too tight
+        gmsh.option.setNumber("Geometry.Tolerance", 1e-7)
+        _set_periodic_faces(gmsh, lo, hi)
     t1 = time.perf_counter()
     with _c_output_hidden():
         gmsh.model.mesh.generate(3)
@@ -553,6 +952,8 @@ def _occ_mesh_in_session(gmsh: Any, lo: np.ndarray, hi: np.ndarray, seg: WireSeg
     index = np.full(int(node_tags.max()) + 1, -1, dtype=np.int64)
     index[node_tags.astype(np.int64)] = np.arange(len(node_tags))
     points = coords.reshape(-1, 3)
+    if periodic:
+        _check_periodic_nodes(points, lo, hi)
     cells_list, region_list = [], []
     for tag, reg in keep.items():
         types, _, conn = gmsh.model.mesh.getElements(3, tag)
@@ -574,6 +975,62 @@ def _occ_mesh_in_session(gmsh: Any, lo: np.ndarray, hi: np.ndarray, seg: WireSeg
     remap[used] = np.arange(len(used))
     return (np.ascontiguousarray(points[used]), remap[cells], region, t1 - t0, t2 - t1,
             len(keep))
+
+
+def _check_periodic_nodes(points: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+    """Raise :class:`ConformingError` unless the mesh nodes on x = hi (y = hi) are those on
+    x = lo (y = lo) moved by the period, one for one."""
+    tol = 1e-7 * float((hi - lo).max())  # OCC places vertices to about 1e-10 um
+    for k in (0, 1):
+        on_lo = points[np.abs(points[:, k] - lo[k]) < tol]
+        on_hi = points[np.abs(points[:, k] - hi[k]) < tol].copy()
+        on_hi[:, k] -= hi[k] - lo[k]
+        gap = cKDTree(on_lo).query(on_hi)[0] if len(on_lo) and len(on_hi) else np.zeros(0)
+        if len(on_lo) != len(on_hi) or np.any(gap > tol):
+            raise ConformingError(f"periodic faces: {len(on_lo)} and {len(on_hi)} mesh nodes "
+                                  f"at x_{k} = lo and hi, {np.count_nonzero(gap > tol)} "
+                                  f"without their translate")
+
+
+def _set_periodic_faces(gmsh: Any, lo: np.ndarray, hi: np.ndarray) -> None:
+    """Make the surface meshes on x = hi and y = hi translated copies of those on x = lo and
+    y = lo. The fragments of a periodic geometry's opposite faces are translates of each other;
+    they are paired by centre of mass and bounding box, and a face without its translate is a
+    :class:`ConformingError` (the ladder goes on)."""
+    occ = gmsh.model.occ
+    size = hi - lo
+    tol = 1e-5 * float(size.max())  # OCC's bounding boxes are about 2e-6 um loose
+    for k in (0, 1):
+        def on_plane(value: float, k: int = k) -> list[int]:
+            a, b = lo - tol, hi + tol
+            a[k], b[k] = value - tol, value + tol
+            return [t for _, t in gmsh.model.getEntitiesInBoundingBox(*a, *b, 2)]
+
+        def signature(tag: int) -> np.ndarray:
+            return np.concatenate([occ.getCenterOfMass(2, tag),
+                                   gmsh.model.getBoundingBox(2, tag)])
+
+        sources, targets = on_plane(lo[k]), on_plane(hi[k])
+        if len(sources) != len(targets):
+            raise ConformingError(f"periodic faces: {len(sources)} pieces at x_{k} = lo and "
+                                  f"{len(targets)} at x_{k} = hi")
+        move = np.zeros(9)
+        move[[k, 3 + k, 6 + k]] = size[k]  # centre of mass and both bounding-box corners
+        src = np.array([signature(t) for t in sources]).reshape(-1, 9) + move
+        pairs = []
+        for t in targets:
+            gap = np.abs(src - signature(t)).max(axis=1)
+            q = int(np.argmin(gap))
+            if gap[q] > 10.0 * tol:
+                raise ConformingError(f"periodic faces: face {t} at x_{k} = hi has no "
+                                      f"translate at x_{k} = lo (off by {gap[q]:.2g} um)")
+            pairs.append((t, sources[q]))
+        if len({s for _, s in pairs}) != len(pairs):
+            raise ConformingError(f"periodic faces: two faces at x_{k} = hi match one at lo")
+        affine = np.eye(4)
+        affine[k, 3] = size[k]
+        gmsh.model.mesh.setPeriodic(2, [t for t, _ in pairs], [s for _, s in pairs],
+                                    affine.ravel().tolist())
 
 
 @contextlib.contextmanager
@@ -630,10 +1087,12 @@ def voxelize_designed(box: ConformingBox, case: CaseSpec, voxel_um: float) -> Vo
         raise ConformingError(f"voxel_um = {voxel_um:g}: must divide the box "
                               f"({box.size_um:g} x {box.height_um:g} um) into whole voxels")
     real = realize_gradient(g, (0.0, box.size_um, 0.0, box.size_um), case.box.seed)
-    real = replace(real, wires=box.wires)
+    # periodic: the whole designed wires, which voxelize images on the torus itself
+    real = replace(real, wires=box.torus_wires if box.torus_wires is not None else box.wires)
     img = voxelize(real, box.origin_um, (n, n, nz), voxel_um, coating_um=0.0,
                    fill="gradient", fill_min=g.fill_min, lean_zone_um=g.lean_zone_um,
-                   correlation_um=g.fill_correlation_um, seed=case.box.seed)
+                   correlation_um=g.fill_correlation_um, seed=case.box.seed,
+                   periodic=box.periodic)
     grid = [box.origin_um[k] + (np.arange(s) + 0.5) * voxel_um
             for k, s in enumerate((n, n, nz))]
     X, Y, Z = np.meshgrid(*grid, indexing="ij")

@@ -234,13 +234,10 @@ class BoxSpec(_Spec):
     #: lateral (x, y) sides of the RVE: "insulating" (no current crosses them), or
     #: "periodic": the microstructure is periodic in x and y (objects wrap around) and the
     #: solves use periodic constraints in the lateral directions other than the driven one
-    #: (voxel boxes only)
+    #: (conforming boxes: Gmsh periodic surface meshes on the x and y faces)
     sides: str = _choice("insulating", ("insulating", "periodic"))
 
     def _check(self) -> None:
-        if self.sides == "periodic" and self.mesh == "conforming":
-            raise SpecError("sides = 'periodic': periodic boxes are voxel boxes; must be "
-                            "'insulating' with mesh = 'conforming'")
         n = (self.size_um / self.voxel_um) ** 2 * (self.height_um / self.voxel_um)
         if self.mesh == "conforming":
             # measured: 2.5e5-3.5e5 tetrahedra per um3 at 30 nm elements at the wires

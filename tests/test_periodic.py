@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mpi4py import MPI  # isort: split
 
+import dolfinx
 import numpy as np
 import pytest
 
@@ -17,6 +18,7 @@ from fem.conduction import DEFAULT_PETSC_OPTIONS, conductivity_tensor
 from fem.electrochem.halfcell import HalfCell
 from fem.electrochem.parameters import ModelUnits, default_parameters
 from fem.parameters import default_conductivities
+from fem.periodic import check_periods
 from meshes.adapter import distribute_voxels
 from meshes.fill import gaussian_field
 from meshes.realization import (
@@ -192,6 +194,7 @@ from fem.conduction import DEFAULT_PETSC_OPTIONS, conductivity_tensor
 from fem.electrochem.halfcell import HalfCell
 from fem.electrochem.parameters import ModelUnits, default_parameters
 from fem.parameters import default_conductivities
+from fem.periodic import check_periods
 from meshes.adapter import build_on_root, distribute_voxels
 from meshes.spec import load_case
 from meshes.voxels import voxelize_case
@@ -252,12 +255,17 @@ def test_periodic_caveat_names_the_objects_wider_than_the_box() -> None:
     assert periodic_caveat(load_case({"box": {"size_um": 1.0}}), "gradient") is None
 
 
-def test_periodic_sides_are_voxel_only() -> None:
-    with pytest.raises(SpecError, match=r"sides = 'periodic'.*conforming"):
-        load_case({"box": {"mesh": "conforming", "sides": "periodic", "size_um": 1.0,
-                           "height_um": 1.0}})
+def test_bad_sides_and_meshes_that_are_not_periodic_are_one_line_errors() -> None:
     with pytest.raises(SpecError, match="sides"):
         load_case({"box": {"sides": "torus"}})
+    # a mesh spanning [0, 1] whose nodes on x = 1 are not those on x = 0 moved by 1
+    msh = dolfinx.mesh.create_unit_square(COMM, 4, 4)
+    x = msh.geometry.x
+    x[np.isclose(x[:, 0], 1.0) & (x[:, 1] > 0.1) & (x[:, 1] < 0.9), 1] += 0.05
+    with pytest.raises(ValueError, match="no periodic partner") as info:
+        check_periods(msh, {0: 1.0})
+    assert "\n" not in str(info.value)
+    check_periods(dolfinx.mesh.create_unit_square(COMM, 4, 4), {0: 1.0, 1: 1.0})
 
 
 def test_rve_command_with_periodic_sides(tmp_path: Path) -> None:
