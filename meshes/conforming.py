@@ -589,6 +589,16 @@ def _face_rules(a: np.ndarray, b: np.ndarray, im: _Images, lo_um: np.ndarray,
     axis = b - a
     length = np.maximum(np.linalg.norm(axis, axis=1), 1e-300)
     for k in range(3):
+        # an end (its cap) lies beside face k only where it is within r + min_gap of the
+        # box along the two other axes; elsewhere its cap cannot touch that face
+        others = [m for m in range(3) if m != k]
+        reach = (r + min_gap_um)[:, None]
+
+        def beside(end: np.ndarray, others: list[int] = others,
+                   reach: np.ndarray = reach) -> np.ndarray:
+            return np.asarray(np.all((end[:, others] > lo_um[others] - reach)
+                                     & (end[:, others] < hi_um[others] + reach), axis=1))
+
         # half-width of each cylinder across a plane normal to k
         sin_k = np.sqrt(np.clip(1.0 - (axis[:, k] / length) ** 2, 0.0, 1.0))
         for plane, sign in ((lo_um[k], 1.0), (hi_um[k], -1.0)):
@@ -596,14 +606,15 @@ def _face_rules(a: np.ndarray, b: np.ndarray, im: _Images, lo_um: np.ndarray,
             crossing = da * db < 0.0
             a_nearer = np.abs(da) < np.abs(db)
             near = np.where(a_nearer, da, db)  # signed, + inside
-            near_real = np.where(a_nearer, im.real_a, im.real_b)
+            near_real = np.where(a_nearer, im.real_a & beside(a), im.real_b & beside(b))
             E = (r * sin_k)[:, None]
             dist = np.abs(near)
             wbad, goal = _nearest_allowed(dist, E - min_overlap_um, E + min_gap_um, margin)
             # a wire that ends near the face (not parallel to it): move that end along the
             # axis, shortened to clear the face or lengthened to cross it, whichever is the
             # smaller change; a wire (nearly) parallel to the face: shift it. A clipped end
-            # is no cap: the wire goes on outside the grown box.
+            # is no cap (the wire goes on outside the grown box), nor is an end that lies
+            # away from the box along another axis.
             cos_k = np.abs(axis[:, k]) / length
             wbad &= ~crossing & (near_real | (cos_k < 0.2))
             bad_count += int(wbad.sum())
@@ -631,8 +642,8 @@ def _face_rules(a: np.ndarray, b: np.ndarray, im: _Images, lo_um: np.ndarray,
             for end, real in ((a, im.real_a), (b, im.real_b)):
                 s_end = sign * (end[:, k] - plane)  # + inside
                 rim_out = -s_end - rim  # gap between the outside cap's rim and the face
-                cbad = crossing & real & (s_end < 0.0) & (rim_out > -min_overlap_um) \
-                    & (rim_out < min_gap_um)
+                cbad = crossing & real & beside(end) & (s_end < 0.0) \
+                    & (rim_out > -min_overlap_um) & (rim_out < min_gap_um)
                 bad_count += int(cbad.sum())
                 for q in np.nonzero(cbad)[0]:
                     other = b[q] if end is a else a[q]
