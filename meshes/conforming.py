@@ -131,8 +131,10 @@ class ContactReport:
     """What :func:`design_contacts` did and the wire network it left."""
 
     wires_count: int
-    #: overlapping wire pairs (capsule distance of the axes below r_i + r_j; the design keeps
-    #: every such overlap at least min_overlap deep)
+    #: overlapping wire pairs (distance of the axes below r_i + r_j where they come closest
+    #: inside both wires; overlapping flat-ended surfaces where they come closest at an end;
+    #: the design keeps every such overlap at least min_overlap deep). Periodic sides: each
+    #: contact on the torus once
     contacts_count: int
     contacts_per_wire: float
     moved_count: int  #: wires shifted
@@ -519,9 +521,11 @@ def _design(seg: WireSegments, lo_um: np.ndarray, hi_um: np.ndarray, min_overlap
             size = np.linalg.norm(change, axis=1)
             best = np.zeros(n)
             np.maximum.at(best, im.owner, size)
+            done: set[int] = set()
             for q in np.nonzero((size > 0.0) & (size == best[im.owner]))[0]:
-                end[im.owner[q]] += change[q]
-                best[im.owner[q]] = np.inf  # once per wire
+                if int(im.owner[q]) not in done:  # once per wire (two images may tie)
+                    done.add(int(im.owner[q]))
+                    end[im.owner[q]] += change[q]
         total = np.zeros((n, 3))
         hits = np.zeros((n, 3))
         np.add.at(total, im.owner, face_move)
@@ -591,7 +595,7 @@ def _face_rules(a: np.ndarray, b: np.ndarray, im: _Images, lo_um: np.ndarray,
     for k in range(3):
         # an end (its cap) lies beside face k only where it is within r + min_gap of the
         # box along the two other axes; elsewhere its cap cannot touch that face
-        others = [m for m in range(3) if m != k]
+        others = [axis_m for axis_m in range(3) if axis_m != k]
         reach = (r + min_gap_um)[:, None]
 
         def beside(end: np.ndarray, others: list[int] = others,

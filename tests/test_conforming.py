@@ -148,7 +148,7 @@ def test_wire_ends_are_designed_by_their_flat_caps() -> None:
     capsule = (d > out.radii_um[i] + out.radii_um[j] - overlap) & (
         d < out.radii_um[i] + out.radii_um[j] + gap)
     assert np.any(capsule)  # nearly tangent as capsules, but not as flat-ended cylinders
-    assert rep.contacts_count > 0 and rep.sweeps >= 1
+    assert rep.contacts_count > 0
 
 
 def _flat_cylinder_gap(a1: np.ndarray, b1: np.ndarray, r1: float, a2: np.ndarray,
