@@ -60,9 +60,9 @@ from meshes.spec import CaseSpec, SpecError
 from meshes.tags import Phase
 from meshes.voxels import (
     VoxelImage,
-    _lateral_shifts,
     box_window,
     cathode_layers_um,
+    lateral_shifts,
     voxelize,
 )
 
@@ -310,7 +310,7 @@ def _torus_images(a: np.ndarray, b: np.ndarray, r: np.ndarray, lo: np.ndarray, h
     wires ``a -> b`` that comes within ``r + pad_um`` of the box, clipped to the box grown by
     ``r + pad_um`` (:func:`clip_wires`)."""
     grow = (r + pad_um)[:, None]
-    shifts = _lateral_shifts(np.minimum(a, b) - grow, np.maximum(a, b) + grow, lo, hi - lo)
+    shifts = lateral_shifts(np.minimum(a, b) - grow, np.maximum(a, b) + grow, lo, hi - lo)
     q = np.array([k for k, _ in shifts], dtype=np.int64)
     s = np.array([v for _, v in shifts], dtype=np.float64).reshape(-1, 3)
     a_s, b_s = a[q] + s, b[q] + s

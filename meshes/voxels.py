@@ -41,8 +41,8 @@ from meshes.realization import (
 from meshes.spec import BoxSpec, CaseSpec, SpecError, derive_homogeneous
 from meshes.tags import ELECTRONIC_PHASES, Phase
 
-__all__ = ["VoxelImage", "box_window", "cathode_layers_um", "periodic_caveat",
-           "periodic_images", "voxelize", "voxelize_case", "write_image"]
+__all__ = ["VoxelImage", "box_window", "cathode_layers_um", "lateral_shifts",
+           "periodic_caveat", "periodic_images", "voxelize", "voxelize_case", "write_image"]
 
 #: wires are sampled in pieces of at most this many radii (keeps every bounding box small)
 _PIECE_RADII = 8.0
@@ -142,7 +142,7 @@ def _paint_spheres(mask: np.ndarray, origin: np.ndarray, h: float, centers: np.n
             gx * gx + gy * gy + gz * gz <= r * r)
 
 
-def _lateral_shifts(lo: np.ndarray, hi: np.ndarray, origin: np.ndarray, period: np.ndarray
+def lateral_shifts(lo: np.ndarray, hi: np.ndarray, origin: np.ndarray, period: np.ndarray
                     ) -> list[tuple[int, np.ndarray]]:
     """(object index, lateral shift) of every periodic image of the objects with bounding
     boxes [lo, hi] (n, 3) that reaches into the box ``origin + [0, period]`` in x and y."""
@@ -171,14 +171,14 @@ def periodic_images(real: Realization, origin_um: np.ndarray, period_um: np.ndar
     w = real.wires
     k = kept(w.anchors())
     ext = 0.5 * w.lengths_um[k, None] * np.abs(w.axes[k]) + w.radii_um[k, None]
-    img = _lateral_shifts(w.centers_um[k] - ext, w.centers_um[k] + ext, lo_b, per)
+    img = lateral_shifts(w.centers_um[k] - ext, w.centers_um[k] + ext, lo_b, per)
     idx = np.array([k[q] for q, _ in img], dtype=np.int64)
     shift = np.array([s for _, s in img]).reshape(-1, 3)
     wires = Wires(w.centers_um[idx] + shift, w.axes[idx], w.lengths_um[idx], w.radii_um[idx])
     s = real.sheets
     k = kept(s.anchors())
     ext = np.repeat((0.5 * s.diameters_um[k] + s.thickness_um)[:, None], 3, axis=1)
-    img = _lateral_shifts(s.centers_um[k] - ext, s.centers_um[k] + ext, lo_b, per)
+    img = lateral_shifts(s.centers_um[k] - ext, s.centers_um[k] + ext, lo_b, per)
     idx = np.array([k[q] for q, _ in img], dtype=np.int64)
     shift = np.array([v for _, v in img]).reshape(-1, 3)
     sheets = Sheets(s.centers_um[idx] + shift, s.normals[idx], s.diameters_um[idx],
@@ -186,7 +186,7 @@ def periodic_images(real: Realization, origin_um: np.ndarray, period_um: np.ndar
     c = real.spheres
     k = kept(c.centers_um)
     ext = np.repeat(c.radii_um[k, None], 3, axis=1)
-    img = _lateral_shifts(c.centers_um[k] - ext, c.centers_um[k] + ext, lo_b, per)
+    img = lateral_shifts(c.centers_um[k] - ext, c.centers_um[k] + ext, lo_b, per)
     idx = np.array([k[q] for q, _ in img], dtype=np.int64)
     shift = np.array([v for _, v in img]).reshape(-1, 3)
     spheres = Spheres(c.centers_um[idx] + shift, c.radii_um[idx])
