@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_conforming.py [--seeds 100] [--size-um 1] [--skip-sweep]
-                                          [--skip-convergence]
+                                          [--periodic-seeds 20] [--skip-convergence]
     mpiexec -n 2 python benchmarks/bench_conforming.py ...
 
 Part 1 (robustness): ``--seeds`` consecutive seeds (0, 1, ...) of the default membrane box
@@ -12,6 +12,11 @@ it), meshed with 30 nm elements at the wires (:func:`meshes.conforming.mesh_conf
 Reports the success rate, the contact-design attempts used, mesh size and time, and the
 element quality (mean ratio, 1 = regular tetrahedron): minimum, 0.1 % quantile and the number
 of cells below 0.01, per seed and over the sweep. Meshing runs on rank 0.
+
+Part 1b (periodic sides): ``--periodic-seeds`` seeds of 1 x 1 x 0.6 um boxes with periodic
+x and y sides, of rods 0.4-0.6 um long at the default density (periodic conforming boxes
+must be wider than the longest wire, so the default 5-10 um wires need >= 10.4 um boxes:
+cluster scale); the same report.
 
 Part 2 (convergence): seed 0 of that box, one contact design (the 30 nm one) meshed
 conformingly at 30, 20 and 15 nm at the wires, and voxelized at 100 to 20 nm (the same
@@ -58,14 +63,26 @@ def _case(size: float, seed: int):  # type: ignore[no-untyped-def]
                       "gradient": {"rgo_wt_fraction": 0.0}})
 
 
-def sweep(size: float, seeds: int, comm: MPI.Comm) -> dict:
+def _periodic_case(seed: int):  # type: ignore[no-untyped-def]
+    return load_case({"box": {"size_um": 1.0, "height_um": 0.6, "seed": seed,
+                              "sides": "periodic", "mesh": "conforming"},
+                      "gradient": {"rgo_wt_fraction": 0.0,
+                                   "nanowire": {"length_min_um": 0.4, "length_max_um": 0.6}}})
+
+
+def sweep(size: float, seeds: int, comm: MPI.Comm, periodic: bool = False) -> dict:
     rows = []
-    _say(comm, f"\nrobustness: {seeds} seeds, {size:g} um boxes, 30 nm elements at the wires")
+    if periodic:
+        _say(comm, f"\nrobustness, periodic sides: {seeds} seeds, 1 x 1 x 0.6 um boxes of "
+                   f"0.4-0.6 um rods, 30 nm elements at the wires")
+    else:
+        _say(comm, f"\nrobustness: {seeds} seeds, {size:g} um boxes, 30 nm elements at the "
+                   f"wires")
     _say(comm, f"{'seed':>5s} {'result':>7s} {'tries':>5s} {'wires':>5s} {'contacts':>8s} "
                f"{'cells':>8s} {'q_min':>8s} {'q_0.1%':>7s} {'q<0.01':>6s} {'NW frac':>7s} "
                f"{'s':>6s}")
     for seed in range(seeds):
-        case = _case(size, seed)
+        case = _periodic_case(seed) if periodic else _case(size, seed)
         t0 = time.perf_counter()
         row: dict = {"seed": seed}
         if comm.rank == 0:
@@ -94,7 +111,8 @@ def sweep(size: float, seeds: int, comm: MPI.Comm) -> dict:
                 print(f"{seed:5d} {'FAILED':>7s} {row['error']}", flush=True)
         rows.append(row)
     ok = [r for r in rows if r.get("ok")]
-    summary = {"seeds": seeds, "size_um": size, "succeeded": len(ok),
+    summary = {"seeds": seeds, "size_um": 1.0 if periodic else size,
+               "sides": "periodic" if periodic else "insulating", "succeeded": len(ok),
                "success_rate": len(ok) / seeds if seeds else 0.0}
     if ok:
         q = np.array([r["min_quality"] for r in ok])
@@ -178,16 +196,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=100)
     ap.add_argument("--size-um", type=float, default=1.0)
     ap.add_argument("--skip-sweep", action="store_true")
+    ap.add_argument("--periodic-seeds", type=int, default=20)
     ap.add_argument("--skip-convergence", action="store_true")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     comm = MPI.COMM_WORLD
-    if args.seeds < 0 or not 0.2 <= args.size_um <= 5.0:
-        _say(comm, "bench_conforming: --seeds must be >= 0 and --size-um in [0.2, 5]")
+    if args.seeds < 0 or args.periodic_seeds < 0 or not 0.2 <= args.size_um <= 5.0:
+        _say(comm, "bench_conforming: --seeds and --periodic-seeds must be >= 0 and "
+                   "--size-um in [0.2, 5]")
         return 2
     result: dict = {"machine": platform.platform(), "ranks": comm.size}
     if not args.skip_sweep:
         result["robustness"] = sweep(args.size_um, args.seeds, comm)
+        result["robustness_periodic"] = sweep(1.0, args.periodic_seeds, comm, periodic=True)
     if not args.skip_convergence:
         result["convergence"] = convergence(args.size_um, comm)
     if comm.rank == 0:

@@ -654,7 +654,73 @@ def _face_rules(a: np.ndarray, b: np.ndarray, im: _Images, lo_um: np.ndarray,
                     outward = (end[q] - other) / length[q]
                     change = (1.5 * min_gap_um - rim_out[q]) / max(cos_k[q], 1e-6)
                     end[q] += change * outward  # outside the box: not a trim
-    return move, bad_count, trim
+    edge_move, edge_bad = _edge_rules(a, b, im, lo_um, hi_um, min_overlap_um, min_gap_um,
+                                      margin)
+    return move + edge_move, bad_count + edge_bad, trim
+
+
+def _box_edges(lo_um: np.ndarray, hi_um: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 12 edges of the box as segments ``p -> q`` (each (12, 3))."""
+    p, q = [], []
+    for k in range(3):
+        i, j = [m for m in range(3) if m != k]
+        for u in (lo_um[i], hi_um[i]):
+            for v in (lo_um[j], hi_um[j]):
+                start, end = np.empty(3), np.empty(3)
+                start[[i, j]] = end[[i, j]] = u, v
+                start[k], end[k] = lo_um[k], hi_um[k]
+                p.append(start)
+                q.append(end)
+    return np.array(p), np.array(q)
+
+
+def _edge_rules(a: np.ndarray, b: np.ndarray, im: _Images, lo_um: np.ndarray,
+                hi_um: np.ndarray, min_overlap_um: float, min_gap_um: float, margin: float
+                ) -> tuple[np.ndarray, int]:
+    """The box-edge rule: a mantle that passes an edge (or corner) of the box nearly
+    tangentially cuts a sliver of a few nm from the two faces there, which no mesher can
+    resolve. So the distance d of a piece's axis from each edge must lie outside the band
+    ``(r - min_overlap, r + min_gap)``: the mantle cuts the edge by at least ``min_overlap`` or
+    clears it by ``min_gap``. The rule holds where the closest point is on the mantle, not at
+    a wire's own end (the face rules place flat caps).
+
+    A bad piece moves along the common normal n of its worst edge, by the shortest step
+    delta that leaves *every* edge's band: to first order an edge's distance changes by
+    ``delta (u_e . n)``, exactly so for the parallel edges a long wire passes near both ends
+    of (a diagonal wire near two opposite vertical edges, where one edge's nearest way out
+    is the other's way in)."""
+    m = len(im.r)
+    move = np.zeros((m, 3))
+    if m == 0:
+        return move, 0
+    p, q = _box_edges(lo_um, hi_um)
+    d = np.empty((m, len(p)))
+    u = np.empty((m, len(p), 3))
+    mantle = np.empty((m, len(p)), dtype=bool)
+    ones = np.ones((m, 1))
+    for e in range(len(p)):
+        pe, qe = p[e] * ones, q[e] * ones
+        d[:, e], s, t = segment_closest_points(a, b, pe, qe)
+        mantle[:, e] = ((s > 1e-9) | ~im.real_a) & ((s < 1.0 - 1e-9) | ~im.real_b)
+        u[:, e] = _unit_normal((a + s[:, None] * (b - a)) - (pe + t[:, None] * (qe - pe)),
+                               qe - pe, b - a)
+    lo_band = (im.r - min_overlap_um)[:, None]
+    hi_band = (im.r + min_gap_um)[:, None]
+    bad = mantle & (d > lo_band) & (d < hi_band)
+    for k in np.nonzero(bad.any(axis=1))[0]:
+        # the worst edge: deepest inside its band
+        depth = np.where(bad[k], np.minimum(d[k] - lo_band[k], hi_band[k] - d[k]), -np.inf)
+        n = u[k, int(np.argmax(depth))]
+        c = u[k] @ n
+        use = mantle[k] & (np.abs(c) > 0.1)
+        ends = np.sort(np.stack([(lo_band[k] - d[k])[use] / c[use],
+                                 (hi_band[k] - d[k])[use] / c[use]], axis=1), axis=1)
+        cand = np.concatenate([ends[:, 0] - margin, ends[:, 1] + margin])
+        free = ~np.any((cand[:, None] > ends[None, :, 0]) & (cand[:, None] < ends[None, :, 1]),
+                       axis=1)
+        step = cand[free][np.argmin(np.abs(cand[free]))]
+        move[k] = step * n
+    return move, int(bad.sum())
 
 
 def tet_quality(points: np.ndarray, cells: np.ndarray) -> np.ndarray:
@@ -1019,7 +1085,10 @@ def _set_periodic_faces(gmsh: Any, lo: np.ndarray, hi: np.ndarray) -> None:
         def on_plane(value: float, k: int = k) -> list[int]:
             a, b = lo - tol, hi + tol
             a[k], b[k] = value - tol, value + tol
-            return [t for _, t in gmsh.model.getEntitiesInBoundingBox(*a, *b, 2)]
+            # a face whose bounding box is thin along k lies in the plane only if it is
+            # normal to k (a tiny piece at a box edge is thin along both axes there)
+            return [t for _, t in gmsh.model.getEntitiesInBoundingBox(*a, *b, 2)
+                    if abs(_face_normal(gmsh, t)[k]) > 0.999]
 
         def signature(tag: int) -> np.ndarray:
             return np.concatenate([occ.getCenterOfMass(2, tag),
@@ -1046,6 +1115,12 @@ def _set_periodic_faces(gmsh: Any, lo: np.ndarray, hi: np.ndarray) -> None:
         affine[k, 3] = size[k]
         gmsh.model.mesh.setPeriodic(2, [t for t, _ in pairs], [s for _, s in pairs],
                                     affine.ravel().tolist())
+
+
+def _face_normal(gmsh: Any, tag: int) -> np.ndarray:
+    """The unit normal of surface ``tag`` at the middle of its parameter range."""
+    lo, hi = gmsh.model.getParametrizationBounds(2, tag)
+    return np.asarray(gmsh.model.getNormal(tag, 0.5 * (np.asarray(lo) + np.asarray(hi))))
 
 
 @contextlib.contextmanager
