@@ -21,7 +21,9 @@ rigid shifts of the wires: for each pair with tangency distance T (``r_i + r_j``
 ``(T - min_overlap, T + min_gap)``: the cylinders either cross by at least ``min_overlap``
 (a contact patch about ``2 sqrt(r min_overlap)`` wide) or keep at least ``min_gap`` apart.
 Wires that run along a box face obey the same rule with the face; a wire that *ends* near a
-face is shortened or lengthened instead. Pair shifts go along the common normal, half to each
+face is shortened or lengthened instead; a mantle that passes a box *edge* must cut it by
+``min_overlap`` or clear it by ``min_gap`` (else it cuts a sliver of a few nm from the two
+faces there). Pair shifts go along the common normal, half to each
 wire, averaged over the pairs of a wire, and repeat in sweeps. The band widths are tried in a
 fixed sequence (:data:`DESIGN_LADDER`) until the design converges and Gmsh meshes the result,
 then again on wires jittered by a few nm (:data:`JITTER_SD`, seeded by the box seed), so the
@@ -739,10 +741,11 @@ def tet_quality(points: np.ndarray, cells: np.ndarray) -> np.ndarray:
 DESIGN_LADDER: tuple[tuple[float, float], ...] = ((1 / 3, 1 / 2), (1 / 4, 2 / 5), (1 / 2, 3 / 4),
                                                   (2 / 3, 1.0), (1 / 5, 3 / 10),
                                                   (3 / 20, 1 / 4))
-#: then, when no band width works (tiny pieces where wires pass near a box edge or corner,
-#: which the pair and face rules do not see), the ladder is run again on wires jittered by
-#: independent normal shifts of this standard deviation (fraction of the element size),
-#: from a generator seeded by (box.seed, round): at most this many rounds
+#: then, when no band width works (tiny pieces where three surfaces meet: two wires and a
+#: third wire or a box face, which the pairwise rules do not see), the ladder is run again
+#: on wires jittered by independent normal shifts of this standard deviation (fraction of
+#: the element size), from a generator seeded by (box.seed, round): at most this many
+#: rounds
 JITTER_SD: float = 0.25
 JITTER_ROUNDS: int = 3
 #: the contact design gives up (and the ladder goes on) when this many sweeps have not

@@ -346,7 +346,7 @@ def test_periodic_faces_pair_up_where_a_wire_grazes_a_box_edge() -> None:
     try:
         gmsh.option.setNumber("General.Terminal", 0)
         occ = gmsh.model.occ
-        wires = [(3, occ.addCylinder(*(centre + [sx, sy, 0.0] - 0.3 * u), *(0.6 * u), r))
+        wires = [(3, occ.addCylinder(*(centre + np.array([sx, sy, 0.0]) - 0.3 * u), *(0.6 * u), r))
                  for sx in (0.0, 1.0) for sy in (0.0, 1.0)]
         _, out_map = occ.fragment(wires, [(3, occ.addBox(*lo, *(hi - lo)))])
         occ.synchronize()

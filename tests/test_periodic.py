@@ -221,6 +221,19 @@ for key, options in (("half_cell_V", None), ("half_cell_krylov_V", ITERATIVE_PET
         cell.accept()
         volts.append(cell.cell_voltage_V)
     out[key] = volts
+# a mesh whose x = 1 nodes are not the x = 0 nodes moved by 1: every rank raises one line
+import dolfinx
+import numpy as np
+msh = dolfinx.mesh.create_unit_square(MPI.COMM_WORLD, 8, 8)
+x = msh.geometry.x
+x[np.isclose(x[:, 0], 1.0) & (x[:, 1] > 0.1) & (x[:, 1] < 0.9), 1] += 0.03
+try:
+    check_periods(msh, {{0: 1.0}})
+    message = ""
+except ValueError as e:
+    message = str(e)
+out["check_periods_raised_ranks"] = MPI.COMM_WORLD.allreduce(int(bool(message)))
+out["check_periods_message"] = message
 if MPI.COMM_WORLD.rank == 0:
     print("RESULT " + json.dumps(out))
 """
@@ -239,6 +252,11 @@ def test_two_ranks_give_the_one_rank_periodic_tensors_and_discharge(tmp_path: Pa
     assert np.allclose(one["half_cell_V"], two["half_cell_V"], rtol=0.0, atol=1e-10)
     # the field-split index sets of the periodic dofs on 2 ranks: Krylov = direct
     assert np.allclose(two["half_cell_krylov_V"], two["half_cell_V"], rtol=0.0, atol=1e-8)
+    # a mesh that is not periodic is refused on every rank, in one line
+    for res, ranks in ((one, 1), (two, 2)):
+        assert res["check_periods_raised_ranks"] == ranks
+        assert "no periodic partner" in res["check_periods_message"]
+        assert "\n" not in res["check_periods_message"]
 
 
 def test_periodic_caveat_names_the_objects_wider_than_the_box() -> None:
