@@ -34,10 +34,13 @@ def gaussian_field(points_um: np.ndarray, extent_um: tuple[float, ...],
     period ``extent_um`` (the grid spacing there is rounded down to divide the extent)."""
     h = correlation_um / 4.0
     periodic = set(periodic_axes)
-    steps = tuple(e / max(1, math.ceil(e / h)) if k in periodic else h
-                  for k, e in enumerate(extent_um))
-    shape = tuple(max(1, math.ceil(e / h)) if k in periodic else math.ceil(e / h) + 9
-                  for k, e in enumerate(extent_um))
+    # grid intervals per axis; the tolerance keeps an extent that carries a rounding error
+    # (12 x 0.05 = 0.6000000000000001) on the grid of the exact one, so a voxel image and a
+    # conforming mesh of one box get the same field
+    cells = [max(1, math.ceil(e / h - 1e-9)) for e in extent_um]
+    steps = tuple(e / n if k in periodic else h
+                  for k, (e, n) in enumerate(zip(extent_um, cells, strict=True)))
+    shape = tuple(n if k in periodic else n + 9 for k, n in enumerate(cells))
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
     noise = rng.normal(size=shape)
     # White noise filtered with a Gaussian kernel of std ell / sqrt(2) has the Gaussian

@@ -126,6 +126,21 @@ def test_gaussian_field_wraps_on_periodic_axes_only() -> None:
     assert not np.allclose(field(bottom), field(bottom + np.array([0.0, 0.0, 2.0])), atol=1e-3)
 
 
+def test_gaussian_field_ignores_the_rounding_error_of_an_extent() -> None:
+    """A 0.6 um box is 0.6 to a conforming mesh and 12 x 0.05 = 0.6000000000000001 um to
+    its voxel image: both must get the same field (the grid of the rounded extent used to
+    have one more plane, hence other noise: a different pore fill for the same box)."""
+    pts = np.random.default_rng(1).uniform(0.0, 0.6, size=(200, 3))
+    for axes in ((), (0, 1)):
+        exact = gaussian_field(pts, (0.6, 0.6, 0.6), 0.3, 0, periodic_axes=axes)
+        rounded = gaussian_field(pts, (12 * 0.05,) * 3, 0.3, 0, periodic_axes=axes)
+        assert 12 * 0.05 != 0.6
+        assert np.allclose(exact, rounded, rtol=0.0, atol=1e-12)
+    # a truly larger extent is another grid (and field)
+    assert not np.allclose(gaussian_field(pts, (0.7,) * 3, 0.3, 0),
+                           gaussian_field(pts, (0.6,) * 3, 0.3, 0), atol=1e-3)
+
+
 def _seam_rows(n: int = 12, ny: int = 6, nz: int = 2) -> np.ndarray:
     """Two rows of wire along x in the y rows ny-1 and 0 (neighbours only across the y
     seam), each broken by a gap at a different x: in-plane current must zigzag between the
