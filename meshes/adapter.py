@@ -190,8 +190,9 @@ def distribute_conforming(comm: MPI.Comm, box: ConformingBox | None, root: int =
     meta = None
     if comm.rank == root:
         assert box is not None
-        meta = (box.kind, box.size_um, box.height_um, box.origin_um)
-    kind, size, height, origin = comm.bcast(meta, root=root)
+        meta = (box.kind, box.size_um, box.height_um, box.origin_um,
+                box.composite_z_um or (0.0, box.height_um))
+    kind, size, height, origin, composite = comm.bcast(meta, root=root)
     msh, phase, cell_tags = _distribute_simplices(
         comm, None if box is None else (box.cells, box.points_um, box.phase), "tetrahedron", 3,
         root)
@@ -199,7 +200,7 @@ def distribute_conforming(comm: MPI.Comm, box: ConformingBox | None, root: int =
     facet_tags.name = "facets"
     return TaggedMesh(mesh=msh, phase=phase, cell_tags=cell_tags, facet_tags=facet_tags,
                       kind=kind, width_um=size, thickness_um=height,
-                      composite_z_um=(0.0, height), layer_z_um=(), depth_um=size,
+                      composite_z_um=composite, layer_z_um=(), depth_um=size,
                       z_offset_um=float(origin[2]))
 
 

@@ -31,7 +31,10 @@ same spec and seed always give the same mesh; :class:`ConformingError` (one line
 box that none of them meshes with every cell of quality >= :data:`MIN_QUALITY`. The shifts,
 the contacts and the wire clusters are reported with the mesh.
 
-Scope: the gradient membrane's wires and pore inside its composite layer. rGO sheets (20 nm
+Scope: the gradient membrane's wires and pore; a box that reaches into the SPE skin has the
+wires cut flat on the composite layer's top plane (a mesh plane, designed like a box face),
+the skin above it, and ``box.separator_um`` of separator on top when it reaches the
+membrane's top face, as voxel boxes have. rGO sheets (20 nm
 discs) and the tape-cast cathode's carbon-black aggregates are voxel-only, and a spec that
 has them is refused with a one-line error. The cost is the other limit: with 30 nm elements
 at the wires, 13 vol% of 100 nm wires take 2.5e5-3.5e5 tetrahedra per um3, so conforming
@@ -42,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import os
 import sys
 import time
@@ -782,6 +786,11 @@ class ConformingBox:
     periodic: bool = False
     #: periodic sides: the designed whole wires, centres in the box laterally (the torus)
     torus_wires: Wires | None = None
+    #: the part of the box in the composite layer (box frame, um): the wires end at its top;
+    #: above it lie the SPE skin and, on a box that reaches the separator-side face,
+    #: ``separator_um`` of separator. None: the whole box
+    composite_z_um: tuple[float, float] | None = None
+    separator_um: float = 0.0
 
 
 def check_conforming_scope(case: CaseSpec, kind: str) -> None:
@@ -806,13 +815,6 @@ def check_conforming_scope(case: CaseSpec, kind: str) -> None:
             f"{PERIODIC_CLEARANCE:g} x diameter_um = "
             f"{wires.length_max_um + PERIODIC_CLEARANCE * wires.diameter_um:g} um (on a "
             f"narrower torus a wire meets its own image; voxel boxes have no such limit)")
-    (_, _, z0), _, height = box_window(case, kind)
-    zc0, zc1, _ = cathode_layers_um(case, kind)
-    if z0 < zc0 - 1e-9 or z0 + height > zc1 + 1e-9:
-        raise ConformingError(
-            f"box: z from {z0:g} to {z0 + height:g} um leaves the composite layer "
-            f"[{zc0:g}, {zc1:g}] um; conforming boxes must lie inside it (move "
-            f"box.z_center_fraction or lower box.height_um)")
 
 
 def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
@@ -840,12 +842,22 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
     origin, size, height = box_window(case, kind)
     lo = np.asarray(origin, dtype=np.float64)
     hi = lo + np.array([size, size, height])
+    _, zc1, thickness = cathode_layers_um(case, kind)
+    # the wires end at the top of the composite layer (a plane of the mesh when the box
+    # reaches into the SPE skin above it); a separator layer is added on top of a box that
+    # reaches the membrane's separator-side face, as on voxel boxes
+    top = min(float(hi[2]), zc1)
+    wires_hi = hi.copy()
+    wires_hi[2] = top
+    separator = case.box.separator_um if abs(hi[2] - thickness) <= 1e-6 * thickness else 0.0
+    mesh_hi = hi + np.array([0.0, 0.0, separator])
+    planes = tuple(z for z in (top, float(hi[2])) if lo[2] + 1e-9 < z < mesh_hi[2] - 1e-9)
     g = case.gradient
     real = realize_gradient(g, (0.0, size, 0.0, size), case.box.seed)
     periodic = case.box.sides == "periodic"
     t0 = time.perf_counter()
-    clipped = _torus_wires(real.wires, lo, hi, design) if periodic else \
-        clip_wires(real.wires, lo, hi, pad_um=design)
+    clipped = _torus_wires(real.wires, lo, wires_hi, design) if periodic else \
+        clip_wires(real.wires, lo, wires_hi, pad_um=design)
     r_mean = float(clipped.radii_um.mean()) if len(clipped) else 0.05
     # the spec's contact width between crossing cylinders (w = 2 sqrt(r p))
     spec_overlap = g.contact_width_um**2 / (4.0 * r_mean)
@@ -867,15 +879,16 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
             try:
                 if periodic:
                     torus, seg, report = design_contacts_periodic(
-                        start, lo_um=lo, hi_um=hi, min_overlap_um=min_overlap,
+                        start, lo_um=lo, hi_um=wires_hi, min_overlap_um=min_overlap,
                         min_gap_um=min_gap, pad_um=design)
                 else:
-                    seg, report = design_contacts(start, lo_um=lo, hi_um=hi,
+                    seg, report = design_contacts(start, lo_um=lo, hi_um=wires_hi,
                                                   min_overlap_um=min_overlap,
                                                   min_gap_um=min_gap)
                 t_design = time.perf_counter() - t0
-                meshed = _occ_mesh(lo, hi, seg, size_fine_um, size_coarse_um, threads,
-                                   periodic=periodic)
+                meshed = _occ_mesh(lo, mesh_hi, seg, size_fine_um, size_coarse_um, threads,
+                                   periodic=periodic, planes_z=planes,
+                                   wire_top_z=top if top < mesh_hi[2] - 1e-9 else None)
                 q = tet_quality(meshed[0], meshed[1])
                 q_min = float(np.abs(q).min(initial=1.0))
                 if q_min < MIN_QUALITY:
@@ -901,6 +914,10 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
     phase = np.where(region == 1, int(Phase.NANOWIRE), int(Phase.SPE)).astype(np.int32)
     pore = np.nonzero(region != 1)[0]
     if len(pore):
+        z_cell = points[cells[pore], 2].mean(axis=1)
+        phase[pore[z_cell > hi[2]]] = int(Phase.SEPARATOR)
+        pore = pore[z_cell <= top]  # above: the SPE skin (and the separator)
+    if len(pore):
         cen = points[cells[pore]].mean(axis=1)
         coated = _within_coated_wire(designed, cen, g.coating_thickness_um)
         free = pore[~coated]
@@ -910,6 +927,7 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
                                     periodic_axes=(0, 1) if periodic else ())
             f = gradient_fill(cen[~coated, 2], lean_zone_um=g.lean_zone_um, fill_min=g.fill_min)
             phase[free[special.ndtr(gfield) >= f]] = int(Phase.VOID)
+    height_total = height + separator
     vol = _volumes(points, cells)
     total = float(vol.sum())
     stats = {
@@ -922,16 +940,18 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
         "mean_quality": float(q.mean()) if len(q) else 1.0,
         "cells_below_0.01_count": float(np.count_nonzero(q < 0.01)),
         "min_cell_volume_um3": float(vol.min(initial=np.inf)),
-        "box_volume_error_rel": abs(total - size * size * height) / (size * size * height),
+        "box_volume_error_rel": abs(total - size * size * height_total)
+        / (size * size * height_total),
         "design_time_s": t_design, "design_size_um": design, "geometry_time_s": t_geo,
         "mesh_time_s": t_mesh,
         "size_fine_um": size_fine_um, "size_coarse_um": size_coarse_um,
     }
-    for p in (Phase.NANOWIRE, Phase.SPE, Phase.VOID):
+    for p in (Phase.NANOWIRE, Phase.SPE, Phase.VOID, Phase.SEPARATOR):
         stats[f"{p.label}_fraction"] = float(vol[phase == int(p)].sum()) / total
     stats["target_nanowire_fraction"] = real.target_fractions["nanowire"]
     return ConformingBox(points_um=points - lo, cells=cells, phase=phase, kind=kind,
-                         size_um=size, height_um=height,
+                         size_um=size, height_um=height_total,
+                         composite_z_um=(0.0, top - float(lo[2])), separator_um=separator,
                          origin_um=(float(lo[0]), float(lo[1]), float(lo[2])),
                          wires=designed, contacts=report, stats=stats, periodic=periodic,
                          torus_wires=torus.as_wires() if torus is not None else None)
@@ -958,17 +978,20 @@ def _torus_wires(wires: Wires, lo: np.ndarray, hi: np.ndarray, pad_um: float) ->
 
 
 def _occ_mesh(lo: np.ndarray, hi: np.ndarray, seg: WireSegments, fine: float, coarse: float,
-              threads: int, periodic: bool = False
+              threads: int, periodic: bool = False, planes_z: tuple[float, ...] = (),
+              wire_top_z: float | None = None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, int]:
     """Fragment the wire cylinders (region 1) and the box (region 3, pore) in one OCC call,
-    keep the pieces inside the box and mesh them. Returns points, cells, region per cell,
-    geometry and mesh times and the volume count."""
+    keep the pieces inside the box and mesh them. The box is split into slabs at the
+    heights ``planes_z`` (mesh planes), and the cylinders are cut flat at ``wire_top_z``.
+    Returns points, cells, region per cell, geometry and mesh times and the volume count."""
     import gmsh
 
     t0 = time.perf_counter()
     gmsh.initialize(interruptible=False)
     try:
-        return _occ_mesh_in_session(gmsh, lo, hi, seg, fine, coarse, threads, t0, periodic)
+        return _occ_mesh_in_session(gmsh, lo, hi, seg, fine, coarse, threads, t0, periodic,
+                                    planes_z, wire_top_z)
     except ConformingError:
         raise
     except Exception as e:  # any Gmsh/OCC failure: one line, and the ladder goes on
@@ -980,22 +1003,38 @@ def _occ_mesh(lo: np.ndarray, hi: np.ndarray, seg: WireSegments, fine: float, co
 
 def _occ_mesh_in_session(gmsh: Any, lo: np.ndarray, hi: np.ndarray, seg: WireSegments,
                          fine: float, coarse: float, threads: int, t0: float,
-                         periodic: bool
+                         periodic: bool, planes_z: tuple[float, ...] = (),
+                         wire_top_z: float | None = None
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, int]:
     """The body of :func:`_occ_mesh`, inside an initialised Gmsh session."""
     gmsh.option.setNumber("General.Terminal", 1 if _verbose() else 0)
     gmsh.option.setNumber("General.NumThreads", max(1, threads))
     gmsh.model.add("conforming_box")
     occ = gmsh.model.occ
-    inputs = [(3, occ.addCylinder(*seg.a_um[k], *(seg.b_um[k] - seg.a_um[k]),
-                                  seg.radii_um[k])) for k in range(len(seg))]
-    inputs.append((3, occ.addBox(*lo, *(hi - lo))))
+    inputs: list[tuple[int, int]] = []
+    for k in range(len(seg)):
+        cyl = (3, occ.addCylinder(*seg.a_um[k], *(seg.b_um[k] - seg.a_um[k]),
+                                  seg.radii_um[k]))
+        if wire_top_z is not None and \
+                max(seg.a_um[k, 2], seg.b_um[k, 2]) + seg.radii_um[k] > wire_top_z:
+            # one cylinder at a time (OCC's Booleans of several overlapping arguments
+            # are undefined): its part below the plane, if any
+            below = occ.addBox(lo[0] - 1.0, lo[1] - 1.0, lo[2] - 1.0, hi[0] - lo[0] + 2.0,
+                               hi[1] - lo[1] + 2.0, wire_top_z - lo[2] + 1.0)
+            cut, _ = occ.intersect([cyl], [(3, below)])
+            inputs.extend(e for e in cut if e[0] == 3)
+        else:
+            inputs.append(cyl)
+    n_wires = len(inputs)
+    levels = [float(lo[2]), *sorted(planes_z), float(hi[2])]
+    for z0, z1 in itertools.pairwise(levels):
+        inputs.append((3, occ.addBox(lo[0], lo[1], z0, hi[0] - lo[0], hi[1] - lo[1], z1 - z0)))
     _, out_map = occ.fragment(inputs[:1], inputs[1:])
     occ.synchronize()
-    wire_pieces = {tag for children in out_map[:-1] for dim, tag in children if dim == 3}
+    wire_pieces = {tag for children in out_map[:n_wires] for dim, tag in children if dim == 3}
     # The pieces inside the box are exactly the box's children in the fragment (a test on
     # a piece's centre of mass is not enough: an outside piece can wrap around a box edge).
-    inside = {tag for dim, tag in out_map[-1] if dim == 3}
+    inside = {tag for children in out_map[n_wires:] for dim, tag in children if dim == 3}
     keep = {tag: (1 if tag in wire_pieces else 3) for tag in inside}
     outside = [(3, tag) for dim, tag in gmsh.model.getEntities(3) if tag not in inside]
     # non-recursive removal: the recursive one costs O(n^2) in OCC's bookkeeping; then
@@ -1174,11 +1213,14 @@ def voxelize_designed(box: ConformingBox, case: CaseSpec, voxel_um: float) -> Vo
     coating and fill rules at voxel centres), for voxel-vs-conforming comparisons."""
     g = case.gradient
     n = round(box.size_um / voxel_um)
-    nz = round(box.height_um / voxel_um)
+    nz = round((box.height_um - box.separator_um) / voxel_um)  # the cathode part
+    n_sep = round(box.separator_um / voxel_um)
     if abs(n * voxel_um - box.size_um) > 1e-6 * box.size_um or \
-            abs(nz * voxel_um - box.height_um) > 1e-6 * box.height_um:
+            abs((nz + n_sep) * voxel_um - box.height_um) > 1e-6 * box.height_um or \
+            abs(n_sep * voxel_um - box.separator_um) > 1e-6 * box.height_um:
         raise ConformingError(f"voxel_um = {voxel_um:g}: must divide the box "
-                              f"({box.size_um:g} x {box.height_um:g} um) into whole voxels")
+                              f"({box.size_um:g} x {box.height_um:g} um, separator "
+                              f"{box.separator_um:g} um) into whole voxels")
     real = realize_gradient(g, (0.0, box.size_um, 0.0, box.size_um), case.box.seed)
     # periodic: the whole designed wires, which voxelize images on the torus itself
     real = replace(real, wires=box.torus_wires if box.torus_wires is not None else box.wires)
@@ -1193,4 +1235,7 @@ def voxelize_designed(box: ConformingBox, case: CaseSpec, voxel_um: float) -> Vo
     coated = _within_coated_wire(box.wires, centres, g.coating_thickness_um).reshape(n, n, nz)
     labels = img.labels.copy()
     labels[coated & (labels != int(Phase.NANOWIRE))] = int(Phase.SPE)
+    if n_sep:  # on top, as on voxel boxes
+        layer = np.full((n, n, n_sep), int(Phase.SEPARATOR), dtype=labels.dtype)
+        labels = np.concatenate([labels, layer], axis=2)
     return replace(img, labels=labels)
