@@ -713,14 +713,37 @@ def _edge_rules(a: np.ndarray, b: np.ndarray, im: _Images, lo_um: np.ndarray,
     lo_band = (im.r - min_overlap_um)[:, None]
     hi_band = (im.r + min_gap_um)[:, None]
     bad = mantle & (d > lo_band) & (d < hi_band)
+    # the face rule's shift bands (pieces nearly parallel to a face, not crossing it): the
+    # distance of the nearer end from the face against the half-width E = r sin
+    axis = b - a
+    length = np.maximum(np.linalg.norm(axis, axis=1), 1e-300)
+    faces = []
+    for k_ax in range(3):
+        cos_k = np.abs(axis[:, k_ax]) / length
+        rim = im.r * np.sqrt(np.clip(1.0 - cos_k**2, 0.0, 1.0))
+        for plane, sign in ((lo_um[k_ax], 1.0), (hi_um[k_ax], -1.0)):
+            da, db = sign * (a[:, k_ax] - plane), sign * (b[:, k_ax] - plane)
+            near = np.where(np.abs(da) < np.abs(db), da, db)
+            along = (cos_k < 0.2) & (da * db >= 0.0)
+            faces.append((k_ax, sign, near, rim, along))
     for k in np.nonzero(bad.any(axis=1))[0]:
         # the worst edge: deepest inside its band
         depth = np.where(bad[k], np.minimum(d[k] - lo_band[k], hi_band[k] - d[k]), -np.inf)
         n = u[k, int(np.argmax(depth))]
+        # to first order a step delta n changes each distance by delta c: the bands in delta
         c = u[k] @ n
-        use = mantle[k] & (np.abs(c) > 0.1)
-        ends = np.sort(np.stack([(lo_band[k] - d[k])[use] / c[use],
-                                 (hi_band[k] - d[k])[use] / c[use]], axis=1), axis=1)
+        use = mantle[k] & (np.abs(c) > 0.5)
+        lo_d = list((lo_band[k] - d[k])[use] / c[use])
+        hi_d = list((hi_band[k] - d[k])[use] / c[use])
+        # with the face bands, so that the step does not undo what the face rule does (a wire
+        # along a face near an edge would otherwise slide along the face, sweep after sweep)
+        for k_ax, sign, near, rim, along in faces:
+            c_f = float(np.sign(near[k]) * sign * n[k_ax])
+            if along[k] and abs(c_f) > 0.5:
+                dist = abs(float(near[k]))
+                lo_d.append((rim[k] - min_overlap_um - dist) / c_f)
+                hi_d.append((rim[k] + min_gap_um - dist) / c_f)
+        ends = np.sort(np.stack([lo_d, hi_d], axis=1), axis=1)
         cand = np.concatenate([ends[:, 0] - margin, ends[:, 1] + margin])
         free = ~np.any((cand[:, None] > ends[None, :, 0]) & (cand[:, None] < ends[None, :, 1]),
                        axis=1)
