@@ -774,7 +774,7 @@ DESIGN_LADDER: tuple[tuple[float, float], ...] = ((1 / 3, 1 / 2), (1 / 4, 2 / 5)
 #: the element size), from a generator seeded by (box.seed, round): at most this many
 #: rounds
 JITTER_SD: float = 0.25
-JITTER_ROUNDS: int = 3
+JITTER_ROUNDS: int = 4
 #: the contact design gives up (and the ladder goes on) when this many sweeps have not
 #: lowered the count of bad configurations below its lowest so far
 STALL_SWEEPS: int = 300

@@ -440,7 +440,7 @@ def test_rve_command_on_a_conforming_box(tmp_path: Path) -> None:
 def test_conforming_box_at_the_top_face_gives_its_surface_iv(tmp_path: Path) -> None:
     """A conforming box reaching the membrane's polymer-rich face (1 um SPE skin) gives the
     top surface I-V (paper Fig. 2f): insulating, and equal to that of the voxel box of the
-    same spec and seed (whose wires are not designed; measured 8.2e-11 against 7.8e-11 S/cm
+    same spec and seed (whose wires are not designed; measured 8.1e-11 against 7.8e-11 S/cm
     on a 1 um box)."""
     top = {}
     for mesh in ("conforming", "voxels"):
