@@ -694,7 +694,9 @@ def _edge_rules(a: np.ndarray, b: np.ndarray, im: _Images, lo_um: np.ndarray,
     delta that leaves *every* edge's band: to first order an edge's distance changes by
     ``delta (u_e . n)``, exactly so for the parallel edges a long wire passes near both ends
     of (a diagonal wire near two opposite vertical edges, where one edge's nearest way out
-    is the other's way in)."""
+    is the other's way in). The step also leaves the face bands of :func:`_face_rules` for a
+    piece that runs along a face (their shift rule), so the two rules do not undo each
+    other sweep after sweep."""
     m = len(im.r)
     move = np.zeros((m, 3))
     if m == 0:
