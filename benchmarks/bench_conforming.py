@@ -208,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"machine": platform.platform(), "ranks": comm.size}
     if not args.skip_sweep:
         result["robustness"] = sweep(args.size_um, args.seeds, comm)
-        result["robustness_periodic"] = sweep(1.0, args.periodic_seeds, comm, periodic=True)
+        if args.periodic_seeds:
+            result["robustness_periodic"] = sweep(1.0, args.periodic_seeds, comm,
+                                                  periodic=True)
     if not args.skip_convergence:
         result["convergence"] = convergence(args.size_um, comm)
     if comm.rank == 0:

@@ -872,11 +872,14 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
     # reaches into the SPE skin above it); a separator layer is added on top of a box that
     # reaches the membrane's separator-side face, as on voxel boxes
     top = min(float(hi[2]), zc1)
+    if hi[2] - top < 1e-9 * max(1.0, float(hi[2])):
+        top = float(hi[2])  # the box ends on the composite layer's top (no skin in it)
     wires_hi = hi.copy()
     wires_hi[2] = top
     separator = case.box.separator_um if abs(hi[2] - thickness) <= 1e-6 * thickness else 0.0
     mesh_hi = hi + np.array([0.0, 0.0, separator])
-    planes = tuple(z for z in (top, float(hi[2])) if lo[2] + 1e-9 < z < mesh_hi[2] - 1e-9)
+    planes = tuple(sorted({z for z in (top, float(hi[2]))
+                           if lo[2] + 1e-9 < z < mesh_hi[2] - 1e-9}))
     g = case.gradient
     real = realize_gradient(g, (0.0, size, 0.0, size), case.box.seed)
     periodic = case.box.sides == "periodic"

@@ -223,7 +223,8 @@ class BoxSpec(_Spec):
     voxel_um: float = _num(0.05, 0.005, 5.0, "um", lo_open=False)
     seed: int = _num(0, 0, 2**31 - 1, "1", integer=True)
     #: solid-electrolyte separator layer added on top when the box reaches the cathode's
-    #: separator-side face (rounded to whole voxels; 0: none)
+    #: separator-side face (rounded to whole voxels on voxel boxes, exact on conforming
+    #: boxes; 0: none)
     separator_um: float = _num(0.0, 0.0, 1000.0, "um")
     #: the mesh an RVE is solved on: "voxels" (one hexahedron per voxel, both cathodes) or
     #: "conforming" (tetrahedra fitted to the wires; gradient membrane without rGO:

@@ -344,6 +344,19 @@ def test_box_at_the_separator_side_face_has_the_skin_and_the_separator() -> None
     assert np.all(np.abs(ratio - 1.0) < 0.03), ratio
 
 
+def test_box_ending_on_the_composite_top_with_a_separator() -> None:
+    """Without a skin the composite layer's top is the membrane's face: the wire plane and
+    the separator's bottom are one mesh plane (two coincident planes made a zero-height
+    slab that failed every attempt)."""
+    case = load_case({"box": {"size_um": 0.4, "height_um": 0.4, "seed": 0,
+                              "z_center_fraction": 1.0, "separator_um": 0.1},
+                      "gradient": {"rgo_wt_fraction": 0.0, "skin_thickness_um": 0.0}})
+    box = mesh_conforming_box(case)
+    assert box.composite_z_um == pytest.approx((0.0, 0.4))
+    assert box.stats["separator_fraction"] == pytest.approx(0.1 / 0.5, rel=1e-9)
+    assert box.stats["box_volume_error_rel"] < 1e-9
+
+
 PERIODIC_BOX = {"box": {"size_um": 1.0, "height_um": 0.6, "seed": 10, "sides": "periodic",
                         "mesh": "conforming"},
                 "gradient": {"rgo_wt_fraction": 0.0,
