@@ -3,7 +3,8 @@
 Usage::
 
     python benchmarks/bench_conforming.py [--seeds 100] [--size-um 1] [--skip-sweep]
-                                          [--periodic-seeds 20] [--skip-convergence]
+                                          [--periodic-seeds 20] [--lean-seeds 20]
+                                          [--skip-convergence] [--out PATH]
     mpiexec -n 2 python benchmarks/bench_conforming.py ...
 
 Part 1 (robustness): ``--seeds`` consecutive seeds (0, 1, ...) of the default membrane box
@@ -18,11 +19,17 @@ x and y sides, of rods 0.4-0.6 um long at the default density (periodic conformi
 must be wider than the longest wire, so the default 5-10 um wires need >= 10.4 um boxes:
 cluster scale); the same report.
 
+Part 1c (polymer-lean zone): ``--lean-seeds`` seeds of the box at ``z_center_fraction =
+0.03`` (z about 0.5-1.5 um, fill fraction f about 0.25-0.55), where the SPE coating shells
+are mesh surfaces and the contact design keeps them meshable too; the same report.
+
 Part 2 (convergence): seed 0 of that box, one contact design (the 30 nm one) meshed
 conformingly at 30, 20 and 15 nm at the wires, and voxelized at 100 to 20 nm (the same
 designed wires, :func:`meshes.conforming.voxelize_designed`); the diagonal of the
 electronic and ionic conductivity tensors (CG + GAMG) and the relative difference to the
-finest conforming mesh.
+finest conforming mesh. Part 2b: the same for the ionic tensor of a lean-zone box (seed 1,
+1 um at ``z_center_fraction = 0.02``: void about 0.57, coating shells as mesh surfaces),
+against voxels of 50 to 12.5 nm.
 
 Writes ``benchmarks/out/conforming.json``.
 """
@@ -46,11 +53,17 @@ from fem.conduction import ITERATIVE_PETSC_OPTIONS, conductivity_tensor
 from fem.parameters import default_conductivities
 from meshes.adapter import build_on_root, distribute_conforming, distribute_voxels
 from meshes.conforming import ConformingError, mesh_conforming_box, voxelize_designed
-from meshes.spec import load_case
+from meshes.spec import CaseSpec, load_case
+from meshes.tags import Phase
 
 OUT = Path(__file__).resolve().parent / "out" / "conforming.json"
 FINE_UM = (0.03, 0.02, 0.015)
 VOXEL_UM = (0.1, 0.05, 1 / 30, 0.025, 0.02)
+#: the polymer-lean zone: box centre at this fraction of the composite layer (z about 1 um)
+LEAN_Z = 0.03
+#: part 2b: a lean-zone box with much void (seed, z_center_fraction), and its voxel sizes
+LEAN_CONVERGENCE = (1, 0.02)
+LEAN_VOXEL_UM = (0.05, 0.025, 0.0125)
 
 
 def _say(comm: MPI.Comm, text: str) -> None:
@@ -58,8 +71,9 @@ def _say(comm: MPI.Comm, text: str) -> None:
         print(text, flush=True)
 
 
-def _case(size: float, seed: int):  # type: ignore[no-untyped-def]
-    return load_case({"box": {"size_um": size, "height_um": size, "seed": seed},
+def _case(size: float, seed: int, z_center_fraction: float = 0.5) -> CaseSpec:
+    return load_case({"box": {"size_um": size, "height_um": size, "seed": seed,
+                              "z_center_fraction": z_center_fraction},
                       "gradient": {"rgo_wt_fraction": 0.0}})
 
 
@@ -70,11 +84,16 @@ def _periodic_case(seed: int):  # type: ignore[no-untyped-def]
                                    "nanowire": {"length_min_um": 0.4, "length_max_um": 0.6}}})
 
 
-def sweep(size: float, seeds: int, comm: MPI.Comm, periodic: bool = False) -> dict:
+def sweep(size: float, seeds: int, comm: MPI.Comm, periodic: bool = False,
+          lean: bool = False) -> dict:
     rows = []
     if periodic:
         _say(comm, f"\nrobustness, periodic sides: {seeds} seeds, 1 x 1 x 0.6 um boxes of "
                    f"0.4-0.6 um rods, 30 nm elements at the wires")
+    elif lean:
+        _say(comm, f"\nrobustness, polymer-lean zone (z_center_fraction {LEAN_Z:g}, coating "
+                   f"shells meshed): {seeds} seeds, {size:g} um boxes, 30 nm elements at the "
+                   f"wires")
     else:
         _say(comm, f"\nrobustness: {seeds} seeds, {size:g} um boxes, 30 nm elements at the "
                    f"wires")
@@ -82,7 +101,8 @@ def sweep(size: float, seeds: int, comm: MPI.Comm, periodic: bool = False) -> di
                f"{'cells':>8s} {'q_min':>8s} {'q_0.1%':>7s} {'q<0.01':>6s} {'NW frac':>7s} "
                f"{'s':>6s}")
     for seed in range(seeds):
-        case = _periodic_case(seed) if periodic else _case(size, seed)
+        case = _periodic_case(seed) if periodic else \
+            _case(size, seed, LEAN_Z if lean else 0.5)
         t0 = time.perf_counter()
         row: dict = {"seed": seed}
         if comm.rank == 0:
@@ -98,6 +118,8 @@ def sweep(size: float, seeds: int, comm: MPI.Comm, periodic: bool = False) -> di
                             "quality_p001": s["quality_p001"],
                             "cells_below_0.01": int(s["cells_below_0.01_count"]),
                             "nanowire_fraction": s["nanowire_fraction"],
+                            "void_fraction": s["void_fraction"],
+                            "coating_shells_um": s["coating_shells_um"],
                             "target_nanowire_fraction": s["target_nanowire_fraction"]})
             except ConformingError as e:
                 row.update({"ok": False, "error": str(e)})
@@ -112,7 +134,8 @@ def sweep(size: float, seeds: int, comm: MPI.Comm, periodic: bool = False) -> di
         rows.append(row)
     ok = [r for r in rows if r.get("ok")]
     summary = {"seeds": seeds, "size_um": 1.0 if periodic else size,
-               "sides": "periodic" if periodic else "insulating", "succeeded": len(ok),
+               "sides": "periodic" if periodic else "insulating",
+               "z_center_fraction": LEAN_Z if lean else 0.5, "succeeded": len(ok),
                "success_rate": len(ok) / seeds if seeds else 0.0}
     if ok:
         q = np.array([r["min_quality"] for r in ok])
@@ -191,28 +214,81 @@ def convergence(size: float, comm: MPI.Comm) -> dict:
     return {"rows": rows, "reference": ref["mesh"]}
 
 
+def lean_convergence(size: float, comm: MPI.Comm) -> dict:
+    """Part 2b: the ionic tensor of a lean-zone box, conforming (coating shells meshed)
+    against voxels of the same designed wires."""
+    seed, z_frac = LEAN_CONVERGENCE
+    case = _case(size, seed, z_frac)
+    sigma = default_conductivities().ionic()
+    rows = []
+    base = None
+    meshes = [(f"conforming {f * 1000:.0f} nm", f) for f in FINE_UM[:2]] + \
+        [(f"voxels {h * 1000:.1f} nm", h) for h in LEAN_VOXEL_UM]
+    for label, size_um in meshes:
+        t0 = time.perf_counter()
+        if label.startswith("conforming"):
+            box = build_on_root(comm, lambda f=size_um: mesh_conforming_box(
+                case, size_fine_um=f, size_coarse_um=0.1, design_size_um=FINE_UM[0]))
+            if base is None:
+                base = box
+            tm = distribute_conforming(comm, box)
+            void = box.stats["void_fraction"] if comm.rank == 0 else 0.0
+        else:
+            image = build_on_root(comm, lambda h=size_um, b=base: voxelize_designed(b, case, h))
+            tm = distribute_voxels(comm, image)
+            void = float(np.mean(image.labels == int(Phase.VOID))) if comm.rank == 0 else 0.0
+        res = conductivity_tensor(tm, sigma, petsc_options=ITERATIVE_PETSC_OPTIONS)
+        rows.append({"mesh": label, "cells": comm.allreduce(
+            tm.mesh.topology.index_map(3).size_local),
+            "void_fraction": comm.bcast(void, root=0),
+            "ionic_S_cm": np.diag(res.tensor_S_cm).tolist(),
+            "time_s": time.perf_counter() - t0})
+    ref = rows[-1]
+    _say(comm, f"\nlean zone (seed {seed}, {size:g} um box at z_center_fraction {z_frac:g}, "
+               f"coating shells meshed): ionic, relative difference to {ref['mesh']}")
+    _say(comm, f"{'mesh':>18s} {'cells':>9s} {'void':>7s} {'io xx':>9s} {'io yy':>9s} "
+               f"{'io zz':>9s} {'s':>6s}")
+    for r in rows:
+        r["relative_difference"] = [a / b - 1.0 if b > 0 else None
+                                    for a, b in zip(r["ionic_S_cm"], ref["ionic_S_cm"],
+                                                    strict=True)]
+        _say(comm, f"{r['mesh']:>18s} {r['cells']:9d} {r['void_fraction']:7.4f} " + " ".join(
+            f"{100 * x:+8.1f}%" if x is not None else f"{'-':>9s}"
+            for x in r["relative_difference"]) + f" {r['time_s']:6.1f}")
+    _say(comm, "reference values [S/cm]: ionic " + ", ".join(
+        f"{v:.4g}" for v in ref["ionic_S_cm"]))
+    return {"rows": rows, "reference": ref["mesh"], "seed": seed,
+            "z_center_fraction": z_frac}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--seeds", type=int, default=100)
     ap.add_argument("--size-um", type=float, default=1.0)
     ap.add_argument("--skip-sweep", action="store_true")
     ap.add_argument("--periodic-seeds", type=int, default=20)
+    ap.add_argument("--lean-seeds", type=int, default=20)
     ap.add_argument("--skip-convergence", action="store_true")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     comm = MPI.COMM_WORLD
-    if args.seeds < 0 or args.periodic_seeds < 0 or not 0.2 <= args.size_um <= 5.0:
-        _say(comm, "bench_conforming: --seeds and --periodic-seeds must be >= 0 and "
-                   "--size-um in [0.2, 5]")
+    if min(args.seeds, args.periodic_seeds, args.lean_seeds) < 0 \
+            or not 0.2 <= args.size_um <= 5.0:
+        _say(comm, "bench_conforming: --seeds, --periodic-seeds and --lean-seeds must be >= 0 "
+                   "and --size-um in [0.2, 5]")
         return 2
     result: dict = {"machine": platform.platform(), "ranks": comm.size}
     if not args.skip_sweep:
-        result["robustness"] = sweep(args.size_um, args.seeds, comm)
+        if args.seeds:
+            result["robustness"] = sweep(args.size_um, args.seeds, comm)
         if args.periodic_seeds:
             result["robustness_periodic"] = sweep(1.0, args.periodic_seeds, comm,
                                                   periodic=True)
+        if args.lean_seeds:
+            result["robustness_lean"] = sweep(args.size_um, args.lean_seeds, comm, lean=True)
     if not args.skip_convergence:
         result["convergence"] = convergence(args.size_um, comm)
+        result["convergence_lean"] = lean_convergence(args.size_um, comm)
     if comm.rank == 0:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))

@@ -73,9 +73,9 @@ from meshes.voxels import (
 )
 
 __all__ = ["DESIGN_LADDER", "JITTER_ROUNDS", "JITTER_SD", "MIN_QUALITY", "PERIODIC_CLEARANCE",
-           "STALL_SWEEPS", "ConformingBox",
-           "ConformingError",
-           "ContactReport", "WireSegments", "check_conforming_scope", "clip_wires",
+           "SHELL_MIN", "STALL_SWEEPS", "ConformingBox",
+           "ConformingError", "ContactReport", "WireSegments", "check_conforming_scope",
+           "clip_wires", "coating_shells",
            "design_contacts", "design_contacts_periodic", "mesh_conforming_box", "tet_quality",
            "voxelize_designed"]
 
@@ -303,6 +303,16 @@ class _Images:
     real_b: np.ndarray
 
 
+def coating_shells(seg: WireSegments, coat_um: float) -> WireSegments:
+    """The SPE coating of the wires as flat-ended cylinders: radius ``r + coat_um``, each
+    end moved out along the axis by ``coat_um`` (the offset surface of the wire with square
+    instead of rounded rims)."""
+    axis = seg.b_um - seg.a_um
+    e = axis / np.maximum(np.linalg.norm(axis, axis=1), 1e-300)[:, None]
+    return WireSegments(seg.a_um - coat_um * e, seg.b_um + coat_um * e,
+                        seg.radii_um + coat_um, seg.source)
+
+
 def _own_images(a: np.ndarray, b: np.ndarray, r: np.ndarray) -> _Images:
     """Insulating sides: every wire is its own (already clipped) piece; views, not copies."""
     n = len(r)
@@ -331,16 +341,19 @@ class _GapCache:
     """:func:`_flat_end_gaps` of the pairs of the sweeps, each computed again only when one
     of its two wires has moved (most wires stop moving after a few sweeps)."""
 
-    def __init__(self, period: np.ndarray, reach: float) -> None:
+    def __init__(self, period: np.ndarray, reach: float, coat_um: float = 0.0) -> None:
         self.period = period
         self.reach = reach
-        self.values: dict[tuple[int, ...], tuple[float, np.ndarray]] = {}
+        self.coat = coat_um
+        self.values: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
         self.seen: tuple[np.ndarray, np.ndarray] | None = None
 
     def get(self, im: _Images, i: np.ndarray, j: np.ndarray, s: np.ndarray, t: np.ndarray,
             a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Gaps and directions (from i to j) of the image pairs (i, j); ``a``, ``b``: the
-        wires now (their changes since the last call expire the pairs they are in)."""
+        """Gaps (m, 1), or (m, 4) with coating shells: wire/wire, wire i/shell j, shell
+        i/wire j, shell/shell, and the directions (from i to j, of the wires' gap) of the
+        image pairs (i, j); ``a``, ``b``: the wires now (their changes since the last call
+        expire the pairs they are in)."""
         if self.seen is not None:
             moved = set(np.nonzero(np.any(a != self.seen[0], axis=1)
                                    | np.any(b != self.seen[1], axis=1))[0].tolist())
@@ -356,11 +369,42 @@ class _GapCache:
         if len(todo):
             g, u = _flat_end_gaps(im.a, im.b, im.r, i[todo], j[todo], s[todo], t[todo],
                                   self.reach)
-            for q, gq, uq in zip(todo, g, u, strict=True):
-                self.values[keys[q]] = (float(gq), uq * flip[q])
-        gap = np.array([self.values[k][0] for k in keys])
+            cols = [g]
+            if self.coat > 0.0:
+                # the shells: the same axes, ends moved out by the coating (parameters
+                # mapped onto the longer segments), radii grown by it
+                m = len(im.r)
+                sh = coating_shells(WireSegments(im.a, im.b, im.r, im.owner), self.coat)
+                aa, bb = np.concatenate([im.a, sh.a_um]), np.concatenate([im.b, sh.b_um])
+                rr = np.concatenate([im.r, sh.radii_um])
+                length = np.linalg.norm(im.b - im.a, axis=1)
+
+                def on_shell(p: np.ndarray, x: np.ndarray) -> np.ndarray:
+                    return np.asarray((x * length[p] + self.coat)
+                                      / (length[p] + 2.0 * self.coat))
+
+                it, jt, st, tt = i[todo], j[todo], s[todo], t[todo]
+                for ii, jj, ss, ts in ((it, jt + m, st, on_shell(jt, tt)),
+                                       (it + m, jt, on_shell(it, st), tt),
+                                       (it + m, jt + m, on_shell(it, st), on_shell(jt, tt))):
+                    cols.append(_flat_end_gaps(aa, bb, rr, ii, jj, ss, ts, self.reach)[0])
+            gk = np.stack(cols, axis=1)
+            for q, gq, uq in zip(todo, gk, u, strict=True):
+                self.values[keys[q]] = (gq, uq * flip[q])
+        gap = np.array([self.values[k][0] for k in keys]).reshape(len(keys), -1)
         direction = np.array([self.values[k][1] for k in keys]).reshape(-1, 3) * flip[:, None]
         return gap, direction
+
+
+def _tangencies(ri: np.ndarray, rj: np.ndarray, coat_um: float) -> np.ndarray:
+    """Axis distances at which the mantles of two parallel cylinders touch (m, k): outside
+    ``r_i + r_j`` and inside ``|r_i - r_j|``; with coating shells of thickness ``coat_um``
+    the same for every pair of surfaces (wire or shell) of the two wires."""
+    if coat_um <= 0.0:
+        return np.stack([ri + rj, np.abs(ri - rj)], axis=1)
+    c = coat_um
+    return np.stack([ri + rj, ri + rj + c, ri + rj + 2.0 * c, np.abs(ri - rj),
+                     np.abs(ri + c - rj), np.abs(ri - rj - c)], axis=1)
 
 
 def _at_an_end(s: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -395,19 +439,23 @@ def _unique_pairs(pairs: np.ndarray, im: _Images, period: np.ndarray,
 
 
 def design_contacts(seg: WireSegments, *, lo_um: np.ndarray, hi_um: np.ndarray,
-                    min_overlap_um: float, min_gap_um: float, max_sweeps: int = 2000
-                    ) -> tuple[WireSegments, ContactReport]:
+                    min_overlap_um: float, min_gap_um: float, max_sweeps: int = 2000,
+                    coat_um: float = 0.0) -> tuple[WireSegments, ContactReport]:
     """Shift (and at box faces shorten or lengthen) wires until every pair of wires and
-    every wire/box-face configuration is meshable (see the module docstring). Raises
-    :class:`ConformingError` when ``max_sweeps`` sweeps, or :data:`STALL_SWEEPS` sweeps
-    without progress, leave bad configurations."""
-    a, b, report = _design(seg, lo_um, hi_um, min_overlap_um, min_gap_um, max_sweeps, None)
+    every wire/box-face configuration is meshable (see the module docstring). With
+    ``coat_um > 0`` the coating shells (:func:`coating_shells`) are surfaces of the mesh
+    too, and the rules hold for every pair of surfaces of two wires (wire or shell) and for
+    every shell at the box faces and edges. Raises :class:`ConformingError` when
+    ``max_sweeps`` sweeps, or :data:`STALL_SWEEPS` sweeps without progress, leave bad
+    configurations."""
+    a, b, report = _design(seg, lo_um, hi_um, min_overlap_um, min_gap_um, max_sweeps, None,
+                           coat_um)
     return WireSegments(a, b, seg.radii_um, seg.source), report
 
 
 def design_contacts_periodic(wires: WireSegments, *, lo_um: np.ndarray, hi_um: np.ndarray,
                              min_overlap_um: float, min_gap_um: float, pad_um: float,
-                             max_sweeps: int = 2000
+                             max_sweeps: int = 2000, coat_um: float = 0.0
                              ) -> tuple[WireSegments, WireSegments, ContactReport]:
     """The contact design on the torus of a box with periodic x and y sides.
 
@@ -422,7 +470,7 @@ def design_contacts_periodic(wires: WireSegments, *, lo_um: np.ndarray, hi_um: n
     ``images_count``: the pieces in the box; contacts counted once per contact on the torus).
     """
     a, b, report = _design(wires, lo_um, hi_um, min_overlap_um, min_gap_um, max_sweeps,
-                           pad_um)
+                           pad_um, coat_um)
     period = hi_um - lo_um
     centre = 0.5 * (a + b)
     wrap = np.zeros_like(a)
@@ -434,11 +482,12 @@ def design_contacts_periodic(wires: WireSegments, *, lo_um: np.ndarray, hi_um: n
 
 
 def _design(seg: WireSegments, lo_um: np.ndarray, hi_um: np.ndarray, min_overlap_um: float,
-            min_gap_um: float, max_sweeps: int, pad_um: float | None
+            min_gap_um: float, max_sweeps: int, pad_um: float | None, coat_um: float = 0.0
             ) -> tuple[np.ndarray, np.ndarray, ContactReport]:
     """The sweeps of :func:`design_contacts` (``pad_um`` None: the segments are the clipped
     pieces themselves) and :func:`design_contacts_periodic` (the rules act on the periodic
-    images of the wires, and their moves on the wires)."""
+    images of the wires, and their moves on the wires). With ``coat_um > 0`` the rules act
+    on the coating shells too, as pieces of their wires (a shell's move moves its wire)."""
     if min_overlap_um <= 0.0 or min_gap_um <= 0.0:
         raise ValueError("min_overlap_um and min_gap_um must be > 0")
     periodic = pad_um is not None
@@ -451,7 +500,8 @@ def _design(seg: WireSegments, lo_um: np.ndarray, hi_um: np.ndarray, min_overlap
         return _torus_images(a, b, r, lo_um, hi_um, pad_um)
 
     n = len(r)
-    gaps = _GapCache(period, min_gap_um + min(min_overlap_um, min_gap_um))
+    gaps = _GapCache(period, min_gap_um + min(min_overlap_um, min_gap_um) + 2.0 * coat_um,
+                     coat_um)
     shift_total = np.zeros((n, 3))
     trim_total = np.zeros(n)  # largest change of a wire end's position along its axis
     margin = 0.5 * min(min_overlap_um, min_gap_um)
@@ -462,7 +512,7 @@ def _design(seg: WireSegments, lo_um: np.ndarray, hi_um: np.ndarray, min_overlap
         sweeps = sweep
         im = images()
         cur = WireSegments(im.a, im.b, im.r, im.owner)
-        pairs = rod_contacts(cur.as_wires(0.5 * min_gap_um + margin))
+        pairs = rod_contacts(cur.as_wires(coat_um + 0.5 * min_gap_um + margin))
         move = np.zeros((n, 3))
         count = np.zeros(n)
         bad_count = 0
@@ -476,14 +526,18 @@ def _design(seg: WireSegments, lo_um: np.ndarray, hi_um: np.ndarray, min_overlap
             u = _unit_normal((ia[j] + t[:, None] * (ib[j] - ia[j]))
                              - (ia[i] + s[:, None] * (ib[i] - ia[i])), ib[i] - ia[i],
                              ib[j] - ia[j])
-            T = np.stack([ir[i] + ir[j], np.abs(ir[i] - ir[j])], axis=1)
+            T = _tangencies(ir[i], ir[j], coat_um)
             ends = np.nonzero(_at_an_end(s, t))[0]
             if len(ends):
-                # flat caps: the surfaces' own gap, as an axis distance (no inner band)
+                # flat caps: the surfaces' own gap, as an axis distance (no inner band); a
+                # shell's gap g_k as a band of that distance (moved by the difference of the
+                # gaps: to first order a step along u changes every gap alike)
                 gap, u[ends] = gaps.get(im, i[ends], j[ends], s[ends], t[ends], a, b)
                 d = d.copy()
-                d[ends] = gap + T[ends, 0]
-                T[ends, 1] = -1.0
+                d[ends] = gap[:, 0] + T[ends, 0]
+                T[ends, 1:] = -1.0
+                if coat_um > 0.0:
+                    T[ends, 1:4] = T[ends, :1] + gap[:, :1] - gap[:, 1:]
             bad, goal = _nearest_allowed(d, T - min_overlap_um, T + min_gap_um, margin)
             bad_count += int(bad.sum())
             oi, oj = im.owner[i], im.owner[j]
@@ -506,7 +560,7 @@ def _design(seg: WireSegments, lo_um: np.ndarray, hi_um: np.ndarray, min_overlap
             fa, fb = fa.copy(), fb.copy()
         face_move, face_bad, trim_img = _face_rules(
             fa, fb, im, lo_um, hi_um, min_overlap_um, min_gap_um, margin,
-            lateral_caps=not periodic)
+            lateral_caps=not periodic, coat_um=coat_um)
         bad_count += face_bad
         np.maximum.at(trim_total, im.owner, trim_img)
         if bad_count == 0:
@@ -584,12 +638,15 @@ def _design(seg: WireSegments, lo_um: np.ndarray, hi_um: np.ndarray, min_overlap
 
 def _face_rules(a: np.ndarray, b: np.ndarray, im: _Images, lo_um: np.ndarray,
                 hi_um: np.ndarray, min_overlap_um: float, min_gap_um: float, margin: float,
-                lateral_caps: bool) -> tuple[np.ndarray, int, np.ndarray]:
+                lateral_caps: bool, coat_um: float = 0.0
+                ) -> tuple[np.ndarray, int, np.ndarray]:
     """The box-face rules on the pieces ``a -> b`` (of ``im``; ends moved in place): returns
     the shifts of pieces that run along a face, the count of bad configurations and the
     largest trim per piece. Only a piece's own ends (``im.real_a``, ``im.real_b``) are cap
     ends; ``lateral_caps`` False skips the outside-cap rule at the x and y faces (periodic
     sides: an end just outside one face is inside, near the opposite one, in another image).
+    With ``coat_um > 0`` every rule holds for the coating shell too (the same axis, radius
+    ``r + coat_um``, ends ``coat_um`` farther out), and a move or trim satisfies both.
     """
     r = im.r
     m = len(r)
@@ -598,40 +655,60 @@ def _face_rules(a: np.ndarray, b: np.ndarray, im: _Images, lo_um: np.ndarray,
     bad_count = 0
     axis = b - a
     length = np.maximum(np.linalg.norm(axis, axis=1), 1e-300)
+    e = axis / length[:, None]
+    c = coat_um
+    shells = c > 0.0
     for k in range(3):
         # an end (its cap) lies beside face k only where it is within r + min_gap of the
         # box along the two other axes; elsewhere its cap cannot touch that face
         others = [axis_m for axis_m in range(3) if axis_m != k]
-        reach = (r + min_gap_um)[:, None]
+        reach = (r + c + min_gap_um)[:, None]
 
         def beside(end: np.ndarray, others: list[int] = others,
                    reach: np.ndarray = reach) -> np.ndarray:
             return np.asarray(np.all((end[:, others] > lo_um[others] - reach)
                                      & (end[:, others] < hi_um[others] + reach), axis=1))
 
-        # half-width of each cylinder across a plane normal to k
-        sin_k = np.sqrt(np.clip(1.0 - (axis[:, k] / length) ** 2, 0.0, 1.0))
+        # half-width of each cylinder (and shell) across a plane normal to k
+        cos_k = np.abs(axis[:, k]) / length
+        sin_k = np.sqrt(np.clip(1.0 - cos_k**2, 0.0, 1.0))
+        rim = r * sin_k
+        rim_s = (r + c) * sin_k
         for plane, sign in ((lo_um[k], 1.0), (hi_um[k], -1.0)):
             da, db = sign * (a[:, k] - plane), sign * (b[:, k] - plane)
             crossing = da * db < 0.0
             a_nearer = np.abs(da) < np.abs(db)
             near = np.where(a_nearer, da, db)  # signed, + inside
             near_real = np.where(a_nearer, im.real_a & beside(a), im.real_b & beside(b))
-            E = (r * sin_k)[:, None]
             dist = np.abs(near)
-            wbad, goal = _nearest_allowed(dist, E - min_overlap_um, E + min_gap_um, margin)
+
+            def in_band(x: np.ndarray, half: np.ndarray) -> np.ndarray:
+                return np.asarray((x > half - min_overlap_um) & (x < half + min_gap_um))
+
+            wbad = in_band(dist, rim) & ~crossing
+            lo_b, hi_b = [rim - min_overlap_um], [rim + min_gap_um]
+            if shells:
+                # the shell's ends: the wire's, moved out along the axis by the coating
+                da_s = da - c * sign * e[:, k]
+                db_s = db + c * sign * e[:, k]
+                near_s = np.where(a_nearer, da_s, db_s)
+                wbad |= in_band(np.abs(near_s), rim_s) & (da_s * db_s >= 0.0)
+                # its band as one of the wire's distance (a shift moves both alike)
+                off = np.abs(near_s) - dist
+                lo_b.append(rim_s - min_overlap_um - off)
+                hi_b.append(rim_s + min_gap_um - off)
+            _, goal = _nearest_allowed(dist, np.stack(lo_b, axis=1), np.stack(hi_b, axis=1),
+                                       margin)
             # a wire that ends near the face (not parallel to it): move that end along the
             # axis, shortened to clear the face or lengthened to cross it, whichever is the
             # smaller change; a wire (nearly) parallel to the face: shift it. A clipped end
             # is no cap (the wire goes on outside the grown box), nor is an end that lies
             # away from the box along another axis.
-            cos_k = np.abs(axis[:, k]) / length
-            wbad &= ~crossing & (near_real | (cos_k < 0.2))
+            wbad &= near_real | (cos_k < 0.2)
             bad_count += int(wbad.sum())
             tilted = wbad & (cos_k >= 0.2)
             shift = wbad & ~tilted
             move[shift, k] += sign * np.sign(near[shift]) * (goal[shift] - dist[shift])
-            rim = r * sin_k
             for q in np.nonzero(tilted)[0]:
                 a_end = abs(da[q]) < abs(db[q])
                 end, other = (a, b) if a_end else (b, a)
@@ -639,7 +716,10 @@ def _face_rules(a: np.ndarray, b: np.ndarray, im: _Images, lo_um: np.ndarray,
                 step_k = sign * inward[k]  # change of signed distance per unit length
                 clear = rim[q] + 1.5 * min_gap_um  # cap clear of the face, inside
                 beyond = -(rim[q] + 1.5 * min_gap_um)  # cap clear of it, outside
-                options = [(c - near[q]) / step_k for c in (clear, beyond)]
+                if shells:  # the shell's end lies c farther along: near_s = near + c step
+                    clear = max(clear, rim_s[q] + 1.5 * min_gap_um - c * step_k)
+                    beyond = min(beyond, -(rim_s[q] + 1.5 * min_gap_um) - c * step_k)
+                options = [(target - near[q]) / step_k for target in (clear, beyond)]
                 options = [o for o in options if length[q] + o > 2.0 * min_gap_um]
                 if options:
                     change = min(options, key=abs)
@@ -648,20 +728,29 @@ def _face_rules(a: np.ndarray, b: np.ndarray, im: _Images, lo_um: np.ndarray,
             if k < 2 and not lateral_caps:
                 continue
             # a wire that crosses the face: the cap of its outside end must clear the face
-            # too (it lies outside, so lengthening that end is harmless)
-            for end, real in ((a, im.real_a), (b, im.real_b)):
+            # too (it lies outside, so lengthening that end is harmless); so must a shell's,
+            # whose end lies c farther along the axis (it may cross where the wire does not)
+            for end, real, s_shell in ((a, im.real_a, -c * sign * e[:, k]),
+                                       (b, im.real_b, c * sign * e[:, k])):
                 s_end = sign * (end[:, k] - plane)  # + inside
-                rim_out = -s_end - rim  # gap between the outside cap's rim and the face
-                cbad = crossing & real & beside(end) & (s_end < 0.0) \
-                    & (rim_out > -min_overlap_um) & (rim_out < min_gap_um)
+                # the gap between the outside cap's rim and the face, where it is outside
+                outs = [np.where(crossing & (s_end < 0.0), -s_end - rim, np.inf)]
+                if shells:
+                    s_end_s = s_end + s_shell
+                    crossing_s = (da - c * sign * e[:, k]) * (db + c * sign * e[:, k]) < 0.0
+                    outs.append(np.where(crossing_s & (s_end_s < 0.0), -s_end_s - rim_s,
+                                         np.inf))
+                worst = np.minimum.reduce(outs)
+                cbad = real & beside(end) & np.any(
+                    [(o > -min_overlap_um) & (o < min_gap_um) for o in outs], axis=0)
                 bad_count += int(cbad.sum())
                 for q in np.nonzero(cbad)[0]:
                     other = b[q] if end is a else a[q]
                     outward = (end[q] - other) / length[q]
-                    change = (1.5 * min_gap_um - rim_out[q]) / max(cos_k[q], 1e-6)
+                    change = (1.5 * min_gap_um - worst[q]) / max(cos_k[q], 1e-6)
                     end[q] += change * outward  # outside the box: not a trim
     edge_move, edge_bad = _edge_rules(a, b, im, lo_um, hi_um, min_overlap_um, min_gap_um,
-                                      margin)
+                                      margin, coat_um)
     return move + edge_move, bad_count + edge_bad, trim
 
 
@@ -681,8 +770,8 @@ def _box_edges(lo_um: np.ndarray, hi_um: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def _edge_rules(a: np.ndarray, b: np.ndarray, im: _Images, lo_um: np.ndarray,
-                hi_um: np.ndarray, min_overlap_um: float, min_gap_um: float, margin: float
-                ) -> tuple[np.ndarray, int]:
+                hi_um: np.ndarray, min_overlap_um: float, min_gap_um: float, margin: float,
+                coat_um: float = 0.0) -> tuple[np.ndarray, int]:
     """The box-edge rule: a mantle that passes an edge (or corner) of the box nearly
     tangentially cuts a sliver of a few nm from the two faces there, which no mesher can
     resolve. So the distance d of a piece's axis from each edge must lie outside the band
@@ -696,38 +785,55 @@ def _edge_rules(a: np.ndarray, b: np.ndarray, im: _Images, lo_um: np.ndarray,
     of (a diagonal wire near two opposite vertical edges, where one edge's nearest way out
     is the other's way in). The step also leaves the face bands of :func:`_face_rules` for a
     piece that runs along a face (their shift rule), so the two rules do not undo each
-    other sweep after sweep."""
+    other sweep after sweep. With ``coat_um > 0`` the coating shell (radius ``r + coat_um``,
+    ends ``coat_um`` farther out) has the same bands, and the step leaves them too."""
     m = len(im.r)
     move = np.zeros((m, 3))
     if m == 0:
         return move, 0
     p, q = _box_edges(lo_um, hi_um)
-    d = np.empty((m, len(p)))
-    u = np.empty((m, len(p), 3))
-    mantle = np.empty((m, len(p)), dtype=bool)
+    axis = b - a
+    length = np.maximum(np.linalg.norm(axis, axis=1), 1e-300)
+    e_ax = axis / length[:, None]
+    # the surfaces: the wire and (with a coating) its shell, each with its own segment
+    surfaces = [(a, b, im.r)]
+    if coat_um > 0.0:
+        surfaces.append((a - coat_um * e_ax, b + coat_um * e_ax, im.r + coat_um))
+    n_e = len(p) * len(surfaces)
+    d = np.empty((m, n_e))
+    u = np.empty((m, n_e, 3))
+    mantle = np.empty((m, n_e), dtype=bool)
+    lo_band = np.empty((m, n_e))
+    hi_band = np.empty((m, n_e))
     ones = np.ones((m, 1))
-    for e in range(len(p)):
-        pe, qe = p[e] * ones, q[e] * ones
-        d[:, e], s, t = segment_closest_points(a, b, pe, qe)
-        mantle[:, e] = ((s > 1e-9) | ~im.real_a) & ((s < 1.0 - 1e-9) | ~im.real_b)
-        u[:, e] = _unit_normal((a + s[:, None] * (b - a)) - (pe + t[:, None] * (qe - pe)),
-                               qe - pe, b - a)
-    lo_band = (im.r - min_overlap_um)[:, None]
-    hi_band = (im.r + min_gap_um)[:, None]
+    col = 0
+    for sa, sb, sr in surfaces:
+        for e in range(len(p)):
+            pe, qe = p[e] * ones, q[e] * ones
+            d[:, col], s, t = segment_closest_points(sa, sb, pe, qe)
+            mantle[:, col] = ((s > 1e-9) | ~im.real_a) & ((s < 1.0 - 1e-9) | ~im.real_b)
+            u[:, col] = _unit_normal((sa + s[:, None] * (sb - sa))
+                                     - (pe + t[:, None] * (qe - pe)), qe - pe, sb - sa)
+            lo_band[:, col] = sr - min_overlap_um
+            hi_band[:, col] = sr + min_gap_um
+            col += 1
     bad = mantle & (d > lo_band) & (d < hi_band)
     # the face rule's shift bands (pieces nearly parallel to a face, not crossing it): the
     # distance of the nearer end from the face against the half-width E = r sin
-    axis = b - a
-    length = np.maximum(np.linalg.norm(axis, axis=1), 1e-300)
     faces = []
     for k_ax in range(3):
         cos_k = np.abs(axis[:, k_ax]) / length
-        rim = im.r * np.sqrt(np.clip(1.0 - cos_k**2, 0.0, 1.0))
+        sin_k = np.sqrt(np.clip(1.0 - cos_k**2, 0.0, 1.0))
         for plane, sign in ((lo_um[k_ax], 1.0), (hi_um[k_ax], -1.0)):
             da, db = sign * (a[:, k_ax] - plane), sign * (b[:, k_ax] - plane)
-            near = np.where(np.abs(da) < np.abs(db), da, db)
+            a_nearer = np.abs(da) < np.abs(db)
+            near = np.where(a_nearer, da, db)
             along = (cos_k < 0.2) & (da * db >= 0.0)
-            faces.append((k_ax, sign, near, rim, along))
+            for sa, sb, sr in surfaces:
+                sda, sdb = sign * (sa[:, k_ax] - plane), sign * (sb[:, k_ax] - plane)
+                # a surface's band as one of the wire's distance (a shift moves both alike)
+                off = np.abs(np.where(a_nearer, sda, sdb)) - np.abs(near)
+                faces.append((k_ax, sign, near, sr * sin_k - off, along))
     for k in np.nonzero(bad.any(axis=1))[0]:
         # the worst edge: deepest inside its band
         depth = np.where(bad[k], np.minimum(d[k] - lo_band[k], hi_band[k] - d[k]), -np.inf)
@@ -764,6 +870,10 @@ def tet_quality(points: np.ndarray, cells: np.ndarray) -> np.ndarray:
     s = sum(np.einsum("ij,ij->i", v, v) for v in e)
     return np.asarray(np.sign(vol) * 12.0 * np.cbrt(3.0 * np.abs(vol)) ** 2 / s)
 
+
+#: coating shells are mesh surfaces (in boxes that reach the polymer-lean zone) only when
+#: the coating is at least this fraction of the element size; a thinner one is a cell label
+SHELL_MIN = 0.5
 
 #: band widths (min_overlap, min_gap) of the contact design as fractions of the element size
 #: at the wires, tried in this order until the design converges and Gmsh meshes the box
@@ -824,8 +934,9 @@ def check_conforming_scope(case: CaseSpec, kind: str) -> None:
     if kind != "gradient":
         raise ConformingError(f"cathode = {kind!r}: conforming boxes (box.mesh = "
                               f"'conforming') are built for the gradient membrane only "
-                              f"(--cathode gradient); carbon-black aggregates and rGO discs "
-                              f"are voxel-only")
+                              f"(--cathode gradient): the tape-cast agglomerates hold about "
+                              f"150 wire pieces per um3, too dense for contacts by design; "
+                              f"use voxel boxes")
     if case.gradient.rgo_wt_fraction > 0.0:
         raise ConformingError(
             f"gradient.rgo_wt_fraction = {case.gradient.rgo_wt_fraction:g}: conforming "
@@ -887,6 +998,12 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
     clipped = _torus_wires(real.wires, lo, wires_hi, design) if periodic else \
         clip_wires(real.wires, lo, wires_hi, pad_um=design)
     r_mean = float(clipped.radii_um.mean()) if len(clipped) else 0.05
+    # coating shells as mesh surfaces where the pore is not all SPE (the lean zone): there
+    # the coating decides which wire surface the electrolyte reaches; above it coating and
+    # pore are both SPE, and a shell would only add surfaces
+    coat = g.coating_thickness_um if (g.fill_min < 1.0 and lo[2] < g.lean_zone_um
+                                      and g.coating_thickness_um >= SHELL_MIN * design) \
+        else 0.0
     # the spec's contact width between crossing cylinders (w = 2 sqrt(r p))
     spec_overlap = g.contact_width_um**2 / (4.0 * r_mean)
     failures = []
@@ -908,15 +1025,23 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
                 if periodic:
                     torus, seg, report = design_contacts_periodic(
                         start, lo_um=lo, hi_um=wires_hi, min_overlap_um=min_overlap,
-                        min_gap_um=min_gap, pad_um=design)
+                        min_gap_um=min_gap, pad_um=design, coat_um=coat)
+                    shells = None
+                    if coat > 0.0:
+                        sh = coating_shells(torus, coat)
+                        im = _torus_images(sh.a_um, sh.b_um, sh.radii_um, lo, wires_hi,
+                                           design)
+                        shells = WireSegments(im.a, im.b, im.r, im.owner)
                 else:
                     seg, report = design_contacts(start, lo_um=lo, hi_um=wires_hi,
                                                   min_overlap_um=min_overlap,
-                                                  min_gap_um=min_gap)
+                                                  min_gap_um=min_gap, coat_um=coat)
+                    shells = coating_shells(seg, coat) if coat > 0.0 else None
                 t_design = time.perf_counter() - t0
                 meshed = _occ_mesh(lo, mesh_hi, seg, size_fine_um, size_coarse_um, threads,
                                    periodic=periodic, planes_z=planes,
-                                   wire_top_z=top if top < mesh_hi[2] - 1e-9 else None)
+                                   wire_top_z=top if top < mesh_hi[2] - 1e-9 else None,
+                                   shells=shells)
                 q = tet_quality(meshed[0], meshed[1])
                 q_min = float(np.abs(q).min(initial=1.0))
                 if q_min < MIN_QUALITY:
@@ -940,14 +1065,15 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
     q = np.abs(q)
     designed = seg.as_wires()
     phase = np.where(region == 1, int(Phase.NANOWIRE), int(Phase.SPE)).astype(np.int32)
-    pore = np.nonzero(region != 1)[0]
+    pore = np.nonzero(region == 3)[0]  # (region 2: the coating shells, SPE)
     if len(pore):
         z_cell = points[cells[pore], 2].mean(axis=1)
         phase[pore[z_cell > hi[2]]] = int(Phase.SEPARATOR)
         pore = pore[z_cell <= top]  # above: the SPE skin (and the separator)
     if len(pore):
         cen = points[cells[pore]].mean(axis=1)
-        coated = _within_coated_wire(designed, cen, g.coating_thickness_um)
+        coated = np.zeros(len(pore), dtype=bool) if coat > 0.0 else \
+            _within_coated_wire(designed, cen, g.coating_thickness_um)
         free = pore[~coated]
         if len(free):
             gfield = gaussian_field(cen[~coated], (size, size, height), g.fill_correlation_um,
@@ -961,7 +1087,7 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
     stats = {
         "cells_count": float(len(cells)), "vertices_count": float(len(points)),
         "volumes_count": float(n_vol), "design_attempts": float(attempts),
-        "jitter_max_um": jitter_um,
+        "jitter_max_um": jitter_um, "coating_shells_um": coat,
         "min_quality": float(q.min(initial=1.0)),
         "quality_p001": float(np.percentile(q, 0.1)) if len(q) else 1.0,
         "quality_p01": float(np.percentile(q, 1)) if len(q) else 1.0,
@@ -1007,10 +1133,11 @@ def _torus_wires(wires: Wires, lo: np.ndarray, hi: np.ndarray, pad_um: float) ->
 
 def _occ_mesh(lo: np.ndarray, hi: np.ndarray, seg: WireSegments, fine: float, coarse: float,
               threads: int, periodic: bool = False, planes_z: tuple[float, ...] = (),
-              wire_top_z: float | None = None
+              wire_top_z: float | None = None, shells: WireSegments | None = None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, int]:
-    """Fragment the wire cylinders (region 1) and the box (region 3, pore) in one OCC call,
-    keep the pieces inside the box and mesh them. The box is split into slabs at the
+    """Fragment the wire cylinders (region 1), the coating shells (``shells``: region 2
+    where no wire is) and the box (region 3, pore) in one OCC call, keep the pieces inside
+    the box and mesh them. The box is split into slabs at the
     heights ``planes_z`` (mesh planes), and the cylinders are cut flat at ``wire_top_z``.
     Returns points, cells, region per cell, geometry and mesh times and the volume count."""
     import gmsh
@@ -1019,7 +1146,7 @@ def _occ_mesh(lo: np.ndarray, hi: np.ndarray, seg: WireSegments, fine: float, co
     gmsh.initialize(interruptible=False)
     try:
         return _occ_mesh_in_session(gmsh, lo, hi, seg, fine, coarse, threads, t0, periodic,
-                                    planes_z, wire_top_z)
+                                    planes_z, wire_top_z, shells)
     except ConformingError:
         raise
     except Exception as e:  # any Gmsh/OCC failure: one line, and the ladder goes on
@@ -1032,7 +1159,8 @@ def _occ_mesh(lo: np.ndarray, hi: np.ndarray, seg: WireSegments, fine: float, co
 def _occ_mesh_in_session(gmsh: Any, lo: np.ndarray, hi: np.ndarray, seg: WireSegments,
                          fine: float, coarse: float, threads: int, t0: float,
                          periodic: bool, planes_z: tuple[float, ...] = (),
-                         wire_top_z: float | None = None
+                         wire_top_z: float | None = None,
+                         shells: WireSegments | None = None
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, int]:
     """The body of :func:`_occ_mesh`, inside an initialised Gmsh session."""
     gmsh.option.setNumber("General.Terminal", 1 if _verbose() else 0)
@@ -1040,30 +1168,38 @@ def _occ_mesh_in_session(gmsh: Any, lo: np.ndarray, hi: np.ndarray, seg: WireSeg
     gmsh.model.add("conforming_box")
     occ = gmsh.model.occ
     inputs: list[tuple[int, int]] = []
-    for k in range(len(seg)):
-        cyl = (3, occ.addCylinder(*seg.a_um[k], *(seg.b_um[k] - seg.a_um[k]),
-                                  seg.radii_um[k]))
-        if wire_top_z is not None and \
-                max(seg.a_um[k, 2], seg.b_um[k, 2]) + seg.radii_um[k] > wire_top_z:
-            # one cylinder at a time (OCC's Booleans of several overlapping arguments
-            # are undefined): its part below the plane, if any
-            below = occ.addBox(lo[0] - 1.0, lo[1] - 1.0, lo[2] - 1.0, hi[0] - lo[0] + 2.0,
-                               hi[1] - lo[1] + 2.0, wire_top_z - lo[2] + 1.0)
-            cut, _ = occ.intersect([cyl], [(3, below)])
-            inputs.extend(e for e in cut if e[0] == 3)
-        else:
-            inputs.append(cyl)
-    n_wires = len(inputs)
+    counts = []
+    for cyls in (seg, shells if shells is not None else None):
+        for k in range(len(cyls) if cyls is not None else 0):
+            assert cyls is not None
+            cyl = (3, occ.addCylinder(*cyls.a_um[k], *(cyls.b_um[k] - cyls.a_um[k]),
+                                      cyls.radii_um[k]))
+            if wire_top_z is not None and \
+                    max(cyls.a_um[k, 2], cyls.b_um[k, 2]) + cyls.radii_um[k] > wire_top_z:
+                # one cylinder at a time (OCC's Booleans of several overlapping arguments
+                # are undefined): its part below the plane, if any
+                below = occ.addBox(lo[0] - 1.0, lo[1] - 1.0, lo[2] - 1.0,
+                                   hi[0] - lo[0] + 2.0, hi[1] - lo[1] + 2.0,
+                                   wire_top_z - lo[2] + 1.0)
+                cut, _ = occ.intersect([cyl], [(3, below)])
+                inputs.extend(e for e in cut if e[0] == 3)
+            else:
+                inputs.append(cyl)
+        counts.append(len(inputs))
+    n_wires, n_solid = counts
     levels = [float(lo[2]), *sorted(planes_z), float(hi[2])]
     for z0, z1 in itertools.pairwise(levels):
         inputs.append((3, occ.addBox(lo[0], lo[1], z0, hi[0] - lo[0], hi[1] - lo[1], z1 - z0)))
     _, out_map = occ.fragment(inputs[:1], inputs[1:])
     occ.synchronize()
     wire_pieces = {tag for children in out_map[:n_wires] for dim, tag in children if dim == 3}
+    shell_pieces = {tag for children in out_map[n_wires:n_solid] for dim, tag in children
+                    if dim == 3}
     # The pieces inside the box are exactly the box's children in the fragment (a test on
     # a piece's centre of mass is not enough: an outside piece can wrap around a box edge).
-    inside = {tag for children in out_map[n_wires:] for dim, tag in children if dim == 3}
-    keep = {tag: (1 if tag in wire_pieces else 3) for tag in inside}
+    inside = {tag for children in out_map[n_solid:] for dim, tag in children if dim == 3}
+    keep = {tag: (1 if tag in wire_pieces else 2 if tag in shell_pieces else 3)
+            for tag in inside}
     outside = [(3, tag) for dim, tag in gmsh.model.getEntities(3) if tag not in inside]
     # non-recursive removal: the recursive one costs O(n^2) in OCC's bookkeeping; then
     # the surfaces, curves and points of the removed pieces that no kept piece uses
@@ -1078,7 +1214,7 @@ def _occ_mesh_in_session(gmsh: Any, lo: np.ndarray, hi: np.ndarray, seg: WireSeg
     if orphans:
         occ.remove(orphans, recursive=False)
         occ.synchronize()
-    solid = [(3, t) for t, reg in keep.items() if reg == 1]
+    solid = [(3, t) for t, reg in keep.items() if reg in (1, 2)]
     fine_pts = {p for p in gmsh.model.getBoundary(solid, combined=False, oriented=False,
                                                   recursive=True) if p[0] == 0}
     gmsh.model.mesh.setSize(gmsh.model.getEntities(0), coarse)
