@@ -4,7 +4,8 @@ Usage::
 
     python benchmarks/bench_conforming.py [--seeds 100] [--size-um 1] [--skip-sweep]
                                           [--periodic-seeds 20] [--lean-seeds 20]
-                                          [--skip-convergence] [--out PATH]
+                                          [--first-seed 0] [--skip-convergence]
+                                          [--out PATH]
     mpiexec -n 2 python benchmarks/bench_conforming.py ...
 
 Part 1 (robustness): ``--seeds`` consecutive seeds (0, 1, ...) of the default membrane box
@@ -31,7 +32,8 @@ finest conforming mesh. Part 2b: the same for the ionic tensor of a lean-zone bo
 1 um at ``z_center_fraction = 0.02``: void about 0.57, coating shells as mesh surfaces),
 against voxels of 50 to 12.5 nm.
 
-Writes ``benchmarks/out/conforming.json``.
+``--first-seed`` starts every sweep at that seed (to split a sweep over several runs).
+Writes ``benchmarks/out/conforming.json`` (or ``--out``).
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ def _periodic_case(seed: int):  # type: ignore[no-untyped-def]
 
 
 def sweep(size: float, seeds: int, comm: MPI.Comm, periodic: bool = False,
-          lean: bool = False) -> dict:
+          lean: bool = False, first: int = 0) -> dict:
     rows = []
     if periodic:
         _say(comm, f"\nrobustness, periodic sides: {seeds} seeds, 1 x 1 x 0.6 um boxes of "
@@ -100,7 +102,7 @@ def sweep(size: float, seeds: int, comm: MPI.Comm, periodic: bool = False,
     _say(comm, f"{'seed':>5s} {'result':>7s} {'tries':>5s} {'wires':>5s} {'contacts':>8s} "
                f"{'cells':>8s} {'q_min':>8s} {'q_0.1%':>7s} {'q<0.01':>6s} {'NW frac':>7s} "
                f"{'s':>6s}")
-    for seed in range(seeds):
+    for seed in range(first, first + seeds):
         case = _periodic_case(seed) if periodic else \
             _case(size, seed, LEAN_Z if lean else 0.5)
         t0 = time.perf_counter()
@@ -133,7 +135,7 @@ def sweep(size: float, seeds: int, comm: MPI.Comm, periodic: bool = False,
                 print(f"{seed:5d} {'FAILED':>7s} {row['error']}", flush=True)
         rows.append(row)
     ok = [r for r in rows if r.get("ok")]
-    summary = {"seeds": seeds, "size_um": 1.0 if periodic else size,
+    summary = {"seeds": seeds, "first_seed": first, "size_um": 1.0 if periodic else size,
                "sides": "periodic" if periodic else "insulating",
                "z_center_fraction": LEAN_Z if lean else 0.5, "succeeded": len(ok),
                "success_rate": len(ok) / seeds if seeds else 0.0}
@@ -268,24 +270,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-sweep", action="store_true")
     ap.add_argument("--periodic-seeds", type=int, default=20)
     ap.add_argument("--lean-seeds", type=int, default=20)
+    ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--skip-convergence", action="store_true")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     comm = MPI.COMM_WORLD
-    if min(args.seeds, args.periodic_seeds, args.lean_seeds) < 0 \
+    if min(args.seeds, args.periodic_seeds, args.lean_seeds, args.first_seed) < 0 \
             or not 0.2 <= args.size_um <= 5.0:
-        _say(comm, "bench_conforming: --seeds, --periodic-seeds and --lean-seeds must be >= 0 "
-                   "and --size-um in [0.2, 5]")
+        _say(comm, "bench_conforming: --seeds, --periodic-seeds, --lean-seeds and "
+                   "--first-seed must be >= 0 and --size-um in [0.2, 5]")
         return 2
     result: dict = {"machine": platform.platform(), "ranks": comm.size}
     if not args.skip_sweep:
         if args.seeds:
-            result["robustness"] = sweep(args.size_um, args.seeds, comm)
+            result["robustness"] = sweep(args.size_um, args.seeds, comm,
+                                         first=args.first_seed)
         if args.periodic_seeds:
             result["robustness_periodic"] = sweep(1.0, args.periodic_seeds, comm,
-                                                  periodic=True)
+                                                  periodic=True, first=args.first_seed)
         if args.lean_seeds:
-            result["robustness_lean"] = sweep(args.size_um, args.lean_seeds, comm, lean=True)
+            result["robustness_lean"] = sweep(args.size_um, args.lean_seeds, comm, lean=True,
+                                              first=args.first_seed)
     if not args.skip_convergence:
         result["convergence"] = convergence(args.size_um, comm)
         result["convergence_lean"] = lean_convergence(args.size_um, comm)
