@@ -700,7 +700,9 @@ def _face_rules(a: np.ndarray, b: np.ndarray, im: _Images, lo_um: np.ndarray,
                 da_s = da - c * sign * e[:, k]
                 db_s = db + c * sign * e[:, k]
                 near_s = np.where(a_nearer, da_s, db_s)
-                wbad |= in_band(np.abs(near_s), rim_s) & (da_s * db_s >= 0.0)
+                # (also where the shell crosses the face and the wire does not: its
+                # outside cap near the face is then the wire's near end moved c along)
+                wbad |= in_band(np.abs(near_s), rim_s) & ~crossing
                 # its band as one of the wire's distance (a shift moves both alike)
                 off = np.abs(near_s) - dist
                 lo_b.append(rim_s - min_overlap_um - off)
@@ -736,18 +738,18 @@ def _face_rules(a: np.ndarray, b: np.ndarray, im: _Images, lo_um: np.ndarray,
             if k < 2 and not lateral_caps:
                 continue
             # a wire that crosses the face: the cap of its outside end must clear the face
-            # too (it lies outside, so lengthening that end is harmless); so must a shell's,
-            # whose end lies c farther along the axis (it may cross where the wire does not)
+            # too (it lies outside, so lengthening that end is harmless); so must a crossing
+            # shell's, whose end lies c farther out, where the wire's end is outside too (a
+            # shell that crosses where its wire ends inside: the near-end rule above)
+            crossing_s = (da - c * sign * e[:, k]) * (db + c * sign * e[:, k]) < 0.0
             for end, real, s_shell in ((a, im.real_a, -c * sign * e[:, k]),
                                        (b, im.real_b, c * sign * e[:, k])):
                 s_end = sign * (end[:, k] - plane)  # + inside
-                # the gap between the outside cap's rim and the face, where it is outside
+                # the gap between the outside cap's rim and the face
                 outs = [np.where(crossing & (s_end < 0.0), -s_end - rim, np.inf)]
                 if shells:
-                    s_end_s = s_end + s_shell
-                    crossing_s = (da - c * sign * e[:, k]) * (db + c * sign * e[:, k]) < 0.0
-                    outs.append(np.where(crossing_s & (s_end_s < 0.0), -s_end_s - rim_s,
-                                         np.inf))
+                    outs.append(np.where(crossing_s & (s_end < 0.0),
+                                         -(s_end + s_shell) - rim_s, np.inf))
                 worst = np.minimum.reduce(outs)
                 cbad = real & beside(end) & np.any(
                     [(o > -min_overlap_um) & (o < min_gap_um) for o in outs], axis=0)
@@ -880,7 +882,8 @@ def tet_quality(points: np.ndarray, cells: np.ndarray) -> np.ndarray:
 
 
 #: coating shells are mesh surfaces (in boxes that reach the polymer-lean zone) only when
-#: the coating is at least this fraction of the element size; a thinner one is a cell label
+#: the coating is at least this fraction of the design size (the element size at the wires
+#: by default); a thinner one is a cell label
 SHELL_MIN = 0.5
 
 #: band widths (min_overlap, min_gap) of the contact design as fractions of the element size
@@ -1003,15 +1006,16 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
     real = realize_gradient(g, (0.0, size, 0.0, size), case.box.seed)
     periodic = case.box.sides == "periodic"
     t0 = time.perf_counter()
-    clipped = _torus_wires(real.wires, lo, wires_hi, design) if periodic else \
-        clip_wires(real.wires, lo, wires_hi, pad_um=design)
-    r_mean = float(clipped.radii_um.mean()) if len(clipped) else 0.05
     # coating shells as mesh surfaces where the pore is not all SPE (the lean zone): there
     # the coating decides which wire surface the electrolyte reaches; above it coating and
     # pore are both SPE, and a shell would only add surfaces
     coat = g.coating_thickness_um if (g.fill_min < 1.0 and lo[2] < g.lean_zone_um
                                       and g.coating_thickness_um >= SHELL_MIN * design) \
         else 0.0
+    # (clipped ends, and the shells' with them, stay outside the box by the pad)
+    clipped = _torus_wires(real.wires, lo, wires_hi, design + coat) if periodic else \
+        clip_wires(real.wires, lo, wires_hi, pad_um=design + coat)
+    r_mean = float(clipped.radii_um.mean()) if len(clipped) else 0.05
     # the spec's contact width between crossing cylinders (w = 2 sqrt(r p))
     spec_overlap = g.contact_width_um**2 / (4.0 * r_mean)
     failures = []
@@ -1368,15 +1372,16 @@ def _verbose() -> bool:
     return os.environ.get("GMSH_VERBOSE", "0").strip() not in ("", "0")
 
 
-def _within_coated_wire(w: Wires, pts: np.ndarray, coating: float) -> np.ndarray:
-    """Points inside a coated wire: a flat-ended cylinder of radius r + coating (the wire
-    itself included)."""
+def _within_coated_wire(w: Wires, pts: np.ndarray, coating: float, extend: float = 0.0
+                        ) -> np.ndarray:
+    """Points inside a coated wire: a flat-ended cylinder of radius r + coating, ``extend``
+    longer at each end (the wire itself included)."""
     out = np.zeros(len(pts), dtype=bool)
     for c, ax, ln, r in zip(w.centers_um, w.axes, w.lengths_um, w.radii_um, strict=True):
         rel = pts - c
         along = rel @ ax
         radial2 = np.einsum("ij,ij->i", rel, rel) - along**2
-        out |= (np.abs(along) <= 0.5 * ln) & (radial2 <= (r + coating) ** 2)
+        out |= (np.abs(along) <= 0.5 * ln + extend) & (radial2 <= (r + coating) ** 2)
     return out
 
 
@@ -1404,7 +1409,9 @@ def voxelize_designed(box: ConformingBox, case: CaseSpec, voxel_um: float) -> Vo
             for k, s in enumerate((n, n, nz))]
     X, Y, Z = np.meshgrid(*grid, indexing="ij")
     centres = np.stack([X.ravel(), Y.ravel(), Z.ravel()], axis=1)
-    coated = _within_coated_wire(box.wires, centres, g.coating_thickness_um).reshape(n, n, nz)
+    # as the box: its coating shells reach past the wire ends, the cell labels do not
+    coated = _within_coated_wire(box.wires, centres, g.coating_thickness_um,
+                                 box.stats.get("coating_shells_um", 0.0)).reshape(n, n, nz)
     labels = img.labels.copy()
     labels[coated & (labels != int(Phase.NANOWIRE))] = int(Phase.SPE)
     if n_sep:  # on top, as on voxel boxes

@@ -366,13 +366,15 @@ def test_lean_zone_box_meshes_the_coating_shells_and_matches_fine_voxels() -> No
         assert crossed == 0
         fraction = float(np.mean(image.labels == int(Phase.VOID)))
         assert box.stats["void_fraction"] > 0.5
-        # measured 0.638 against 0.636
+        # measured 0.639 against 0.635
         assert abs(box.stats["void_fraction"] - fraction) < 0.02
-    # no ionic path through z in either; in x and y the voxels are 5.4 and 8.3 % low and
-    # rising with the resolution (at 25 nm: no x path, y 56 % low)
-    cz, vz = conf.tensor_S_cm[2, 2], vox.tensor_S_cm[2, 2]
-    assert cz == 0.0 and vz == 0.0
-    ratio = np.diag(vox.tensor_S_cm)[:2] / np.diag(conf.tensor_S_cm)[:2]
+    # per direction: no path in either, or the voxels a little low (measured: no x or z path
+    # in either, y -4.7 %; the 25 nm image had a z path the mesh has not, and y -50 %)
+    c, v = np.diag(conf.tensor_S_cm), np.diag(vox.tensor_S_cm)
+    path = c > 0.0
+    assert np.array_equal(path, v > 0.0), (c, v)
+    assert 0 < np.count_nonzero(path) < 3
+    ratio = v[path] / c[path]
     assert np.all((ratio > 0.85) & (ratio < 1.02)), ratio
 
 
