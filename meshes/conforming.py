@@ -1012,9 +1012,11 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
     coat = g.coating_thickness_um if (g.fill_min < 1.0 and lo[2] < g.lean_zone_um
                                       and g.coating_thickness_um >= SHELL_MIN * design) \
         else 0.0
-    # (clipped ends, and the shells' with them, stay outside the box by the pad)
-    clipped = _torus_wires(real.wires, lo, wires_hi, design + coat) if periodic else \
-        clip_wires(real.wires, lo, wires_hi, pad_um=design + coat)
+    # clipped ends lie the pad outside the box (their caps r + pad), and a clipped shell's
+    # cap, c farther out but c wider, at least pad - c: at least c / 2 with this pad
+    pad = max(design, 1.5 * coat)
+    clipped = _torus_wires(real.wires, lo, wires_hi, pad) if periodic else \
+        clip_wires(real.wires, lo, wires_hi, pad_um=pad)
     r_mean = float(clipped.radii_um.mean()) if len(clipped) else 0.05
     # the spec's contact width between crossing cylinders (w = 2 sqrt(r p))
     spec_overlap = g.contact_width_um**2 / (4.0 * r_mean)
