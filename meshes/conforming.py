@@ -697,10 +697,10 @@ def _face_rules(a: np.ndarray, b: np.ndarray, im: _Images, lo_um: np.ndarray,
 
             wbad = in_band(dist, rim) & ~crossing
             lo_b, hi_b = [rim - min_overlap_um], [rim + min_gap_um]
+            # the shell's ends: the wire's, moved out along the axis by the coating
+            da_s = da - c * sign * e[:, k]
+            db_s = db + c * sign * e[:, k]
             if shells:
-                # the shell's ends: the wire's, moved out along the axis by the coating
-                da_s = da - c * sign * e[:, k]
-                db_s = db + c * sign * e[:, k]
                 near_s = np.where(a_nearer, da_s, db_s)
                 # (also where the shell crosses the face and the wire does not: its
                 # outside cap near the face is then the wire's near end moved c along)
@@ -743,7 +743,7 @@ def _face_rules(a: np.ndarray, b: np.ndarray, im: _Images, lo_um: np.ndarray,
             # too (it lies outside, so lengthening that end is harmless); so must a crossing
             # shell's, whose end lies c farther out, where the wire's end is outside too (a
             # shell that crosses where its wire ends inside: the near-end rule above)
-            crossing_s = (da - c * sign * e[:, k]) * (db + c * sign * e[:, k]) < 0.0
+            crossing_s = da_s * db_s < 0.0
             for end, real, s_shell in ((a, im.real_a, -c * sign * e[:, k]),
                                        (b, im.real_b, c * sign * e[:, k])):
                 s_end = sign * (end[:, k] - plane)  # + inside
@@ -806,11 +806,11 @@ def _edge_rules(a: np.ndarray, b: np.ndarray, im: _Images, lo_um: np.ndarray,
     p, q = _box_edges(lo_um, hi_um)
     axis = b - a
     length = np.maximum(np.linalg.norm(axis, axis=1), 1e-300)
-    e_ax = axis / length[:, None]
     # the surfaces: the wire and (with a coating) its shell, each with its own segment
     surfaces = [(a, b, im.r)]
     if coat_um > 0.0:
-        surfaces.append((a - coat_um * e_ax, b + coat_um * e_ax, im.r + coat_um))
+        sh = coating_shells(WireSegments(a, b, im.r, im.owner), coat_um)
+        surfaces.append((sh.a_um, sh.b_um, sh.radii_um))
     n_e = len(p) * len(surfaces)
     d = np.empty((m, n_e))
     u = np.empty((m, n_e, 3))
