@@ -4,13 +4,14 @@ Usage::
 
     python benchmarks/bench_conforming.py [--seeds 100] [--size-um 1] [--skip-sweep]
                                           [--periodic-seeds 20] [--lean-seeds 20]
-                                          [--first-seed 0] [--skip-convergence]
+                                          [--rgo-seeds 100] [--first-seed 0]
+                                          [--skip-convergence]
                                           [--out PATH]
     mpiexec -n 2 python benchmarks/bench_conforming.py ...
 
 Part 1 (robustness): ``--seeds`` consecutive seeds (0, 1, ...) of the default membrane box
-of side ``--size-um`` at mid-depth (default density, rGO off: conforming boxes do not model
-it), meshed with 30 nm elements at the wires (:func:`meshes.conforming.mesh_conforming_box`).
+of side ``--size-um`` at mid-depth (default density, rGO off, as before rGO sheets were
+modelled), meshed with 30 nm elements at the wires (:func:`meshes.conforming.mesh_conforming_box`).
 Reports the success rate, the contact-design attempts used, mesh size and time, and the
 element quality (mean ratio, 1 = regular tetrahedron): minimum, 0.1 % quantile and the number
 of cells below 0.01, per seed and over the sweep. Meshing runs on rank 0.
@@ -24,13 +25,20 @@ Part 1c (polymer-lean zone): ``--lean-seeds`` seeds of the box at ``z_center_fra
 0.03`` (z about 0.5-1.5 um, fill fraction f about 0.25-0.55), where the SPE coating shells
 are mesh surfaces and the contact design keeps them meshable too; the same report.
 
+Part 1d (the default membrane, with its rGO sheets): ``--rgo-seeds`` seeds of the box of
+part 1 with the spec's 2.5 wt% rGO (flat discs placed after the wires' design,
+:mod:`meshes.sheet_design`); the same report, plus the sheets in the box, the sheet/wire
+contacts and the rGO volume fraction.
+
 Part 2 (convergence): seed 0 of that box, one contact design (the 30 nm one) meshed
 conformingly at 30, 20 and 15 nm at the wires, and voxelized at 100 to 20 nm (the same
 designed wires, :func:`meshes.conforming.voxelize_designed`); the diagonal of the
 electronic and ionic conductivity tensors (CG + GAMG) and the relative difference to the
-finest conforming mesh. Part 2b: the same for the ionic tensor of a lean-zone box (seed 1,
-1 um at ``z_center_fraction = 0.02``: void about 0.57, coating shells as mesh surfaces),
-against voxels of 50 to 12.5 nm.
+finest conforming mesh. Part 2c: the same for a 0.6 um box (seed 5) of the default
+membrane whose rGO sheet touches three wires and carries most of the current along x,
+conforming down to 10 nm and voxels down to 10 nm. Part 2b: the same for the ionic tensor
+of a lean-zone box (seed 1, 1 um at ``z_center_fraction = 0.02``: void about 0.57, coating
+shells as mesh surfaces), against voxels of 50 to 12.5 nm.
 
 ``--first-seed`` starts every sweep at that seed (to split a sweep over several runs).
 Writes ``benchmarks/out/conforming.json`` (or ``--out``).
@@ -66,6 +74,9 @@ LEAN_Z = 0.03
 #: part 2b: a lean-zone box with much void (seed, z_center_fraction), and its voxel sizes
 LEAN_CONVERGENCE = (1, 0.02)
 LEAN_VOXEL_UM = (0.05, 0.025, 0.0125)
+#: part 2c: a box whose rGO sheet carries the current (seed, size um), and its voxel sizes
+RGO_CONVERGENCE = (5, 0.6)
+RGO_VOXEL_UM = (0.05, 0.025, 0.0125, 0.01)
 
 
 def _say(comm: MPI.Comm, text: str) -> None:
@@ -73,10 +84,11 @@ def _say(comm: MPI.Comm, text: str) -> None:
         print(text, flush=True)
 
 
-def _case(size: float, seed: int, z_center_fraction: float = 0.5) -> CaseSpec:
+def _case(size: float, seed: int, z_center_fraction: float = 0.5, rgo: bool = False
+          ) -> CaseSpec:
     return load_case({"box": {"size_um": size, "height_um": size, "seed": seed,
                               "z_center_fraction": z_center_fraction},
-                      "gradient": {"rgo_wt_fraction": 0.0}})
+                      "gradient": {} if rgo else {"rgo_wt_fraction": 0.0}})
 
 
 def _periodic_case(seed: int):  # type: ignore[no-untyped-def]
@@ -87,9 +99,12 @@ def _periodic_case(seed: int):  # type: ignore[no-untyped-def]
 
 
 def sweep(size: float, seeds: int, comm: MPI.Comm, periodic: bool = False,
-          lean: bool = False, first: int = 0) -> dict:
+          lean: bool = False, first: int = 0, rgo: bool = False) -> dict:
     rows = []
-    if periodic:
+    if rgo:
+        _say(comm, f"\nrobustness, the default membrane with its rGO sheets: {seeds} seeds, "
+                   f"{size:g} um boxes, 30 nm elements at the wires")
+    elif periodic:
         _say(comm, f"\nrobustness, periodic sides: {seeds} seeds, 1 x 1 x 0.6 um boxes of "
                    f"0.4-0.6 um rods, 30 nm elements at the wires")
     elif lean:
@@ -104,7 +119,7 @@ def sweep(size: float, seeds: int, comm: MPI.Comm, periodic: bool = False,
                f"{'s':>6s}")
     for seed in range(first, first + seeds):
         case = _periodic_case(seed) if periodic else \
-            _case(size, seed, LEAN_Z if lean else 0.5)
+            _case(size, seed, LEAN_Z if lean else 0.5, rgo=rgo)
         t0 = time.perf_counter()
         row: dict = {"seed": seed}
         if comm.rank == 0:
@@ -123,6 +138,12 @@ def sweep(size: float, seeds: int, comm: MPI.Comm, periodic: bool = False,
                             "void_fraction": s["void_fraction"],
                             "coating_shells_um": s["coating_shells_um"],
                             "target_nanowire_fraction": s["target_nanowire_fraction"]})
+                if rgo:
+                    row.update({"sheets": int(s["sheets_count"]),
+                                "sheet_wire_contacts": int(s["sheet_wire_contacts_count"]),
+                                "sheets_max_shift_um": s["sheets_max_shift_um"],
+                                "rgo_fraction": s["rgo_fraction"],
+                                "target_rgo_fraction": s["target_rgo_fraction"]})
             except ConformingError as e:
                 row.update({"ok": False, "error": str(e)})
             row["time_s"] = time.perf_counter() - t0
@@ -130,14 +151,18 @@ def sweep(size: float, seeds: int, comm: MPI.Comm, periodic: bool = False,
                 print(f"{seed:5d} {'ok':>7s} {row['attempts']:5d} {row['wires']:5d} "
                       f"{row['contacts']:8d} {row['cells']:8d} {row['min_quality']:8.2e} "
                       f"{row['quality_p001']:7.3f} {row['cells_below_0.01']:6d} "
-                      f"{row['nanowire_fraction']:7.3f} {row['time_s']:6.1f}", flush=True)
+                      f"{row['nanowire_fraction']:7.3f} {row['time_s']:6.1f}"
+                      + (f"  sheets {row['sheets']}, {row['sheet_wire_contacts']} wire "
+                         f"contacts, rGO {row['rgo_fraction']:.4f}" if rgo else ""),
+                      flush=True)
             else:
                 print(f"{seed:5d} {'FAILED':>7s} {row['error']}", flush=True)
         rows.append(row)
     ok = [r for r in rows if r.get("ok")]
     summary = {"seeds": seeds, "first_seed": first, "size_um": 1.0 if periodic else size,
                "sides": "periodic" if periodic else "insulating",
-               "z_center_fraction": LEAN_Z if lean else 0.5, "succeeded": len(ok),
+               "z_center_fraction": LEAN_Z if lean else 0.5, "rgo": rgo,
+               "succeeded": len(ok),
                "success_rate": len(ok) / seeds if seeds else 0.0}
     if ok:
         q = np.array([r["min_quality"] for r in ok])
@@ -155,6 +180,21 @@ def sweep(size: float, seeds: int, comm: MPI.Comm, periodic: bool = False,
             "max_shift_um_max": float(max(r["max_shift_um"] for r in ok)),
             "nanowire_fraction_mean": float(np.mean([r["nanowire_fraction"] for r in ok])),
             "target_nanowire_fraction": ok[0]["target_nanowire_fraction"]})
+        if rgo:
+            summary.update({
+                "sheets_mean": float(np.mean([r["sheets"] for r in ok])),
+                "boxes_with_sheets": sum(r["sheets"] > 0 for r in ok),
+                "sheet_wire_contacts_mean": float(np.mean([r["sheet_wire_contacts"]
+                                                           for r in ok])),
+                "sheets_max_shift_um_max": float(max(r["sheets_max_shift_um"] for r in ok)),
+                "rgo_fraction_mean": float(np.mean([r["rgo_fraction"] for r in ok])),
+                "target_rgo_fraction": ok[0]["target_rgo_fraction"]})
+            _say(comm, f"rGO: {summary['sheets_mean']:.2f} sheets per box "
+                       f"({summary['boxes_with_sheets']} boxes with sheets), "
+                       f"{summary['sheet_wire_contacts_mean']:.2f} sheet/wire contacts per "
+                       f"box, largest sheet shift {summary['sheets_max_shift_um_max']:.3f} um, "
+                       f"rGO fraction {summary['rgo_fraction_mean']:.4f} (target "
+                       f"{summary['target_rgo_fraction']:.4f})")
         _say(comm, f"succeeded {len(ok)}/{seeds}; min quality over the sweep "
                    f"{summary['min_quality_min']:.2e} (median of the per-seed minima "
                    f"{summary['min_quality_median']:.2e}); at most "
@@ -167,8 +207,12 @@ def sweep(size: float, seeds: int, comm: MPI.Comm, periodic: bool = False,
     return {"summary": summary, "rows": rows}
 
 
-def convergence(size: float, comm: MPI.Comm) -> dict:
-    case = _case(size, 0)
+def convergence(case: CaseSpec, title: str, comm: MPI.Comm,
+                fine_um: tuple[float, ...] = FINE_UM,
+                voxel_um: tuple[float, ...] = VOXEL_UM) -> dict:
+    """Parts 2 and 2c: one designed geometry (the 30 nm design) meshed conformingly at
+    ``fine_um`` and voxelized at ``voxel_um``; both tensors against the finest conforming
+    mesh."""
     p = default_conductivities()
     rows = []
     base = None
@@ -183,7 +227,7 @@ def convergence(size: float, comm: MPI.Comm) -> dict:
                      "nanowire_fraction": e.volume_fraction,
                      "time_s": time.perf_counter() - t0})
 
-    for fine in FINE_UM:
+    for fine in fine_um:
         t0 = time.perf_counter()
         # one designed geometry (bands of the 30 nm design) meshed at every size
         box = build_on_root(comm, lambda fine=fine: mesh_conforming_box(
@@ -191,12 +235,12 @@ def convergence(size: float, comm: MPI.Comm) -> dict:
         if base is None:
             base = box
         solve(distribute_conforming(comm, box), f"conforming {fine * 1000:.0f} nm", t0)
-    for h in VOXEL_UM:
+    for h in voxel_um:
         t0 = time.perf_counter()
         image = build_on_root(comm, lambda h=h: voxelize_designed(base, case, h))
         solve(distribute_voxels(comm, image), f"voxels {h * 1000:.1f} nm", t0)
-    ref = rows[len(FINE_UM) - 1]
-    _say(comm, f"\nvoxel vs conforming, seed 0, {size:g} um box (relative difference to "
+    ref = rows[len(fine_um) - 1]
+    _say(comm, f"\nvoxel vs conforming, {title} (relative difference to "
                f"{ref['mesh']}; 0 S/cm: no path)")
     _say(comm, f"{'mesh':>18s} {'cells':>9s} {'NW frac':>7s} {'el xx':>9s} {'el yy':>9s} "
                f"{'el zz':>9s} {'io xx':>9s} {'io yy':>9s} {'io zz':>9s} {'s':>6s}")
@@ -270,15 +314,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-sweep", action="store_true")
     ap.add_argument("--periodic-seeds", type=int, default=20)
     ap.add_argument("--lean-seeds", type=int, default=20)
+    ap.add_argument("--rgo-seeds", type=int, default=100)
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--skip-convergence", action="store_true")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     comm = MPI.COMM_WORLD
-    if min(args.seeds, args.periodic_seeds, args.lean_seeds, args.first_seed) < 0 \
+    if min(args.seeds, args.periodic_seeds, args.lean_seeds, args.rgo_seeds,
+           args.first_seed) < 0 \
             or not 0.2 <= args.size_um <= 5.0:
-        _say(comm, "bench_conforming: --seeds, --periodic-seeds, --lean-seeds and "
-                   "--first-seed must be >= 0 and --size-um in [0.2, 5]")
+        _say(comm, "bench_conforming: --seeds, --periodic-seeds, --lean-seeds, --rgo-seeds "
+                   "and --first-seed must be >= 0 and --size-um in [0.2, 5]")
         return 2
     result: dict = {"machine": platform.platform(), "ranks": comm.size}
     if not args.skip_sweep:
@@ -291,8 +337,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.lean_seeds:
             result["robustness_lean"] = sweep(args.size_um, args.lean_seeds, comm, lean=True,
                                               first=args.first_seed)
+        if args.rgo_seeds:
+            result["robustness_rgo"] = sweep(args.size_um, args.rgo_seeds, comm, rgo=True,
+                                             first=args.first_seed)
     if not args.skip_convergence:
-        result["convergence"] = convergence(args.size_um, comm)
+        result["convergence"] = convergence(_case(args.size_um, 0),
+                                            f"seed 0, {args.size_um:g} um box", comm)
+        seed, size = RGO_CONVERGENCE
+        result["convergence_rgo"] = convergence(
+            _case(size, seed, rgo=True), f"seed {seed}, {size:g} um box with an rGO sheet "
+            f"(electronic fraction: wires and sheet)", comm, fine_um=(*FINE_UM, 0.01),
+            voxel_um=RGO_VOXEL_UM)
         result["convergence_lean"] = lean_convergence(args.size_um, comm)
     if comm.rank == 0:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,9 +6,10 @@ the tape-cast cathode differ in their electron and ion paths as the paper argues
 Method: for each cathode and seed, the box of ``[box]`` (lateral size, height, depth of its
 centre in the composite layer, voxel size) is cut from the same realization as the 2D
 sections and voxelized (:mod:`meshes.voxels`); one hexahedral cell per voxel. With
-``box.mesh = "conforming"`` (gradient membrane without rGO) the box is instead a conforming
-tetrahedral mesh fitted to the wires (:mod:`meshes.conforming`; no label image is written,
-the mesh statistics and the designed contacts are in the summary). On it:
+``box.mesh = "conforming"`` (gradient membrane; rGO sheets above the polymer-lean zone) the
+box is instead a conforming tetrahedral mesh fitted to the wires and sheets
+(:mod:`meshes.conforming`; no label image is written, the mesh statistics and the designed
+contacts are in the summary). On it:
 
 * the full 3x3 apparent conductivity tensors, electronic and ionic (Dirichlet faces in the
   driven direction, insulating sides; :func:`fem.conduction.conductivity_tensor`),

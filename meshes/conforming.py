@@ -39,11 +39,22 @@ processes lean-zone meshes have differed by 0.1 % in cell count: not traced);
 of quality >= :data:`MIN_QUALITY`. The shifts, the contacts and the wire clusters are
 reported with the mesh.
 
-Scope: the gradient membrane's wires and pore; a box that reaches into the SPE skin has the
+rGO sheets
+----------
+The membrane's rGO flakes (20 nm thick discs) are flat OCC cylinders fragmented with the
+wires (region 4; where a sheet and a wire overlap the piece is wire, as in the voxel
+images). After the wires' design, each sheet is moved by the smallest rigid shift that
+leaves it meshable against the wires, the box and the other sheets
+(:mod:`meshes.sheet_design`); a sheet with no such position fails the attempt, and the
+ladder goes on. Sheets are modelled above the polymer-lean zone with insulating sides (no
+coating shells of sheets, no periodic images of them); other boxes with rGO are refused in
+one line.
+
+Scope: the gradient membrane's wires, sheets and pore; a box that reaches into the SPE skin has the
 wires cut flat on the composite layer's top plane (a mesh plane, designed like a box face),
 the skin above it, and ``box.separator_um`` of separator on top when it reaches the
-membrane's top face, as voxel boxes have. rGO sheets (20 nm discs) and the tape-cast
-cathode are voxel-only, and a spec that has them is refused with a one-line error: the
+membrane's top face, as voxel boxes have. The tape-cast
+cathode is voxel-only, and a spec that asks for it is refused with a one-line error: the
 tape-cast agglomerates hold about 150 wire pieces per um3 (35 vol% of wire, about half the
 volume inside an agglomerate), and the pairwise design left 80-416 bad configurations after
 377-1341 sweeps on every 1 um box tried (seeds 0-4). The cost is the other limit: with 30
@@ -70,8 +81,9 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from meshes.fill import gaussian_field, gradient_fill
-from meshes.realization import Wires, realize_gradient
+from meshes.realization import Sheets, Wires, realize_gradient
 from meshes.rods import rod_contacts, segment_closest_points
+from meshes.sheet_design import SheetPieces, SheetReport, design_sheets, sheets_near_box
 from meshes.spec import CaseSpec, SpecError
 from meshes.tags import Phase
 from meshes.voxels import (
@@ -939,6 +951,8 @@ class ConformingBox:
     #: ``separator_um`` of separator. None: the whole box
     composite_z_um: tuple[float, float] | None = None
     separator_um: float = 0.0
+    #: the designed rGO sheets that reach into the box (realization frame), or None
+    sheets: Sheets | None = None
 
 
 def check_conforming_scope(case: CaseSpec, kind: str) -> None:
@@ -950,10 +964,21 @@ def check_conforming_scope(case: CaseSpec, kind: str) -> None:
                               f"(--cathode gradient): the tape-cast agglomerates hold about "
                               f"150 wire pieces per um3, too dense for contacts by design; "
                               f"use voxel boxes")
-    if case.gradient.rgo_wt_fraction > 0.0:
-        raise ConformingError(
-            f"gradient.rgo_wt_fraction = {case.gradient.rgo_wt_fraction:g}: conforming "
-            f"boxes do not model rGO sheets; must be 0 (voxel boxes model them)")
+    g = case.gradient
+    if g.rgo_wt_fraction > 0.0:
+        origin, _, _ = box_window(case, kind)
+        if case.box.sides == "periodic":
+            raise ConformingError(
+                f"gradient.rgo_wt_fraction = {g.rgo_wt_fraction:g} with box.sides = "
+                f"'periodic': periodic conforming boxes do not model rGO sheets; must be 0 "
+                f"(or use voxel boxes, or insulating sides)")
+        if g.fill_min < 1.0 and origin[2] < g.lean_zone_um:
+            raise ConformingError(
+                f"gradient.rgo_wt_fraction = {g.rgo_wt_fraction:g} in a box that reaches the "
+                f"polymer-lean zone (box bottom at z = {origin[2]:g} um < "
+                f"gradient.lean_zone_um = {g.lean_zone_um:g}): conforming boxes model rGO "
+                f"sheets above it only; must be 0 there (or use voxel boxes, or a box "
+                f"higher up)")
     wires = case.gradient.nanowire
     if case.box.sides == "periodic" and \
             wires.length_max_um > case.box.size_um - PERIODIC_CLEARANCE * wires.diameter_um:
@@ -1020,6 +1045,19 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
     clipped = _torus_wires(real.wires, lo, wires_hi, pad) if periodic else \
         clip_wires(real.wires, lo, wires_hi, pad_um=pad)
     r_mean = float(clipped.radii_um.mean()) if len(clipped) else 0.05
+    # rGO sheets (boxes above the lean zone, insulating sides: check_conforming_scope),
+    # placed after the wires' design; the wires' own ends are caps, clipped ends are not
+    sheets_in = sheets_near_box(real.sheets, lo, wires_hi, pad) \
+        if g.rgo_wt_fraction > 0.0 and not periodic else None
+    real_ends: tuple[np.ndarray, np.ndarray] = (np.ones(0, dtype=bool),) * 2
+    if sheets_in is not None:
+        w = real.wires
+        src = clipped.source
+        half = 0.5 * w.lengths_um[src, None] * w.axes[src]
+        real_ends = (np.linalg.norm(clipped.a_um - (w.centers_um[src] - half), axis=1) < 1e-9,
+                     np.linalg.norm(clipped.b_um - (w.centers_um[src] + half), axis=1) < 1e-9)
+    sheets: SheetPieces | None = None
+    sheet_report: SheetReport | None = None
     # the spec's contact width between crossing cylinders (w = 2 sqrt(r p))
     spec_overlap = g.contact_width_um**2 / (4.0 * r_mean)
     failures = []
@@ -1053,11 +1091,15 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
                                                   min_overlap_um=min_overlap,
                                                   min_gap_um=min_gap, coat_um=coat)
                     shells = coating_shells(seg, coat) if coat > 0.0 else None
+                    if sheets_in is not None and len(sheets_in):
+                        sheets, sheet_report = design_sheets(
+                            sheets_in, seg.a_um, seg.b_um, seg.radii_um, *real_ends, lo_um=lo,
+                            hi_um=wires_hi, min_overlap_um=min_overlap, min_gap_um=min_gap)
                 t_design = time.perf_counter() - t0
                 meshed = _occ_mesh(lo, mesh_hi, seg, size_fine_um, size_coarse_um, threads,
                                    periodic=periodic, planes_z=planes,
                                    wire_top_z=top if top < mesh_hi[2] - 1e-9 else None,
-                                   shells=shells)
+                                   shells=shells, sheets=sheets)
                 q = tet_quality(meshed[0], meshed[1])
                 q_min = float(np.abs(q).min(initial=1.0))
                 if q_min < MIN_QUALITY:
@@ -1081,6 +1123,7 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
     q = np.abs(q)
     designed = seg.as_wires()
     phase = np.where(region == 1, int(Phase.NANOWIRE), int(Phase.SPE)).astype(np.int32)
+    phase[region == 4] = int(Phase.RGO)
     pore = np.nonzero(region == 3)[0]  # (region 2: the coating shells, SPE)
     if len(pore):
         z_cell = points[cells[pore], 2].mean(axis=1)
@@ -1116,15 +1159,24 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
         "mesh_time_s": t_mesh,
         "size_fine_um": size_fine_um, "size_coarse_um": size_coarse_um,
     }
-    for p in (Phase.NANOWIRE, Phase.SPE, Phase.VOID, Phase.SEPARATOR):
+    for p in (Phase.NANOWIRE, Phase.RGO, Phase.SPE, Phase.VOID, Phase.SEPARATOR):
         stats[f"{p.label}_fraction"] = float(vol[phase == int(p)].sum()) / total
     stats["target_nanowire_fraction"] = real.target_fractions["nanowire"]
+    if sheets_in is not None:
+        stats["target_rgo_fraction"] = real.target_fractions["rgo"]
+        rep_s = sheet_report or SheetReport(0, 0, 0.0, 0, 0)
+        stats.update({"sheets_count": float(rep_s.sheets_count),
+                      "sheets_moved_count": float(rep_s.moved_count),
+                      "sheets_max_shift_um": rep_s.max_shift_um,
+                      "sheet_wire_contacts_count": float(rep_s.wire_contacts_count),
+                      "sheets_touching_wires_count": float(rep_s.touching_count)})
     return ConformingBox(points_um=points - lo, cells=cells, phase=phase, kind=kind,
                          size_um=size, height_um=height_total,
                          composite_z_um=(0.0, top - float(lo[2])), separator_um=separator,
                          origin_um=(float(lo[0]), float(lo[1]), float(lo[2])),
                          wires=designed, contacts=report, stats=stats, periodic=periodic,
-                         torus_wires=torus.as_wires() if torus is not None else None)
+                         torus_wires=torus.as_wires() if torus is not None else None,
+                         sheets=sheets.as_sheets() if sheets is not None else None)
 
 
 def _volumes(points: np.ndarray, cells: np.ndarray) -> np.ndarray:
@@ -1149,7 +1201,8 @@ def _torus_wires(wires: Wires, lo: np.ndarray, hi: np.ndarray, pad_um: float) ->
 
 def _occ_mesh(lo: np.ndarray, hi: np.ndarray, seg: WireSegments, fine: float, coarse: float,
               threads: int, periodic: bool = False, planes_z: tuple[float, ...] = (),
-              wire_top_z: float | None = None, shells: WireSegments | None = None
+              wire_top_z: float | None = None, shells: WireSegments | None = None,
+              sheets: SheetPieces | None = None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, int]:
     """Fragment the wire cylinders (region 1), the coating shells (``shells``: region 2
     where no wire is) and the box (region 3, pore) in one OCC call, keep the pieces inside
@@ -1162,7 +1215,7 @@ def _occ_mesh(lo: np.ndarray, hi: np.ndarray, seg: WireSegments, fine: float, co
     gmsh.initialize(interruptible=False)
     try:
         return _occ_mesh_in_session(gmsh, lo, hi, seg, fine, coarse, threads, t0, periodic,
-                                    planes_z, wire_top_z, shells)
+                                    planes_z, wire_top_z, shells, sheets)
     except ConformingError:
         raise
     except Exception as e:  # any Gmsh/OCC failure: one line, and the ladder goes on
@@ -1176,22 +1229,30 @@ def _occ_mesh_in_session(gmsh: Any, lo: np.ndarray, hi: np.ndarray, seg: WireSeg
                          fine: float, coarse: float, threads: int, t0: float,
                          periodic: bool, planes_z: tuple[float, ...] = (),
                          wire_top_z: float | None = None,
-                         shells: WireSegments | None = None
+                         shells: WireSegments | None = None,
+                         sheets: SheetPieces | None = None
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, int]:
-    """The body of :func:`_occ_mesh`, inside an initialised Gmsh session."""
+    """The body of :func:`_occ_mesh`, inside an initialised Gmsh session: regions 1 wire,
+    2 coating shell, 3 pore, 4 rGO sheet (a piece in a wire and a sheet is wire)."""
     gmsh.option.setNumber("General.Terminal", 1 if _verbose() else 0)
     gmsh.option.setNumber("General.NumThreads", max(1, threads))
     gmsh.model.add("conforming_box")
     occ = gmsh.model.occ
     inputs: list[tuple[int, int]] = []
     counts = []
-    for cyls in (seg, shells if shells is not None else None):
-        for k in range(len(cyls) if cyls is not None else 0):
-            assert cyls is not None
-            cyl = (3, occ.addCylinder(*cyls.a_um[k], *(cyls.b_um[k] - cyls.a_um[k]),
-                                      cyls.radii_um[k]))
-            if wire_top_z is not None and \
-                    max(cyls.a_um[k, 2], cyls.b_um[k, 2]) + cyls.radii_um[k] > wire_top_z:
+    groups = [(seg.a_um, seg.b_um, seg.radii_um)]
+    for extra in (shells, sheets):
+        if extra is None:
+            groups.append((np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0)))
+        elif isinstance(extra, SheetPieces):  # discs: flat cylinders along their normals
+            h = extra.half_thickness_um * extra.normals
+            groups.append((extra.centers_um - h, extra.centers_um + h, extra.radii_um))
+        else:
+            groups.append((extra.a_um, extra.b_um, extra.radii_um))
+    for ca, cb, cr in groups:
+        for k in range(len(cr)):
+            cyl = (3, occ.addCylinder(*ca[k], *(cb[k] - ca[k]), cr[k]))
+            if wire_top_z is not None and max(ca[k, 2], cb[k, 2]) + cr[k] > wire_top_z:
                 # one cylinder at a time (OCC's Booleans of several overlapping arguments
                 # are undefined): its part below the plane, if any
                 below = occ.addBox(lo[0] - 1.0, lo[1] - 1.0, lo[2] - 1.0,
@@ -1202,20 +1263,22 @@ def _occ_mesh_in_session(gmsh: Any, lo: np.ndarray, hi: np.ndarray, seg: WireSeg
             else:
                 inputs.append(cyl)
         counts.append(len(inputs))
-    n_wires, n_solid = counts
+    n_wires, n_shell, n_solid = counts
     levels = [float(lo[2]), *sorted(planes_z), float(hi[2])]
     for z0, z1 in itertools.pairwise(levels):
         inputs.append((3, occ.addBox(lo[0], lo[1], z0, hi[0] - lo[0], hi[1] - lo[1], z1 - z0)))
     _, out_map = occ.fragment(inputs[:1], inputs[1:])
     occ.synchronize()
     wire_pieces = {tag for children in out_map[:n_wires] for dim, tag in children if dim == 3}
-    shell_pieces = {tag for children in out_map[n_wires:n_solid] for dim, tag in children
+    shell_pieces = {tag for children in out_map[n_wires:n_shell] for dim, tag in children
+                    if dim == 3}
+    sheet_pieces = {tag for children in out_map[n_shell:n_solid] for dim, tag in children
                     if dim == 3}
     # The pieces inside the box are exactly the box's children in the fragment (a test on
     # a piece's centre of mass is not enough: an outside piece can wrap around a box edge).
     inside = {tag for children in out_map[n_solid:] for dim, tag in children if dim == 3}
-    keep = {tag: (1 if tag in wire_pieces else 2 if tag in shell_pieces else 3)
-            for tag in inside}
+    keep = {tag: (1 if tag in wire_pieces else 4 if tag in sheet_pieces
+                  else 2 if tag in shell_pieces else 3) for tag in inside}
     outside = [(3, tag) for dim, tag in gmsh.model.getEntities(3) if tag not in inside]
     # non-recursive removal: the recursive one costs O(n^2) in OCC's bookkeeping; then
     # the surfaces, curves and points of the removed pieces that no kept piece uses
@@ -1230,7 +1293,7 @@ def _occ_mesh_in_session(gmsh: Any, lo: np.ndarray, hi: np.ndarray, seg: WireSeg
     if orphans:
         occ.remove(orphans, recursive=False)
         occ.synchronize()
-    solid = [(3, t) for t, reg in keep.items() if reg in (1, 2)]
+    solid = [(3, t) for t, reg in keep.items() if reg in (1, 2, 4)]
     fine_pts = {p for p in gmsh.model.getBoundary(solid, combined=False, oriented=False,
                                                   recursive=True) if p[0] == 0}
     gmsh.model.mesh.setSize(gmsh.model.getEntities(0), coarse)
@@ -1404,7 +1467,9 @@ def voxelize_designed(box: ConformingBox, case: CaseSpec, voxel_um: float) -> Vo
                               f"{box.separator_um:g} um) into whole voxels")
     real = realize_gradient(g, (0.0, box.size_um, 0.0, box.size_um), case.box.seed)
     # periodic: the whole designed wires, which voxelize images on the torus itself
-    real = replace(real, wires=box.torus_wires if box.torus_wires is not None else box.wires)
+    real = replace(real, wires=box.torus_wires if box.torus_wires is not None else box.wires,
+                   sheets=box.sheets if box.sheets is not None
+                   else Sheets(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), 0.0))
     img = voxelize(real, box.origin_um, (n, n, nz), voxel_um, coating_um=0.0,
                    fill="gradient", fill_min=g.fill_min, lean_zone_um=g.lean_zone_um,
                    correlation_um=g.fill_correlation_um, seed=case.box.seed,
@@ -1417,7 +1482,8 @@ def voxelize_designed(box: ConformingBox, case: CaseSpec, voxel_um: float) -> Vo
     coated = _within_coated_wire(box.wires, centres, g.coating_thickness_um,
                                  box.stats.get("coating_shells_um", 0.0)).reshape(n, n, nz)
     labels = img.labels.copy()
-    labels[coated & (labels != int(Phase.NANOWIRE))] = int(Phase.SPE)
+    labels[coated & (labels != int(Phase.NANOWIRE)) & (labels != int(Phase.RGO))] = \
+        int(Phase.SPE)
     if n_sep:  # on top, as on voxel boxes
         layer = np.full((n, n, n_sep), int(Phase.SEPARATOR), dtype=labels.dtype)
         labels = np.concatenate([labels, layer], axis=2)
