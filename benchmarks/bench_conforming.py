@@ -227,13 +227,18 @@ def convergence(case: CaseSpec, title: str, comm: MPI.Comm,
                      "nanowire_fraction": e.volume_fraction,
                      "time_s": time.perf_counter() - t0})
 
+    attempt = None
     for fine in fine_um:
         t0 = time.perf_counter()
-        # one designed geometry (bands of the 30 nm design) meshed at every size
-        box = build_on_root(comm, lambda fine=fine: mesh_conforming_box(
-            case, size_fine_um=fine, size_coarse_um=0.1, design_size_um=FINE_UM[0]))
+        # one designed geometry (bands of the 30 nm design, the attempt the first size
+        # accepted) meshed at every size
+        box = build_on_root(comm, lambda fine=fine, k=attempt: mesh_conforming_box(
+            case, size_fine_um=fine, size_coarse_um=0.1, design_size_um=FINE_UM[0],
+            only_attempt=k))
         if base is None:
             base = box
+            attempt = comm.bcast(int(box.stats["design_attempts"]) if comm.rank == 0
+                                 else None, root=0)
         solve(distribute_conforming(comm, box), f"conforming {fine * 1000:.0f} nm", t0)
     for h in voxel_um:
         t0 = time.perf_counter()

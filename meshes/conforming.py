@@ -993,8 +993,8 @@ def check_conforming_scope(case: CaseSpec, kind: str) -> None:
 
 def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
                         size_fine_um: float | None = None, size_coarse_um: float = 0.1,
-                        design_size_um: float | None = None, threads: int = 1
-                        ) -> ConformingBox:
+                        design_size_um: float | None = None, threads: int = 1,
+                        only_attempt: int | None = None) -> ConformingBox:
     """Conforming tetrahedral mesh of ``case.box`` (its size, height, depth and seed).
 
     Elements of ``size_fine_um`` (default ``box.conforming_size_um``) on the wire surfaces
@@ -1003,7 +1003,10 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
     a mesh-convergence study keeps it fixed while ``size_fine_um`` shrinks. Raises
     :class:`ConformingError` (one line) when the box is out of scope or no attempt (every
     entry of :data:`DESIGN_LADDER`, then :data:`JITTER_ROUNDS` jittered rounds of it) gives
-    a mesh whose cells all have quality >= :data:`MIN_QUALITY`.
+    a mesh whose cells all have quality >= :data:`MIN_QUALITY`. ``only_attempt`` (1, 2, ...
+    in that order) tries that attempt alone: a convergence study meshes the design another
+    size accepted (``stats["design_attempts"]``) at finer sizes, where an earlier attempt
+    may mesh too and would be another geometry.
     """
     if size_fine_um is None:
         size_fine_um = case.box.conforming_size_um
@@ -1073,6 +1076,8 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
             start = replace(clipped, a_um=clipped.a_um + shift, b_um=clipped.b_um + shift)
         for f_overlap, f_gap in DESIGN_LADDER:
             attempts += 1
+            if only_attempt is not None and attempts != only_attempt:
+                continue
             min_overlap = max(spec_overlap, f_overlap * design)
             min_gap = f_gap * design
             try:
@@ -1115,8 +1120,9 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
             break
     if meshed is None:
         raise ConformingError(
-            f"box.seed = {case.box.seed}: no meshable contact design in {attempts} attempts "
-            f"(last: {failures[-1]}); use voxel boxes, or another seed")
+            f"box.seed = {case.box.seed}: no meshable contact design in "
+            f"{len(failures)} attempts (last: {failures[-1] if failures else 'none tried'}); "
+            f"use voxel boxes, or another seed")
     points, cells, region, t_geo, t_mesh, n_vol = meshed
     neg = q < 0  # the quality of the accepted attempt, signed by the cell orientation
     cells[neg] = cells[neg][:, [0, 2, 1, 3]]  # positive orientation
