@@ -35,8 +35,8 @@ conformingly at 30, 20 and 15 nm at the wires, and voxelized at 100 to 20 nm (th
 designed wires, :func:`meshes.conforming.voxelize_designed`); the diagonal of the
 electronic and ionic conductivity tensors (CG + GAMG) and the relative difference to the
 finest conforming mesh. Part 2c: the same for a 0.6 um box (seed 5) of the default
-membrane whose rGO sheet touches three wires and carries most of the current along x,
-conforming down to 10 nm and voxels down to 10 nm. Part 2b: the same for the ionic tensor
+membrane whose rGO sheet touches two wires in the box and carries most of the current
+along x, conforming down to 10 nm and voxels down to 10 nm. Part 2b: the same for the ionic tensor
 of a lean-zone box (seed 1, 1 um at ``z_center_fraction = 0.02``: void about 0.57, coating
 shells as mesh surfaces), against voxels of 50 to 12.5 nm.
 

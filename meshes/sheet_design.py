@@ -21,7 +21,9 @@ which none of these configurations is left (``ov``, ``gap``: the wire design's
 * **ends**: a wire end whose cap lies over the disc keeps its distance from each face plane
   outside ``(r' - ov, r' + gap)``; a wire end beside the rim, at the height of the disc,
   keeps its distance from the rim surface outside ``(r_c - ov, r_c + gap)``, ``r_c`` the
-  cap's half-width across the rim;
+  cap's half-width across the rim; where a rim circle passes a wire's flat end face
+  tangentially (an extremum of its distance to the end plane, over the face) it lies
+  ``ov`` behind the face or ``gap`` in front of it;
 * **box**: each rim circle keeps its distance to each box face outside ``(e - ov, e + gap)``
   (``e = R sqrt(1 - n_k^2)``, its half-extent across the face; checked where its extreme
   point lies on the face), and every local minimum of its distance to a box edge is at least
@@ -76,8 +78,9 @@ class SheetPieces:
 
 @dataclass(frozen=True)
 class SheetReport:
-    """What the sheet design did: sheets in the box, how many it moved and how far, the
-    sheet/wire contacts (overlapping pairs), and the sheets that touch at least one wire."""
+    """What the sheet design did: the sheets that reach into the box, how many of the sheets
+    near it it moved and how far, the sheet/wire contacts in the box (overlapping pairs),
+    and the sheets that touch at least one wire there."""
 
     sheets_count: int
     moved_count: int
@@ -187,10 +190,20 @@ def _wire_violations(c: np.ndarray, n: np.ndarray, radius: float, h: float, a: n
     cn = e @ n
     rp = r * np.sqrt(np.clip(1.0 - cn**2, 0.0, 1.0))
     # rim circles against the mantles
-    d, s = _to_segments(_rims(c, n, radius, h), a, b)  # (m, 2, K)
+    rims = _rims(c, n, radius, h)
+    d, s = _to_segments(rims, a, b)  # (m, 2, K)
     cap = ((s <= 1e-9) & real_a[:, None, None]) | ((s >= 1.0 - 1e-9) & real_b[:, None, None])
     rr = r[:, None, None]
     bad = np.any(_local_minima(d) & ~cap & (d > rr - ov) & (d < rr + gap), axis=(1, 2))
+    # rim circles against the flat end faces: where a circle comes to an extremum of its
+    # signed distance to an end plane (+ beyond the wire) over the end face, it touches the
+    # face tangentially
+    for end, real, out in ((a, real_a, -e), (b, real_b, e)):
+        rel = rims[None, ...] - end[:, None, None, :]  # (m, 2, K, 3)
+        sd = np.einsum("mikj,mj->mik", rel, out)
+        across = np.linalg.norm(rel - sd[..., None] * out[:, None, None, :], axis=-1)
+        extremum = _local_minima(sd) | _local_minima(-sd)
+        bad |= real & np.any(extremum & (across <= rr) & (sd > -ov) & (sd < gap), axis=(1, 2))
     # wires along the sheet against its face planes (outer and inner tangency)
     par = np.abs(cn) < _PARALLEL
     if np.any(par):
@@ -202,7 +215,7 @@ def _wire_violations(c: np.ndarray, n: np.ndarray, radius: float, h: float, a: n
         z = rel @ n
         q = rel - z[:, None] * n
         rho = np.linalg.norm(q, axis=1)
-        over = real & (rho <= radius + rp)
+        over = real & (rho <= radius + r)  # the end face reaches r from the axis
         for sigma in (1.0, -1.0):
             dist = np.abs(z - sigma * h)
             bad |= over & (dist > rp - ov) & (dist < rp + gap)
@@ -276,13 +289,16 @@ def _disc_sdf(x: np.ndarray, c: np.ndarray, n: np.ndarray, radius: float, h: flo
                       + np.minimum(np.maximum(dr, dz), 0.0))
 
 
-def _sheets_apart(c: np.ndarray, n: np.ndarray, radius: float, h: float,
-                  placed: list[tuple[np.ndarray, np.ndarray, float]], gap: float) -> bool:
-    for c2, n2, r2 in placed:
+def _sheets_apart(c: np.ndarray, n: np.ndarray, radius: float, h: float, samples: np.ndarray,
+                  placed: list[tuple[np.ndarray, np.ndarray, float, np.ndarray]], gap: float
+                  ) -> bool:
+    """Does the disc (surface ``samples``) keep ``gap`` from every placed one (each with its
+    own samples)?"""
+    for c2, n2, r2, samples2 in placed:
         if np.linalg.norm(c - c2) > radius + r2 + 2.0 * h + gap:
             continue
-        if _disc_sdf(_disc_samples(c, n, radius, h), c2, n2, r2, h).min() < gap or \
-                _disc_sdf(_disc_samples(c2, n2, r2, h), c, n, radius, h).min() < gap:
+        if _disc_sdf(samples, c2, n2, r2, h).min() < gap or \
+                _disc_sdf(samples2, c, n, radius, h).min() < gap:
             return False
     return True
 
@@ -296,8 +312,9 @@ def _candidates(n: np.ndarray, step: float) -> np.ndarray:
     g = np.arange(-4, 5) * (SHEET_MAX_SHIFT / 6.0)
     lateral = np.array([x * u + y * v for x in g for y in g if (x, y) != (0.0, 0.0)])
     both = (lateral[:, None, :] + along[None, :, :]).reshape(-1, 3)
-    both = both[np.argsort(np.linalg.norm(both, axis=1), kind="stable")]
-    return np.concatenate([along, both])
+    size = np.linalg.norm(both, axis=1)
+    both = both[np.argsort(size, kind="stable")]
+    return np.concatenate([along, both[np.sort(size) <= SHEET_MAX_SHIFT + 1e-12]])
 
 
 def design_sheets(sheets: SheetPieces, a: np.ndarray, b: np.ndarray, r: np.ndarray,
@@ -317,10 +334,11 @@ def design_sheets(sheets: SheetPieces, a: np.ndarray, b: np.ndarray, r: np.ndarr
     h = sheets.half_thickness_um
     edges = _box_edges(lo_um, hi_um)
     centres = sheets.centers_um.copy()
-    placed: list[tuple[np.ndarray, np.ndarray, float]] = []
+    placed: list[tuple[np.ndarray, np.ndarray, float, np.ndarray]] = []
     shifts = np.zeros(len(sheets))
     contacts = 0
     touching = 0
+    inside = 0
     step = 0.5 * min(ov, gap)
     for q in range(len(sheets)):
         c0, n, radius = sheets.centers_um[q], sheets.normals[q], float(sheets.radii_um[q])
@@ -329,15 +347,16 @@ def design_sheets(sheets: SheetPieces, a: np.ndarray, b: np.ndarray, r: np.ndarr
         near = np.nonzero(d_c[:, 0] < radius + h + r + gap + SHEET_MAX_SHIFT + 0.05)[0]
         wa, wb, wr, ra, rb = a[near], b[near], r[near], real_a[near], real_b[near]
         found = None
+        base = _disc_samples(c0, n, radius, h)
         for delta in _candidates(n, step):
             c = c0 + delta
             if np.any(_wire_violations(c, n, radius, h, wa, wb, wr, ra, rb, ov, gap)):
                 continue
             if _box_violations(c, n, radius, h, lo_um, hi_um, edges, ov, gap):
                 continue
-            if not _sheets_apart(c, n, radius, h, placed, gap):
+            if not _sheets_apart(c, n, radius, h, base + delta, placed, gap):
                 continue
-            found = c
+            found, moved = c, base + delta
             break
         if found is None:
             raise ConformingError(
@@ -346,17 +365,21 @@ def design_sheets(sheets: SheetPieces, a: np.ndarray, b: np.ndarray, r: np.ndarr
                 f"min_gap_um = {gap:g}")
         centres[q] = found
         shifts[q] = float(np.linalg.norm(found - c0))
-        placed.append((found, n, radius))
-        # contacts: the wire's axis comes within r of the disc (sampled every ~5 nm)
+        placed.append((found, n, radius, moved))
+        inside += int(np.any(np.all((moved >= lo_um) & (moved <= hi_um), axis=1)))
+        # contacts in the box: the wire's axis comes within r of the disc there (sampled
+        # every ~5 nm)
         if len(near):
             k = np.linspace(0.0, 1.0, 200)
-            axis_pts = wa[:, None, :] + k[None, :, None] * (wb - wa)[:, None, :]
-            sdf = _disc_sdf(axis_pts.reshape(-1, 3), found, n, radius, h).reshape(len(near), -1)
-            touch = int(np.count_nonzero(sdf.min(axis=1) < wr))
+            axis_pts = (wa[:, None, :] + k[None, :, None] * (wb - wa)[:, None, :]).reshape(-1, 3)
+            sdf = _disc_sdf(axis_pts, found, n, radius, h)
+            in_box = np.all((axis_pts >= lo_um) & (axis_pts <= hi_um), axis=1)
+            hit = ((sdf < np.repeat(wr, len(k))) & in_box).reshape(len(near), -1)
+            touch = int(np.count_nonzero(hit.any(axis=1)))
             contacts += touch
             touching += int(touch > 0)
     designed = SheetPieces(centres, sheets.normals, sheets.radii_um, h, sheets.source)
     return designed, SheetReport(
-        sheets_count=len(sheets), moved_count=int(np.count_nonzero(shifts > 0.0)),
+        sheets_count=inside, moved_count=int(np.count_nonzero(shifts > 0.0)),
         max_shift_um=float(shifts.max(initial=0.0)), wire_contacts_count=contacts,
         touching_count=touching)

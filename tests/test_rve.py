@@ -425,15 +425,17 @@ def test_rve_bad_input_is_one_line_and_leaves_no_results(tmp_path: Path, args: l
 
 
 def test_rve_command_on_a_conforming_box(tmp_path: Path) -> None:
+    # the default membrane, with its rGO: seed 0's 0.6 um box holds one sheet
     out = tmp_path / "res"
     proc = _cli("rve", "--cathode", "gradient", "--set", "box.mesh=conforming", "--set",
-                "gradient.rgo_wt_fraction=0", "--set", "box.size_um=0.6", "--set",
-                "box.height_um=0.6", "--out", str(out), cwd=tmp_path)
+                "box.size_um=0.6", "--set", "box.height_um=0.6", "--out", str(out),
+                cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run = json.loads((out / "summary.json").read_text())["gradient"][0]["runs"][0]
     assert run["mesh"] == "conforming" and run["image"]["box_volume_error_rel"] < 1e-9
     assert run["cells_count"] == run["image"]["cells_count"]
     assert run["image"]["contacts"]["contacts_count"] > 0
+    assert run["image"]["sheets_count"] == 1 and run["image"]["rgo_fraction"] > 0.0
     assert run["ionic"]["sigma_zz_S_cm"] > 0 and run["electronic"]["sigma_yy_S_cm"] > 0
     assert (out / "gradient_mesh.xdmf").exists() and not list(out.glob("*.tif"))
 
