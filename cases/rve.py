@@ -60,7 +60,13 @@ from meshes.build import KINDS
 from meshes.conforming import check_conforming_scope, mesh_conforming_box
 from meshes.spec import CaseSpec, spec_to_dict
 from meshes.tags import phase_names
-from meshes.voxels import cathode_layers_um, periodic_caveat, voxelize_case, write_image
+from meshes.voxels import (
+    cathode_layers_um,
+    periodic_caveat,
+    sheet_caveat,
+    voxelize_case,
+    write_image,
+)
 
 __all__ = ["print_rve", "run_rve", "rve_numbers", "summarize_runs"]
 
@@ -106,8 +112,10 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
     ``petsc_options`` says otherwise."""
     options = petsc_options if petsc_options is not None else ITERATIVE_PETSC_OPTIONS
     caveat = periodic_caveat(case, kind)
-    if caveat and comm.rank == 0:
-        _warn_once(caveat)
+    flakes = sheet_caveat(case, kind)
+    for message in (caveat, flakes):
+        if message and comm.rank == 0:
+            _warn_once(message)
     t0 = time.perf_counter()
     if case.box.mesh == "conforming":
         box = build_on_root(comm, lambda: mesh_conforming_box(case, kind))
@@ -169,8 +177,9 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
         "cathode": kind, "seed": case.box.seed, "z_center_fraction": case.box.z_center_fraction,
         "box_z_um": [tm.z_offset_um, tm.z_offset_um + tm.thickness_um],
         "mesh": case.box.mesh, "sides": case.box.sides,
-        "periodic_caveat": caveat, "image": stats_, "cells_count": int(comm.allreduce(
-            tm.mesh.topology.index_map(3).size_local, op=MPI.SUM)),
+        "periodic_caveat": caveat, "rgo_caveat": flakes, "image": stats_,
+        "cells_count": int(comm.allreduce(tm.mesh.topology.index_map(3).size_local,
+                                          op=MPI.SUM)),
         "electronic": _tensor_entry(electronic), "ionic": _tensor_entry(ionic),
         "percolation": perc, "surface_iv": surface,
         # building the box on rank 0: voxelizing, or the conforming design and Gmsh
