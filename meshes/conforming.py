@@ -34,7 +34,7 @@ wire, averaged over the pairs of a wire, and repeat in sweeps. The band widths a
 fixed sequence (:data:`DESIGN_LADDER`) until the design converges and Gmsh meshes the result,
 then again on wires jittered by a few nm (:data:`JITTER_SD`, seeded by the box seed), so the
 same spec and seed give the same design and, in one process, the same mesh (across
-processes lean-zone meshes have differed by 0.1 % in cell count: not traced);
+processes Gmsh's mesh of some boxes varies by a few cells in 1e5: not traced);
 :class:`ConformingError` (one line) reports a box that none of them meshes with every cell
 of quality >= :data:`MIN_QUALITY`. The shifts, the contacts and the wire clusters are
 reported with the mesh.
