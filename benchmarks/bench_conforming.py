@@ -235,7 +235,7 @@ def convergence(case: CaseSpec, title: str, comm: MPI.Comm,
         box = build_on_root(comm, lambda fine=fine, k=attempt: mesh_conforming_box(
             case, size_fine_um=fine, size_coarse_um=0.1, design_size_um=FINE_UM[0],
             only_attempt=k))
-        if base is None:
+        if attempt is None:  # (on every rank: build_on_root returns None off rank 0)
             base = box
             attempt = comm.bcast(int(box.stats["design_attempts"]) if comm.rank == 0
                                  else None, root=0)

@@ -33,8 +33,9 @@ faces there). Pair shifts go along the common normal, half to each
 wire, averaged over the pairs of a wire, and repeat in sweeps. The band widths are tried in a
 fixed sequence (:data:`DESIGN_LADDER`) until the design converges and Gmsh meshes the result,
 then again on wires jittered by a few nm (:data:`JITTER_SD`, seeded by the box seed), so the
-same spec and seed give the same design and, in one process, the same mesh (across
-processes Gmsh's mesh of some boxes varies by a few cells in 1e5: not traced);
+same spec and seed give the same design (as long as Gmsh accepts the same attempt) and, in
+one process, the same mesh (across processes Gmsh's mesh of some boxes varies by up to
+about 4 cells in 1e4: not traced);
 :class:`ConformingError` (one line) reports a box that none of them meshes with every cell
 of quality >= :data:`MIN_QUALITY`. The shifts, the contacts and the wire clusters are
 reported with the mesh.
@@ -1015,6 +1016,10 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
         raise ConformingError(f"size_fine_um = {size_fine_um:g}, size_coarse_um = "
                               f"{size_coarse_um:g}, design_size_um = {design:g}: must satisfy "
                               f"0 < fine <= coarse and design > 0")
+    if only_attempt is not None and not 1 <= only_attempt <= len(DESIGN_LADDER) * (
+            JITTER_ROUNDS + 1):
+        raise ValueError(f"only_attempt = {only_attempt}: must be in 1.."
+                         f"{len(DESIGN_LADDER) * (JITTER_ROUNDS + 1)}")
     check_conforming_scope(case, kind)
     origin, size, height = box_window(case, kind)
     lo = np.asarray(origin, dtype=np.float64)

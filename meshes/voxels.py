@@ -331,12 +331,6 @@ def periodic_caveat(case: CaseSpec, kind: str) -> str | None:
             f"of the random one (use box.size_um >= {need:g} or box.sides = 'insulating')")
 
 
-#: the largest voxel, as a fraction of the rGO flake thickness, at which flakes sampled at
-#: voxel centres stay face-connected: a slab of thickness t normal to n is tunnel-free
-#: when h (|n_x| + |n_y| + |n_z|) <= t, about 0.75 t for the membrane's flakes (normal
-#: within 2 sd = 16 degrees of z) and 1 / sqrt(3) t for the tape-cast cathode's isotropic
-#: ones
-SHEET_VOXEL_FRACTION = {"gradient": 0.75, "homogeneous": 0.55}
 
 
 def sheet_caveat(case: CaseSpec, kind: str) -> str | None:
@@ -348,7 +342,17 @@ def sheet_caveat(case: CaseSpec, kind: str) -> str | None:
     spec = case.gradient if kind == "gradient" else case.homogeneous
     if case.box.mesh != "voxels" or spec.rgo_wt_fraction <= 0.0:
         return None
-    limit = SHEET_VOXEL_FRACTION[kind] * spec.rgo_sheet_thickness_um
+    # a slab of thickness t normal to n sampled at voxel centres is face-connected when
+    # h (|n_x| + |n_y| + |n_z|) <= t: for the membrane's flakes (normal within two tilt
+    # standard deviations of z, any azimuth) h <= t / (cos 2s + sqrt(2) sin 2s), for the
+    # tape-cast cathode's isotropic ones h <= t / sqrt(3)
+    if kind == "gradient":
+        tilt = math.radians(min(2.0 * case.gradient.nanowire.tilt_sd_deg, 90.0))
+        fraction = 1.0 / (math.cos(tilt) + math.sqrt(2.0) * math.sin(tilt))
+        fraction = max(fraction, 1.0 / math.sqrt(3.0))
+    else:
+        fraction = 1.0 / math.sqrt(3.0)
+    limit = fraction * spec.rgo_sheet_thickness_um
     if case.box.voxel_um <= limit:
         return None
     return (f"box.voxel_um = {case.box.voxel_um:g} um is above {limit:.3g} um for the "

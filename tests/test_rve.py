@@ -482,11 +482,11 @@ def test_voxels_too_coarse_for_the_rgo_flakes_break_them_and_warn() -> None:
         message = sheet_caveat(case, "gradient")
         if h == 0.05:
             assert count >= 5 and largest[h] < 0.5
-            assert message is not None and "box.voxel_um = 0.05 um is above 0.015 um" in message
+            assert message is not None and "box.voxel_um = 0.05 um is above 0.0148 um" in message
         else:
             assert largest[h] > 0.99 and message is None
     assert sheet_caveat(load_case({"box": {"mesh": "conforming", "size_um": 1.0,
                                            "height_um": 1.0}}), "gradient") is None
     assert sheet_caveat(load_case({"gradient": {"rgo_wt_fraction": 0.0}}), "gradient") is None
     # the tape-cast cathode's isotropic flakes need finer voxels still
-    assert "above 0.011 um" in (sheet_caveat(load_case({}), "homogeneous") or "")
+    assert "above 0.0115 um" in (sheet_caveat(load_case({}), "homogeneous") or "")
