@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/bench_conforming.py [--seeds 100] [--size-um 1] [--skip-sweep]
                                           [--periodic-seeds 20] [--lean-seeds 20]
-                                          [--rgo-seeds 100] [--first-seed 0]
+                                          [--rgo-seeds 100] [--lean-rgo] [--first-seed 0]
                                           [--skip-convergence]
                                           [--out PATH]
     mpiexec -n 2 python benchmarks/bench_conforming.py ...
@@ -23,7 +23,8 @@ cluster scale); the same report.
 
 Part 1c (polymer-lean zone): ``--lean-seeds`` seeds of the box at ``z_center_fraction =
 0.03`` (z about 0.5-1.5 um, fill fraction f about 0.25-0.55), where the SPE coating shells
-are mesh surfaces and the contact design keeps them meshable too; the same report.
+are mesh surfaces and the contact design keeps them meshable too; the same report. With
+``--lean-rgo`` these boxes hold the spec's rGO sheets too (with their own coating shells).
 
 Part 1d (the default membrane, with its rGO sheets): ``--rgo-seeds`` seeds of the box of
 part 1 with the spec's 2.5 wt% rGO (flat discs placed after the wires' design,
@@ -99,8 +100,10 @@ def _periodic_case(seed: int):  # type: ignore[no-untyped-def]
 
 
 def sweep(size: float, seeds: int, comm: MPI.Comm, periodic: bool = False,
-          lean: bool = False, first: int = 0, rgo: bool = False) -> dict:
+          lean: bool = False, first: int = 0, rgo: bool = False, lean_rgo: bool = False
+          ) -> dict:
     rows = []
+    with_rgo = rgo or (lean and lean_rgo)
     if rgo:
         _say(comm, f"\nrobustness, the default membrane with its rGO sheets: {seeds} seeds, "
                    f"{size:g} um boxes, 30 nm elements at the wires")
@@ -109,8 +112,8 @@ def sweep(size: float, seeds: int, comm: MPI.Comm, periodic: bool = False,
                    f"0.4-0.6 um rods, 30 nm elements at the wires")
     elif lean:
         _say(comm, f"\nrobustness, polymer-lean zone (z_center_fraction {LEAN_Z:g}, coating "
-                   f"shells meshed): {seeds} seeds, {size:g} um boxes, 30 nm elements at the "
-                   f"wires")
+                   f"shells meshed{', rGO sheets' if lean_rgo else ''}): {seeds} seeds, "
+                   f"{size:g} um boxes, 30 nm elements at the wires")
     else:
         _say(comm, f"\nrobustness: {seeds} seeds, {size:g} um boxes, 30 nm elements at the "
                    f"wires")
@@ -119,7 +122,7 @@ def sweep(size: float, seeds: int, comm: MPI.Comm, periodic: bool = False,
                f"{'s':>6s}")
     for seed in range(first, first + seeds):
         case = _periodic_case(seed) if periodic else \
-            _case(size, seed, LEAN_Z if lean else 0.5, rgo=rgo)
+            _case(size, seed, LEAN_Z if lean else 0.5, rgo=with_rgo)
         t0 = time.perf_counter()
         row: dict = {"seed": seed}
         if comm.rank == 0:
@@ -138,7 +141,7 @@ def sweep(size: float, seeds: int, comm: MPI.Comm, periodic: bool = False,
                             "void_fraction": s["void_fraction"],
                             "coating_shells_um": s["coating_shells_um"],
                             "target_nanowire_fraction": s["target_nanowire_fraction"]})
-                if rgo:
+                if with_rgo:
                     row.update({"sheets": int(s["sheets_count"]),
                                 "sheet_wire_contacts": int(s["sheet_wire_contacts_count"]),
                                 "sheets_max_shift_um": s["sheets_max_shift_um"],
@@ -153,7 +156,7 @@ def sweep(size: float, seeds: int, comm: MPI.Comm, periodic: bool = False,
                       f"{row['quality_p001']:7.3f} {row['cells_below_0.01']:6d} "
                       f"{row['nanowire_fraction']:7.3f} {row['time_s']:6.1f}"
                       + (f"  sheets {row['sheets']}, {row['sheet_wire_contacts']} wire "
-                         f"contacts, rGO {row['rgo_fraction']:.4f}" if rgo else ""),
+                         f"contacts, rGO {row['rgo_fraction']:.4f}" if with_rgo else ""),
                       flush=True)
             else:
                 print(f"{seed:5d} {'FAILED':>7s} {row['error']}", flush=True)
@@ -161,7 +164,7 @@ def sweep(size: float, seeds: int, comm: MPI.Comm, periodic: bool = False,
     ok = [r for r in rows if r.get("ok")]
     summary = {"seeds": seeds, "first_seed": first, "size_um": 1.0 if periodic else size,
                "sides": "periodic" if periodic else "insulating",
-               "z_center_fraction": LEAN_Z if lean else 0.5, "rgo": rgo,
+               "z_center_fraction": LEAN_Z if lean else 0.5, "rgo": with_rgo,
                "succeeded": len(ok),
                "success_rate": len(ok) / seeds if seeds else 0.0}
     if ok:
@@ -180,7 +183,7 @@ def sweep(size: float, seeds: int, comm: MPI.Comm, periodic: bool = False,
             "max_shift_um_max": float(max(r["max_shift_um"] for r in ok)),
             "nanowire_fraction_mean": float(np.mean([r["nanowire_fraction"] for r in ok])),
             "target_nanowire_fraction": ok[0]["target_nanowire_fraction"]})
-        if rgo:
+        if with_rgo:
             summary.update({
                 "sheets_mean": float(np.mean([r["sheets"] for r in ok])),
                 "boxes_with_sheets": sum(r["sheets"] > 0 for r in ok),
@@ -320,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--periodic-seeds", type=int, default=20)
     ap.add_argument("--lean-seeds", type=int, default=20)
     ap.add_argument("--rgo-seeds", type=int, default=100)
+    ap.add_argument("--lean-rgo", action="store_true")
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--skip-convergence", action="store_true")
     ap.add_argument("--out", type=Path, default=OUT)
@@ -341,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                                                   periodic=True, first=args.first_seed)
         if args.lean_seeds:
             result["robustness_lean"] = sweep(args.size_um, args.lean_seeds, comm, lean=True,
-                                              first=args.first_seed)
+                                              first=args.first_seed, lean_rgo=args.lean_rgo)
         if args.rgo_seeds:
             result["robustness_rgo"] = sweep(args.size_um, args.rgo_seeds, comm, rgo=True,
                                              first=args.first_seed)

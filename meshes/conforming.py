@@ -973,13 +973,14 @@ def check_conforming_scope(case: CaseSpec, kind: str) -> None:
                 f"gradient.rgo_wt_fraction = {g.rgo_wt_fraction:g} with box.sides = "
                 f"'periodic': periodic conforming boxes do not model rGO sheets; must be 0 "
                 f"(or use voxel boxes, or insulating sides)")
-        if g.fill_min < 1.0 and origin[2] < g.lean_zone_um:
+        if g.fill_min < 1.0 and origin[2] < g.lean_zone_um and \
+                g.coating_thickness_um < SHELL_MIN * case.box.conforming_size_um:
             raise ConformingError(
                 f"gradient.rgo_wt_fraction = {g.rgo_wt_fraction:g} in a box that reaches the "
                 f"polymer-lean zone (box bottom at z = {origin[2]:g} um < "
-                f"gradient.lean_zone_um = {g.lean_zone_um:g}): conforming boxes model rGO "
-                f"sheets above it only; must be 0 there (or use voxel boxes, or a box "
-                f"higher up)")
+                f"gradient.lean_zone_um = {g.lean_zone_um:g}) with a coating thinner than "
+                f"{SHELL_MIN:g} x box.conforming_size_um (no coating shells): must be 0 there "
+                f"(or use voxel boxes, a box higher up, or a finer conforming_size_um)")
     wires = case.gradient.nanowire
     if case.box.sides == "periodic" and \
             wires.length_max_um > case.box.size_um - PERIODIC_CLEARANCE * wires.diameter_um:
@@ -1066,6 +1067,11 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
                      np.linalg.norm(clipped.b_um - (w.centers_um[src] + half), axis=1) < 1e-9)
     sheets: SheetPieces | None = None
     sheet_report: SheetReport | None = None
+    if sheets_in is not None and coat == 0.0 and g.fill_min < 1.0 and lo[2] < g.lean_zone_um:
+        raise ConformingError(
+            f"design_size_um = {design:g}: in the polymer-lean zone rGO sheets need coating "
+            f"shells, built only when the coating is >= {SHELL_MIN:g} x the design size; "
+            f"must be <= {g.coating_thickness_um / SHELL_MIN:g} um")
     # the spec's contact width between crossing cylinders (w = 2 sqrt(r p))
     spec_overlap = g.contact_width_um**2 / (4.0 * r_mean)
     failures = []
@@ -1104,12 +1110,13 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
                     if sheets_in is not None and len(sheets_in):
                         sheets, sheet_report = design_sheets(
                             sheets_in, seg.a_um, seg.b_um, seg.radii_um, *real_ends, lo_um=lo,
-                            hi_um=wires_hi, min_overlap_um=min_overlap, min_gap_um=min_gap)
+                            hi_um=wires_hi, min_overlap_um=min_overlap, min_gap_um=min_gap,
+                            coat_um=coat)
                 t_design = time.perf_counter() - t0
                 meshed = _occ_mesh(lo, mesh_hi, seg, size_fine_um, size_coarse_um, threads,
                                    periodic=periodic, planes_z=planes,
                                    wire_top_z=top if top < mesh_hi[2] - 1e-9 else None,
-                                   shells=shells, sheets=sheets)
+                                   shells=shells, sheets=sheets, sheet_coat=coat)
                 q = tet_quality(meshed[0], meshed[1])
                 q_min = float(np.abs(q).min(initial=1.0))
                 if q_min < MIN_QUALITY:
@@ -1213,7 +1220,7 @@ def _torus_wires(wires: Wires, lo: np.ndarray, hi: np.ndarray, pad_um: float) ->
 def _occ_mesh(lo: np.ndarray, hi: np.ndarray, seg: WireSegments, fine: float, coarse: float,
               threads: int, periodic: bool = False, planes_z: tuple[float, ...] = (),
               wire_top_z: float | None = None, shells: WireSegments | None = None,
-              sheets: SheetPieces | None = None
+              sheets: SheetPieces | None = None, sheet_coat: float = 0.0
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, int]:
     """Fragment the wire cylinders (region 1), the coating shells (``shells``: region 2
     where no wire is) and the box (region 3, pore) in one OCC call, keep the pieces inside
@@ -1226,7 +1233,7 @@ def _occ_mesh(lo: np.ndarray, hi: np.ndarray, seg: WireSegments, fine: float, co
     gmsh.initialize(interruptible=False)
     try:
         return _occ_mesh_in_session(gmsh, lo, hi, seg, fine, coarse, threads, t0, periodic,
-                                    planes_z, wire_top_z, shells, sheets)
+                                    planes_z, wire_top_z, shells, sheets, sheet_coat)
     except ConformingError:
         raise
     except Exception as e:  # any Gmsh/OCC failure: one line, and the ladder goes on
@@ -1241,25 +1248,30 @@ def _occ_mesh_in_session(gmsh: Any, lo: np.ndarray, hi: np.ndarray, seg: WireSeg
                          periodic: bool, planes_z: tuple[float, ...] = (),
                          wire_top_z: float | None = None,
                          shells: WireSegments | None = None,
-                         sheets: SheetPieces | None = None
+                         sheets: SheetPieces | None = None, sheet_coat: float = 0.0
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, int]:
     """The body of :func:`_occ_mesh`, inside an initialised Gmsh session: regions 1 wire,
-    2 coating shell, 3 pore, 4 rGO sheet (a piece in a wire and a sheet is wire)."""
+    2 coating shell (of a wire, or with ``sheet_coat > 0`` of a sheet: radius and
+    half-thickness grown by it), 3 pore, 4 rGO sheet (a piece in a wire and a sheet is wire;
+    in a sheet and a shell, sheet)."""
     gmsh.option.setNumber("General.Terminal", 1 if _verbose() else 0)
     gmsh.option.setNumber("General.NumThreads", max(1, threads))
     gmsh.model.add("conforming_box")
     occ = gmsh.model.occ
     inputs: list[tuple[int, int]] = []
     counts = []
-    groups = [(seg.a_um, seg.b_um, seg.radii_um)]
-    for extra in (shells, sheets):
-        if extra is None:
-            groups.append((np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0)))
-        elif isinstance(extra, SheetPieces):  # discs: flat cylinders along their normals
-            h = extra.half_thickness_um * extra.normals
-            groups.append((extra.centers_um - h, extra.centers_um + h, extra.radii_um))
-        else:
-            groups.append((extra.a_um, extra.b_um, extra.radii_um))
+    def discs(s: SheetPieces, grow: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        h = (s.half_thickness_um + grow) * s.normals  # flat cylinders along the normals
+        return s.centers_um - h, s.centers_um + h, s.radii_um + grow
+
+    empty = (np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0))
+    shell_parts = [(shells.a_um, shells.b_um, shells.radii_um) if shells is not None
+                   else empty]
+    if sheets is not None and sheet_coat > 0.0:
+        shell_parts.append(discs(sheets, sheet_coat))
+    groups = [(seg.a_um, seg.b_um, seg.radii_um),
+              tuple(np.concatenate([p[k] for p in shell_parts]) for k in range(3)),
+              discs(sheets, 0.0) if sheets is not None else empty]
     for ca, cb, cr in groups:
         for k in range(len(cr)):
             cyl = (3, occ.addCylinder(*ca[k], *(cb[k] - ca[k]), cr[k]))
@@ -1463,6 +1475,19 @@ def _within_coated_wire(w: Wires, pts: np.ndarray, coating: float, extend: float
     return out
 
 
+def _within_coated_sheet(s: Sheets, pts: np.ndarray, coating: float) -> np.ndarray:
+    """Points inside a coated sheet: the disc grown by ``coating`` in radius and in
+    half-thickness (the sheet itself included)."""
+    out = np.zeros(len(pts), dtype=bool)
+    for c, n, d in zip(s.centers_um, s.normals, s.diameters_um, strict=True):
+        rel = pts - c
+        z = rel @ n
+        rho2 = np.einsum("ij,ij->i", rel, rel) - z**2
+        out |= (np.abs(z) <= 0.5 * s.thickness_um + coating) & \
+            (rho2 <= (0.5 * d + coating) ** 2)
+    return out
+
+
 def voxelize_designed(box: ConformingBox, case: CaseSpec, voxel_um: float) -> VoxelImage:
     """The voxel image of the *same* geometry as a conforming box (its designed wires, the
     coating and fill rules at voxel centres), for voxel-vs-conforming comparisons."""
@@ -1491,7 +1516,10 @@ def voxelize_designed(box: ConformingBox, case: CaseSpec, voxel_um: float) -> Vo
     centres = np.stack([X.ravel(), Y.ravel(), Z.ravel()], axis=1)
     # as the box: its coating shells reach past the wire ends, the cell labels do not
     coated = _within_coated_wire(box.wires, centres, g.coating_thickness_um,
-                                 box.stats.get("coating_shells_um", 0.0)).reshape(n, n, nz)
+                                 box.stats.get("coating_shells_um", 0.0))
+    if box.sheets is not None:  # (their shells: grown like the wires')
+        coated |= _within_coated_sheet(box.sheets, centres, g.coating_thickness_um)
+    coated = coated.reshape(n, n, nz)
     labels = img.labels.copy()
     labels[coated & (labels != int(Phase.NANOWIRE)) & (labels != int(Phase.RGO))] = \
         int(Phase.SPE)

@@ -293,7 +293,7 @@ def _sheets_apart(c: np.ndarray, n: np.ndarray, radius: float, h: float, samples
                   placed: list[tuple[np.ndarray, np.ndarray, float, np.ndarray]], gap: float
                   ) -> bool:
     """Does the disc (surface ``samples``) keep ``gap`` from every placed one (each with its
-    own samples)?"""
+    own samples; all of half-thickness h)?"""
     for c2, n2, r2, samples2 in placed:
         if np.linalg.norm(c - c2) > radius + r2 + 2.0 * h + gap:
             continue
@@ -319,13 +319,17 @@ def _candidates(n: np.ndarray, step: float) -> np.ndarray:
 
 def design_sheets(sheets: SheetPieces, a: np.ndarray, b: np.ndarray, r: np.ndarray,
                   real_a: np.ndarray, real_b: np.ndarray, *, lo_um: np.ndarray,
-                  hi_um: np.ndarray, min_overlap_um: float, min_gap_um: float
-                  ) -> tuple[SheetPieces, SheetReport]:
+                  hi_um: np.ndarray, min_overlap_um: float, min_gap_um: float,
+                  coat_um: float = 0.0) -> tuple[SheetPieces, SheetReport]:
     """Move each sheet by the smallest rigid shift (at most :data:`SHEET_MAX_SHIFT`) that
     leaves no nearly tangent configuration with the (fixed, designed) wires ``a -> b``
     (radii r), the box ``[lo, hi]`` and the sheets placed before it (module docstring).
     ``real_a``, ``real_b``: whether each wire end is the wire's own end (False: made by
-    clipping to the grown box, outside the box; not a cap here). Raises
+    clipping to the grown box, outside the box; not a cap here). With ``coat_um > 0`` the
+    coating shells are surfaces too (a wire's: radius ``r + coat_um``, each end ``coat_um``
+    farther out; a sheet's: radius ``R + coat_um``, half-thickness ``h + coat_um``), and every
+    rule holds for each pair of surfaces (sheet or its shell against wire or its shell), and
+    the sheets' shells keep ``min_gap`` apart. Raises
     :class:`meshes.conforming.ConformingError` (imported here: that module imports this
     one) when a sheet has no such position, so the caller's ladder goes on."""
     from meshes.conforming import ConformingError, _box_edges
@@ -333,6 +337,13 @@ def design_sheets(sheets: SheetPieces, a: np.ndarray, b: np.ndarray, r: np.ndarr
     ov, gap = min_overlap_um, min_gap_um
     h = sheets.half_thickness_um
     edges = _box_edges(lo_um, hi_um)
+    coat = coat_um
+    # the surfaces: wires (and their shells) against the sheet (and its shell)
+    axis = b - a
+    e = axis / np.maximum(np.linalg.norm(axis, axis=1), 1e-300)[:, None]
+    wire_surfaces = [(a, b, r)] + ([(a - coat * e, b + coat * e, r + coat)] if coat > 0.0
+                                   else [])
+    disc_grow = [0.0] + ([coat] if coat > 0.0 else [])
     centres = sheets.centers_um.copy()
     placed: list[tuple[np.ndarray, np.ndarray, float, np.ndarray]] = []
     shifts = np.zeros(len(sheets))
@@ -344,20 +355,29 @@ def design_sheets(sheets: SheetPieces, a: np.ndarray, b: np.ndarray, r: np.ndarr
         c0, n, radius = sheets.centers_um[q], sheets.normals[q], float(sheets.radii_um[q])
         # the wires that can matter: axis within reach of the disc
         d_c, _ = _to_segments(c0[None, :], a, b)
-        near = np.nonzero(d_c[:, 0] < radius + h + r + gap + SHEET_MAX_SHIFT + 0.05)[0]
-        wa, wb, wr, ra, rb = a[near], b[near], r[near], real_a[near], real_b[near]
+        near = np.nonzero(d_c[:, 0] < radius + h + r + 3.0 * coat + gap + SHEET_MAX_SHIFT
+                          + 0.05)[0]
+        wa, wb, wr = a[near], b[near], r[near]
         found = None
-        base = _disc_samples(c0, n, radius, h)
+        # (the outermost surface, the shell with a coating, keeps the other sheets apart)
+        base = _disc_samples(c0, n, radius + coat, h + coat)
+
+        def meshable(c: np.ndarray, samples: np.ndarray, n: np.ndarray = n,
+                     radius: float = radius, near: np.ndarray = near) -> bool:
+            for g in disc_grow:
+                for sa, sb, sr in wire_surfaces:
+                    if np.any(_wire_violations(c, n, radius + g, h + g, sa[near], sb[near],
+                                               sr[near], real_a[near], real_b[near], ov,
+                                               gap)):
+                        return False
+                if _box_violations(c, n, radius + g, h + g, lo_um, hi_um, edges, ov, gap):
+                    return False
+            return _sheets_apart(c, n, radius + coat, h + coat, samples, placed, gap)
+
         for delta in _candidates(n, step):
-            c = c0 + delta
-            if np.any(_wire_violations(c, n, radius, h, wa, wb, wr, ra, rb, ov, gap)):
-                continue
-            if _box_violations(c, n, radius, h, lo_um, hi_um, edges, ov, gap):
-                continue
-            if not _sheets_apart(c, n, radius, h, base + delta, placed, gap):
-                continue
-            found, moved = c, base + delta
-            break
+            if meshable(c0 + delta, base + delta):
+                found, moved = c0 + delta, base + delta
+                break
         if found is None:
             raise ConformingError(
                 f"sheet design: rGO sheet {int(sheets.source[q])} has no meshable position "
@@ -365,8 +385,9 @@ def design_sheets(sheets: SheetPieces, a: np.ndarray, b: np.ndarray, r: np.ndarr
                 f"min_gap_um = {gap:g}")
         centres[q] = found
         shifts[q] = float(np.linalg.norm(found - c0))
-        placed.append((found, n, radius, moved))
-        inside += int(np.any(np.all((moved >= lo_um) & (moved <= hi_um), axis=1)))
+        placed.append((found, n, radius + coat, moved))
+        inside += int(np.any(np.all((_disc_samples(found, n, radius, h) >= lo_um)
+                                    & (_disc_samples(found, n, radius, h) <= hi_um), axis=1)))
         # contacts in the box: the wire's axis comes within r of the disc there (sampled
         # every ~5 nm)
         if len(near):
