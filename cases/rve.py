@@ -6,8 +6,8 @@ the tape-cast cathode differ in their electron and ion paths as the paper argues
 Method: for each cathode and seed, the box of ``[box]`` (lateral size, height, depth of its
 centre in the composite layer, voxel size) is cut from the same realization as the 2D
 sections and voxelized (:mod:`meshes.voxels`); one hexahedral cell per voxel. With
-``box.mesh = "conforming"`` (gradient membrane; rGO sheets above the polymer-lean zone) the
-box is instead a conforming tetrahedral mesh fitted to the wires and sheets
+``box.mesh = "conforming"`` (gradient membrane; rGO sheets with insulating sides) the box
+is instead a conforming tetrahedral mesh fitted to the wires and sheets
 (:mod:`meshes.conforming`; no label image is written, the mesh statistics and the designed
 contacts are in the summary). On it:
 

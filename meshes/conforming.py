@@ -47,9 +47,10 @@ wires (region 4; where a sheet and a wire overlap the piece is wire, as in the v
 images). After the wires' design, each sheet is moved by the smallest rigid shift that
 leaves it meshable against the wires, the box and the other sheets
 (:mod:`meshes.sheet_design`); a sheet with no such position fails the attempt, and the
-ladder goes on. Sheets are modelled above the polymer-lean zone with insulating sides (no
-coating shells of sheets, no periodic images of them); other boxes with rGO are refused in
-one line.
+ladder goes on. In the polymer-lean zone each sheet has a coating shell (radius and
+half-thickness grown by the coating, region 2) designed with it. Sheets are modelled with
+insulating sides only (no periodic images of them); periodic boxes with rGO are refused in
+one line, as are lean-zone boxes whose coating is too thin for shells.
 
 Scope: the gradient membrane's wires, sheets and pore; a box that reaches into the SPE skin has the
 wires cut flat on the composite layer's top plane (a mesh plane, designed like a box face),
@@ -1054,8 +1055,8 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
     clipped = _torus_wires(real.wires, lo, wires_hi, pad) if periodic else \
         clip_wires(real.wires, lo, wires_hi, pad_um=pad)
     r_mean = float(clipped.radii_um.mean()) if len(clipped) else 0.05
-    # rGO sheets (boxes above the lean zone, insulating sides: check_conforming_scope),
-    # placed after the wires' design; the wires' own ends are caps, clipped ends are not
+    # rGO sheets (insulating sides: check_conforming_scope), placed after the wires'
+    # design; the wires' own ends are caps, clipped ends are not
     sheets_in = sheets_near_box(real.sheets, lo, wires_hi, pad) \
         if g.rgo_wt_fraction > 0.0 and not periodic else None
     real_ends: tuple[np.ndarray, np.ndarray] = (np.ones(0, dtype=bool),) * 2

@@ -33,8 +33,9 @@ which none of these configurations is left (``ov``, ``gap``: the wire design's
 
 Wire ends that were made by clipping to the box grown by the pad are not caps here (they lie
 outside the box). Sheets that reach into the box are whole discs (OCC cuts them with the
-box). Scope (:func:`meshes.conforming.check_conforming_scope`): boxes above the
-polymer-lean zone with insulating sides.
+box). With a coating (boxes in the polymer-lean zone) every rule holds for the sheet and its
+coating shell against each wire and its shell. Scope
+(:func:`meshes.conforming.check_conforming_scope`): insulating sides.
 """
 
 from __future__ import annotations

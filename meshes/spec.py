@@ -228,7 +228,7 @@ class BoxSpec(_Spec):
     separator_um: float = _num(0.0, 0.0, 1000.0, "um")
     #: the mesh an RVE is solved on: "voxels" (one hexahedron per voxel, both cathodes) or
     #: "conforming" (tetrahedra fitted to the wires and rGO sheets; gradient membrane, rGO
-    #: only above the polymer-lean zone: meshes/conforming.py)
+    #: with insulating sides only: meshes/conforming.py)
     mesh: str = _choice("voxels", ("voxels", "conforming"))
     #: element size at the wire surfaces of a conforming box (it grows to 0.1 um in the pore)
     conforming_size_um: float = _num(0.03, 0.005, 0.1, "um")
