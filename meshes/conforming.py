@@ -981,7 +981,8 @@ def check_conforming_scope(case: CaseSpec, kind: str) -> None:
                 f"polymer-lean zone (box bottom at z = {origin[2]:g} um < "
                 f"gradient.lean_zone_um = {g.lean_zone_um:g}) with a coating thinner than "
                 f"{SHELL_MIN:g} x box.conforming_size_um (no coating shells): must be 0 there "
-                f"(or use voxel boxes, a box higher up, or a finer conforming_size_um)")
+                f"(or use voxel boxes, a box higher up, or box.conforming_size_um <= "
+                f"{g.coating_thickness_um / SHELL_MIN:g})")
     wires = case.gradient.nanowire
     if case.box.sides == "periodic" and \
             wires.length_max_um > case.box.size_um - PERIODIC_CLEARANCE * wires.diameter_um:
@@ -1070,9 +1071,10 @@ def mesh_conforming_box(case: CaseSpec, kind: str = "gradient", *,
     sheet_report: SheetReport | None = None
     if sheets_in is not None and coat == 0.0 and g.fill_min < 1.0 and lo[2] < g.lean_zone_um:
         raise ConformingError(
-            f"design_size_um = {design:g}: in the polymer-lean zone rGO sheets need coating "
-            f"shells, built only when the coating is >= {SHELL_MIN:g} x the design size; "
-            f"must be <= {g.coating_thickness_um / SHELL_MIN:g} um")
+            f"design size {design:g} um (design_size_um, else size_fine_um): in the "
+            f"polymer-lean zone rGO sheets need coating shells, built only when the coating "
+            f"is >= {SHELL_MIN:g} x the design size; must be <= "
+            f"{g.coating_thickness_um / SHELL_MIN:g} um")
     # the spec's contact width between crossing cylinders (w = 2 sqrt(r p))
     spec_overlap = g.contact_width_um**2 / (4.0 * r_mean)
     failures = []

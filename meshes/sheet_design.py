@@ -356,7 +356,7 @@ def design_sheets(sheets: SheetPieces, a: np.ndarray, b: np.ndarray, r: np.ndarr
         c0, n, radius = sheets.centers_um[q], sheets.normals[q], float(sheets.radii_um[q])
         # the wires that can matter: axis within reach of the disc
         d_c, _ = _to_segments(c0[None, :], a, b)
-        near = np.nonzero(d_c[:, 0] < radius + h + r + 3.0 * coat + gap + SHEET_MAX_SHIFT
+        near = np.nonzero(d_c[:, 0] < radius + h + r + 4.0 * coat + gap + SHEET_MAX_SHIFT
                           + 0.05)[0]
         wa, wb, wr = a[near], b[near], r[near]
         found = None
@@ -387,8 +387,8 @@ def design_sheets(sheets: SheetPieces, a: np.ndarray, b: np.ndarray, r: np.ndarr
         centres[q] = found
         shifts[q] = float(np.linalg.norm(found - c0))
         placed.append((found, n, radius + coat, moved))
-        inside += int(np.any(np.all((_disc_samples(found, n, radius, h) >= lo_um)
-                                    & (_disc_samples(found, n, radius, h) <= hi_um), axis=1)))
+        own = _disc_samples(found, n, radius, h)
+        inside += int(np.any(np.all((own >= lo_um) & (own <= hi_um), axis=1)))
         # contacts in the box: the wire's axis comes within r of the disc there (sampled
         # every ~5 nm)
         if len(near):
