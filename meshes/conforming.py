@@ -1478,19 +1478,6 @@ def _within_coated_wire(w: Wires, pts: np.ndarray, coating: float, extend: float
     return out
 
 
-def _within_coated_sheet(s: Sheets, pts: np.ndarray, coating: float) -> np.ndarray:
-    """Points inside a coated sheet: the disc grown by ``coating`` in radius and in
-    half-thickness (the sheet itself included)."""
-    out = np.zeros(len(pts), dtype=bool)
-    for c, n, d in zip(s.centers_um, s.normals, s.diameters_um, strict=True):
-        rel = pts - c
-        z = rel @ n
-        rho2 = np.einsum("ij,ij->i", rel, rel) - z**2
-        out |= (np.abs(z) <= 0.5 * s.thickness_um + coating) & \
-            (rho2 <= (0.5 * d + coating) ** 2)
-    return out
-
-
 def voxelize_designed(box: ConformingBox, case: CaseSpec, voxel_um: float) -> VoxelImage:
     """The voxel image of the *same* geometry as a conforming box (its designed wires, the
     coating and fill rules at voxel centres), for voxel-vs-conforming comparisons."""
@@ -1520,8 +1507,12 @@ def voxelize_designed(box: ConformingBox, case: CaseSpec, voxel_um: float) -> Vo
     # as the box: its coating shells reach past the wire ends, the cell labels do not
     coated = _within_coated_wire(box.wires, centres, g.coating_thickness_um,
                                  box.stats.get("coating_shells_um", 0.0))
-    if box.sheets is not None:  # (their shells: grown like the wires')
-        coated |= _within_coated_sheet(box.sheets, centres, g.coating_thickness_um)
+    if box.sheets is not None:  # flat cylinders along their normals, coated like the wires
+        sh = box.sheets
+        discs = Wires(sh.centers_um, sh.normals, np.full(len(sh.diameters_um), sh.thickness_um),
+                      0.5 * sh.diameters_um)
+        coated |= _within_coated_wire(discs, centres, g.coating_thickness_um,
+                                      g.coating_thickness_um)
     coated = coated.reshape(n, n, nz)
     labels = img.labels.copy()
     labels[coated & (labels != int(Phase.NANOWIRE)) & (labels != int(Phase.RGO))] = \

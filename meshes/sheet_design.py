@@ -359,16 +359,18 @@ def design_sheets(sheets: SheetPieces, a: np.ndarray, b: np.ndarray, r: np.ndarr
         near = np.nonzero(d_c[:, 0] < radius + h + r + 4.0 * coat + gap + SHEET_MAX_SHIFT
                           + 0.05)[0]
         wa, wb, wr = a[near], b[near], r[near]
+        near_surfaces = [(sa[near], sb[near], sr[near]) for sa, sb, sr in wire_surfaces]
+        ra, rb = real_a[near], real_b[near]
         found = None
         # (the outermost surface, the shell with a coating, keeps the other sheets apart)
         base = _disc_samples(c0, n, radius + coat, h + coat)
 
         def meshable(c: np.ndarray, samples: np.ndarray, n: np.ndarray = n,
-                     radius: float = radius, near: np.ndarray = near) -> bool:
+                     radius: float = radius, surfaces: list = near_surfaces,
+                     ra: np.ndarray = ra, rb: np.ndarray = rb) -> bool:
             for g in disc_grow:
-                for sa, sb, sr in wire_surfaces:
-                    if np.any(_wire_violations(c, n, radius + g, h + g, sa[near], sb[near],
-                                               sr[near], real_a[near], real_b[near], ov,
+                for sa, sb, sr in surfaces:
+                    if np.any(_wire_violations(c, n, radius + g, h + g, sa, sb, sr, ra, rb, ov,
                                                gap)):
                         return False
                 if _box_violations(c, n, radius + g, h + g, lo_um, hi_um, edges, ov, gap):

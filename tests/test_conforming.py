@@ -609,13 +609,9 @@ def test_two_ranks_give_the_one_rank_tensors(tmp_path: Path) -> None:
 def _disc_signed_distance(x: np.ndarray, c: np.ndarray, n: np.ndarray, radius: float,
                           h: float) -> np.ndarray:
     """Signed distance (negative inside) of points x to the disc of centre c, normal n,
-    radius and half-thickness h."""
-    rel = x - c
-    z = rel @ n
-    rho = np.linalg.norm(rel - np.outer(z, n), axis=1)
-    dr, dz = rho - radius, np.abs(z) - h
-    return np.asarray(np.hypot(np.maximum(dr, 0), np.maximum(dz, 0))
-                      + np.minimum(np.maximum(dr, dz), 0))
+    radius and half-thickness h: a flat-ended cylinder along n."""
+    disc = WireSegments((c - h * n)[None], (c + h * n)[None], np.array([radius]), np.zeros(1))
+    return _signed_distance(x, disc, 0)
 
 
 def test_rgo_sheets_are_mesh_surfaces_that_carry_current_and_match_fine_voxels() -> None:
