@@ -25,7 +25,8 @@ from meshes.conforming import ConformingBox
 from meshes.tags import ELECTRONIC_PHASES, Facet, Phase
 from meshes.voxels import VoxelImage
 
-__all__ = ["TaggedMesh", "build_on_root", "distribute_conforming", "distribute_section",
+__all__ = ["TaggedMesh", "build_on_root", "distribute_conforming",
+           "distribute_electronic_voxels", "distribute_section",
            "distribute_voxels", "facet_tags_from_phases"]
 
 
@@ -140,7 +141,7 @@ def distribute_section(comm: MPI.Comm, section: SectionMesh | None, root: int = 
         meta = (section.kind, section.width_um, section.thickness_um, section.composite_z_um,
                 section.layer_z_um)
     kind, width, thickness, zc, layers = comm.bcast(meta, root=root)
-    msh, phase, cell_tags = _distribute_simplices(
+    msh, phase, cell_tags = _distribute_cells(
         comm, None if section is None else (section.cells, section.points_um, section.phase),
         "triangle", 2, root)
     facet_tags = facet_tags_from_phases(msh, phase, width, thickness)
@@ -182,6 +183,57 @@ def distribute_voxels(comm: MPI.Comm, image: VoxelImage | None, root: int = 0) -
                       z_offset_um=float(origin[2]))
 
 
+#: a hexahedron's corners in DOLFINx's (tensor-product) order, as voxel-index offsets
+_HEX_CORNERS = np.array([(0, 0, 0), (1, 0, 0), (0, 1, 0), (1, 1, 0),
+                         (0, 0, 1), (1, 0, 1), (0, 1, 1), (1, 1, 1)], dtype=np.int64)
+_VERTICES = {"triangle": 3, "tetrahedron": 4, "hexahedron": 8}
+
+
+def _voxel_cells(labels: np.ndarray, keep: np.ndarray, h: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hexahedra of the voxels where ``keep``: (cells (n, 8), points (m, 3) um, phase (n,)),
+    neighbouring voxels sharing their corner points."""
+    idx = np.column_stack(np.nonzero(keep)).astype(np.int64)
+    stride = np.array([(labels.shape[1] + 1) * (labels.shape[2] + 1), labels.shape[2] + 1, 1],
+                      dtype=np.int64)
+    corners = (idx[:, None, :] + _HEX_CORNERS[None, :, :]) @ stride
+    vertex, cells = np.unique(corners, return_inverse=True)
+    ijk = np.column_stack([vertex // stride[0], (vertex // stride[1]) % (labels.shape[1] + 1),
+                           vertex % stride[1]])
+    phase = labels[idx[:, 0], idx[:, 1], idx[:, 2]]
+    return cells.reshape(-1, 8), ijk.astype(np.float64) * h, phase
+
+
+def distribute_electronic_voxels(comm: MPI.Comm, image: VoxelImage | None, root: int = 0
+                                 ) -> TaggedMesh:
+    """Hexahedral mesh of the electronic voxels of a phase image built on ``root`` (None
+    elsewhere), for electronic solves on fine voxels: one cell per voxel of an electronic
+    phase, plus every voxel of the box's six boundary layers (so every face carries mesh
+    facets for electrodes, and the lateral faces matching nodes for periodic solves). Its
+    extent and frame are the whole box's, as with :func:`distribute_voxels`; the other
+    phases' voxels are absent, so only the electronic phases may be solved on it."""
+    meta, arrays = None, None
+    if comm.rank == root:
+        assert image is not None
+        labels = image.labels
+        keep = np.isin(labels, ELECTRONIC_PHASES)
+        for axis in range(3):
+            keep[(slice(None),) * axis + (0,)] = True
+            keep[(slice(None),) * axis + (-1,)] = True
+        arrays = _voxel_cells(labels, keep, image.voxel_um)
+        meta = (image.kind, labels.shape, image.voxel_um, image.origin_um,
+                image.composite_z_um)
+    kind, shape, h, origin, comp = comm.bcast(meta, root=root)
+    msh, phase, cell_tags = _distribute_cells(comm, arrays, "hexahedron", 3, root)
+    size = [n * h for n in shape]
+    facet_tags = facet_tags_from_phases(msh, phase, size[0], size[2], depth_um=size[1])
+    facet_tags.name = "facets"
+    return TaggedMesh(mesh=msh, phase=phase, cell_tags=cell_tags, facet_tags=facet_tags,
+                      kind=kind, width_um=size[0], thickness_um=size[2],
+                      composite_z_um=tuple(comp), layer_z_um=(), depth_um=size[1],
+                      z_offset_um=float(origin[2]))
+
+
 def distribute_conforming(comm: MPI.Comm, box: ConformingBox | None, root: int = 0
                           ) -> TaggedMesh:
     """Create the distributed tetrahedral mesh of a conforming box built on ``root`` (None
@@ -193,7 +245,7 @@ def distribute_conforming(comm: MPI.Comm, box: ConformingBox | None, root: int =
         meta = (box.kind, box.size_um, box.height_um, box.origin_um,
                 box.composite_z_um or (0.0, box.height_um))
     kind, size, height, origin, composite = comm.bcast(meta, root=root)
-    msh, phase, cell_tags = _distribute_simplices(
+    msh, phase, cell_tags = _distribute_cells(
         comm, None if box is None else (box.cells, box.points_um, box.phase), "tetrahedron", 3,
         root)
     facet_tags = facet_tags_from_phases(msh, phase, size, height, depth_um=size)
@@ -204,9 +256,9 @@ def distribute_conforming(comm: MPI.Comm, box: ConformingBox | None, root: int =
                       z_offset_um=float(origin[2]))
 
 
-def _distribute_simplices(comm: MPI.Comm, arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
-                          cell: str, gdim: int, root: int
-                          ) -> tuple[dolfinx.mesh.Mesh, np.ndarray, dolfinx.mesh.MeshTags]:
+def _distribute_cells(comm: MPI.Comm, arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+                      cell: str, gdim: int, root: int
+                      ) -> tuple[dolfinx.mesh.Mesh, np.ndarray, dolfinx.mesh.MeshTags]:
     """Distribute (cells, points, phase per cell) held by ``root`` (None elsewhere): the
     mesh, the phase of every local cell (owned and ghost) and the phase cell tags. Phases
     follow the cells through the partition by their original input index."""
@@ -216,7 +268,7 @@ def _distribute_simplices(comm: MPI.Comm, arrays: tuple[np.ndarray, np.ndarray, 
         x = arrays[1]
         phase_all = arrays[2].astype(np.int32)
     else:
-        cells = np.zeros((0, gdim + 1), dtype=np.int64)
+        cells = np.zeros((0, _VERTICES[cell]), dtype=np.int64)
         x = np.zeros((0, gdim), dtype=np.float64)
         phase_all = None
     element = basix.ufl.element("Lagrange", cell, 1, shape=(gdim,))

@@ -222,6 +222,11 @@ class BoxSpec(_Spec):
     #: voxel edge of the phase image (and of the hexahedral mesh solved on it)
     voxel_um: float = _num(0.05, 0.005, 5.0, "um", lo_open=False)
     seed: int = _num(0, 0, 2**31 - 1, "1", integer=True)
+    #: the electronic conductivity is solved on voxels this many times finer than
+    #: ``voxel_um`` (a mesh of the electronic voxels only, same realization): thin solids
+    #: such as the 20 nm rGO flakes break apart on 50 nm voxels (meshes.voxels.sheet_caveat);
+    #: everything else stays on ``voxel_um``. 1: the phase image itself
+    electronic_subdivisions: int = _num(1, 1, 8, "1", integer=True)
     #: solid-electrolyte separator layer added on top when the box reaches the cathode's
     #: separator-side face (rounded to whole voxels on voxel boxes, exact on conforming
     #: boxes; 0: none)
@@ -253,6 +258,14 @@ class BoxSpec(_Spec):
         if n > 2.0e8 and self.mesh == "voxels":
             raise SpecError(f"voxel_um = {self.voxel_um:g}: gives {n:.3g} voxels for this box; "
                             f"must give <= 2e8 (raise voxel_um or shrink the box)")
+        if self.electronic_subdivisions > 1 and self.mesh != "voxels":
+            raise SpecError(f"electronic_subdivisions = {self.electronic_subdivisions}: must "
+                            f"be 1 with mesh = '{self.mesh}' (it refines voxel boxes only)")
+        fine = n * self.electronic_subdivisions**3
+        if fine > 2.0e8 and self.mesh == "voxels":
+            raise SpecError(f"electronic_subdivisions = {self.electronic_subdivisions}: gives "
+                            f"{fine:.3g} voxels of {self.voxel_um / self.electronic_subdivisions:g}"
+                            f" um for this box; must give <= 2e8 (lower it or shrink the box)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -41,7 +41,8 @@ from meshes.realization import (
 from meshes.spec import BoxSpec, CaseSpec, SpecError, derive_homogeneous
 from meshes.tags import ELECTRONIC_PHASES, Phase
 
-__all__ = ["VoxelImage", "box_window", "cathode_layers_um", "lateral_shifts",
+__all__ = ["VoxelImage", "box_window", "cathode_layers_um", "electronic_image",
+           "lateral_shifts",
            "periodic_caveat", "periodic_images", "sheet_caveat", "voxelize", "voxelize_case",
            "write_image"]
 
@@ -194,6 +195,37 @@ def periodic_images(real: Realization, origin_um: np.ndarray, period_um: np.ndar
     return replace(real, wires=wires, sheets=sheets, spheres=spheres)
 
 
+def _solid_labels(real: Realization, origin: np.ndarray, shape: tuple[int, int, int],
+                  h: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The solids of a box sampled at voxel centres (nanowire before rGO before carbon
+    black, in the composite layer only), Al foil (tape-cast) or SPE below the composite
+    layer, SPE skin above it; the rest is VOID. Returns (labels, pore mask of the composite
+    layer, per z layer: whether it lies in the composite layer)."""
+    labels = np.full(shape, int(Phase.VOID), dtype=np.uint8)
+    z = _centres(shape[2], origin[2], h)
+    zc0, zc1 = real.composite_z_um
+    in_composite = (z >= zc0) & (z <= zc1)
+    pore = np.ones(shape, dtype=bool)
+    pore[:, :, ~in_composite] = False
+    w, s, c = real.wires, real.sheets, real.spheres
+    painters = (
+        (Phase.NANOWIRE, lambda m: _paint_cylinders(m, origin, h, w.centers_um, w.axes,
+                                                    w.lengths_um, w.radii_um)),
+        (Phase.RGO, lambda m: _paint_discs(m, origin, h, s.centers_um, s.normals,
+                                           s.diameters_um, s.thickness_um)),
+        (Phase.CARBON_BLACK, lambda m: _paint_spheres(m, origin, h, c.centers_um,
+                                                      c.radii_um)))
+    for phase, paint in painters:  # priority order: first wins
+        mask = np.zeros(shape, dtype=bool)
+        paint(mask)
+        mask &= pore
+        labels[mask] = int(phase)
+        pore &= ~mask
+    labels[:, :, z < zc0] = int(Phase.AL_FOIL) if real.kind == "homogeneous" else int(Phase.SPE)
+    labels[:, :, z > zc1] = int(Phase.SPE)
+    return labels, pore, in_composite
+
+
 def voxelize(real: Realization, origin_um: tuple[float, float, float],
              shape: tuple[int, int, int], voxel_um: float, *, coating_um: float,
              fill: str, fill_min: float = 1.0, lean_zone_um: float = 0.0,
@@ -210,37 +242,8 @@ def voxelize(real: Realization, origin_um: tuple[float, float, float],
     h = float(voxel_um)
     if periodic:
         real = periodic_images(real, origin, np.array(shape, dtype=np.float64) * h)
-    labels = np.full(shape, int(Phase.VOID), dtype=np.uint8)
-    solids: list[tuple[Phase, np.ndarray]] = []
-    w = real.wires
-    wire_mask = np.zeros(shape, dtype=bool)
-    _paint_cylinders(wire_mask, origin, h, w.centers_um, w.axes, w.lengths_um, w.radii_um)
-    solids.append((Phase.NANOWIRE, wire_mask))
-    sheet_mask = np.zeros(shape, dtype=bool)
-    s = real.sheets
-    _paint_discs(sheet_mask, origin, h, s.centers_um, s.normals, s.diameters_um, s.thickness_um)
-    solids.append((Phase.RGO, sheet_mask))
-    sphere_mask = np.zeros(shape, dtype=bool)
-    _paint_spheres(sphere_mask, origin, h, real.spheres.centers_um, real.spheres.radii_um)
-    solids.append((Phase.CARBON_BLACK, sphere_mask))
-
-    z = _centres(shape[2], origin[2], h)
-    zc0, zc1 = real.composite_z_um
-    in_composite = (z >= zc0) & (z <= zc1)
-    pore = np.ones(shape, dtype=bool)
-    pore[:, :, ~in_composite] = False
-    solid_any = np.zeros(shape, dtype=bool)
-    for phase, mask in solids:  # priority order: first wins
-        mask &= pore
-        mask &= ~solid_any
-        labels[mask] = int(phase)
-        solid_any |= mask
-    pore &= ~solid_any
-    below = z < zc0
-    above = z > zc1
-    labels[:, :, below] = int(Phase.AL_FOIL) if real.kind == "homogeneous" else int(Phase.SPE)
-    labels[:, :, above] = int(Phase.SPE)
-
+    labels, pore, in_composite = _solid_labels(real, origin, shape, h)
+    solid_any = (labels != int(Phase.VOID)) & in_composite[None, None, :]
     spe = np.zeros(shape, dtype=bool)
     if coating_um > 0.0 and solid_any.any():
         # periodic: the solids across the x and y faces coat the voxels at the faces too
@@ -353,18 +356,26 @@ def sheet_caveat(case: CaseSpec, kind: str) -> str | None:
     else:
         fraction = 1.0 / math.sqrt(3.0)
     limit = fraction * spec.rgo_sheet_thickness_um
-    if case.box.voxel_um <= limit:
+    k = case.box.electronic_subdivisions
+    h = case.box.voxel_um / k
+    if h <= limit:
         return None
-    return (f"box.voxel_um = {case.box.voxel_um:g} um is above {limit:.3g} um for the "
+    need = math.ceil(case.box.voxel_um / limit)
+    what = (f"box.voxel_um = {h:g} um" if k == 1 else
+            f"box.voxel_um / box.electronic_subdivisions = {h:g} um")
+    return (f"{what} is above {limit:.3g} um for the "
             f"{spec.rgo_sheet_thickness_um:g} um rGO flakes of the {kind} cathode: sampled at "
             f"voxel centres they fall into pieces, and the electronic conductivity misses "
             f"the paths they carry (1 um membrane boxes at 0.05 um: mean sigma_yy 30 % below "
-            f"0.0125 um voxels); use box.voxel_um <= {limit:.3g} or box.mesh = 'conforming' "
-            f"for electronic numbers with rGO")
+            f"0.0125 um voxels); use box.electronic_subdivisions >= {need} (the electronic "
+            f"solves on finer voxels) or box.mesh = 'conforming' for electronic numbers "
+            f"with rGO")
 
 
-def voxelize_case(case: CaseSpec, kind: str) -> VoxelImage:
-    """The voxel image of ``case.box`` for one cathode (``kind`` gradient or homogeneous)."""
+def _case_box(case: CaseSpec, kind: str) -> tuple[Realization, tuple[float, float, float],
+                                                  tuple[int, int, int]]:
+    """The realization, box corner (realization frame, um) and voxel counts of
+    ``case.box`` for one cathode (``kind`` gradient or homogeneous)."""
     box: BoxSpec = case.box
     origin, size, height = box_window(case, kind)
     h = box.voxel_um
@@ -382,29 +393,76 @@ def voxelize_case(case: CaseSpec, kind: str) -> VoxelImage:
                         f"whole voxels")
     window = (0.0, size, 0.0, size)
     if kind == "gradient":
+        real = realize_gradient(case.gradient, window, box.seed)
+    elif kind == "homogeneous":
+        real = realize_homogeneous(case.homogeneous, window, box.seed)
+    else:
+        raise ValueError(f"kind = {kind!r}: must be 'gradient' or 'homogeneous'")
+    return real, origin, shape
+
+
+def _with_separator(case: CaseSpec, kind: str, img: VoxelImage, coarse_h: float
+                    ) -> VoxelImage:
+    """``img`` with ``case.box.separator_um`` of separator on top (whole voxels of the
+    coarse image ``coarse_h``) when the box reaches the cathode's separator-side face."""
+    h = img.voxel_um
+    thickness = cathode_layers_um(case, kind)[2]
+    top = img.origin_um[2] + img.labels.shape[2] * h
+    n_sep = round(case.box.separator_um / coarse_h) * round(coarse_h / h)
+    if n_sep and abs(top - thickness) <= 1e-6 * thickness:
+        layer = np.full((*img.labels.shape[:2], n_sep), int(Phase.SEPARATOR), dtype=np.uint8)
+        img = VoxelImage(np.concatenate([img.labels, layer], axis=2), h, img.origin_um,
+                         img.kind, img.composite_z_um)
+    return img
+
+
+def electronic_image(case: CaseSpec, kind: str) -> VoxelImage:
+    """The solids of ``case.box`` on voxels ``box.electronic_subdivisions`` times finer
+    than ``box.voxel_um`` (nested in the phase image's voxels; same realization, same box,
+    same separator layer): nanowires, rGO, carbon black, Al foil, and SPE outside the
+    composite layer; the pore is VOID (no coating, no fill: the electronic solves do not
+    see them). Only the electronic conductivity is solved on it (rve: a mesh of its
+    electronic voxels), so thin solids such as the 20 nm rGO flakes stay whole where the
+    phase image's voxels would break them."""
+    k = case.box.electronic_subdivisions
+    real, origin, shape = _case_box(case, kind)
+    h = case.box.voxel_um / k
+    fine = (shape[0] * k, shape[1] * k, shape[2] * k)
+    o = np.asarray(origin, dtype=np.float64)
+    if case.box.sides == "periodic":
+        real = periodic_images(real, o, np.array(fine, dtype=np.float64) * h)
+    labels, _, in_composite = _solid_labels(real, o, fine, h)
+    layers = np.nonzero(in_composite)[0]
+    comp = ((layers[0] * h, (layers[-1] + 1) * h) if len(layers) else (0.0, 0.0))
+    img = VoxelImage(labels, h, (float(o[0]), float(o[1]), float(o[2])), real.kind,
+                     (float(comp[0]), float(comp[1])))
+    img = _with_separator(case, kind, img, case.box.voxel_um)
+    stats = {f"{name}_fraction": v for name, v in img.fractions().items()}
+    stats.update({"voxels_count": float(img.labels.size),
+                  "electronic_fraction": float(np.isin(img.labels, ELECTRONIC_PHASES).mean())})
+    return replace(img, stats=stats)
+
+
+def voxelize_case(case: CaseSpec, kind: str) -> VoxelImage:
+    """The voxel image of ``case.box`` for one cathode (``kind`` gradient or homogeneous)."""
+    box: BoxSpec = case.box
+    real, origin, shape = _case_box(case, kind)
+    h = box.voxel_um
+    if kind == "gradient":
         g = case.gradient
-        real = realize_gradient(g, window, box.seed)
         img = voxelize(real, origin, shape, h, coating_um=g.coating_thickness_um,
                        fill="gradient", fill_min=g.fill_min, lean_zone_um=g.lean_zone_um,
                        correlation_um=g.fill_correlation_um, seed=box.seed,
                        periodic=box.sides == "periodic")
-    elif kind == "homogeneous":
+    else:
         hs = case.homogeneous
         d = derive_homogeneous(hs)
-        real = realize_homogeneous(hs, window, box.seed)
         img = voxelize(real, origin, shape, h, coating_um=0.0, fill="share",
                        spe_share=d.spe_volume_fraction
                        / (d.spe_volume_fraction + d.void_volume_fraction),
                        correlation_um=hs.peo_cluster_correlation_um, seed=box.seed,
                        periodic=box.sides == "periodic")
-    else:
-        raise ValueError(f"kind = {kind!r}: must be 'gradient' or 'homogeneous'")
-    top = img.origin_um[2] + img.labels.shape[2] * h
-    n_sep = round(box.separator_um / h)
-    if n_sep and abs(top - thickness) <= 1e-6 * thickness:
-        layer = np.full((*img.labels.shape[:2], n_sep), int(Phase.SEPARATOR), dtype=np.uint8)
-        img = VoxelImage(np.concatenate([img.labels, layer], axis=2), h, img.origin_um,
-                         img.kind, img.composite_z_um)
+    img = _with_separator(case, kind, img, h)
     fr = img.fractions()
     zc0, zc1 = img.composite_z_um
     comp = img.labels[:, :, round(zc0 / h):round(zc1 / h)]
