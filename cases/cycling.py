@@ -279,6 +279,10 @@ def _cathode_cell(comm: MPI.Comm, case: CaseSpec, kind: str, params: CellParamet
 
 def _check_geometry(case: CaseSpec, kinds: Sequence[str]) -> None:
     """Reject, before anything is built, a 3D box that is not a whole half cell."""
+    if case.box.electronic_subdivisions != 1:
+        raise SpecError(f"box.electronic_subdivisions = {case.box.electronic_subdivisions}: "
+                        f"must be 1 for the half cell (it refines the rve's electronic tensor "
+                        f"only)")
     if case.electrochemistry.geometry != "box":
         if case.box.sides == "periodic":
             raise SpecError("box.sides = 'periodic': applies to 3D columns only; must be "

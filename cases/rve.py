@@ -69,6 +69,7 @@ from meshes.spec import CaseSpec, spec_to_dict
 from meshes.tags import phase_names
 from meshes.voxels import (
     cathode_layers_um,
+    check_electronic_image,
     electronic_image,
     periodic_caveat,
     sheet_caveat,
@@ -160,12 +161,22 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
         tm_e = distribute_electronic_voxels(comm, solids)
         electronic = conductivity_tensor(tm_e, params.electronic(), petsc_options=options,
                                          periodic=periodic)
+        coarse_flakes = sheet_caveat(dataclasses.replace(case, box=dataclasses.replace(
+            case.box, electronic_subdivisions=1)), kind)
         fine = {"electronic_voxel_um": case.box.voxel_um / case.box.electronic_subdivisions,
+                # the percolation report stays on the phase image
+                "percolation_caveat": None if coarse_flakes is None else (
+                    f"the percolation report (electronic connectivity, dead active fraction) "
+                    f"is on the {case.box.voxel_um:g} um phase image, where the rGO flakes "
+                    f"fall apart; the electronic tensor is on "
+                    f"{case.box.voxel_um / case.box.electronic_subdivisions:g} um voxels"),
                 "electronic_cells_count": int(comm.allreduce(
                     tm_e.mesh.topology.index_map(3).size_local, op=MPI.SUM)),
                 "electronic_image": comm.bcast(None if solids is None else solids.stats,
                                                root=0),
                 "electronic_time_s": time.perf_counter() - t1}
+        if fine["percolation_caveat"] and comm.rank == 0:
+            _warn_once(fine["percolation_caveat"])
         del tm_e, solids
     else:
         electronic = conductivity_tensor(tm, params.electronic(), petsc_options=options,
@@ -253,10 +264,12 @@ def run_rve(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD, *,
         if not 0.0 <= f <= 1.0:
             raise ValueError(f"--depths {f:g}: must be in [0, 1] (fraction of the composite "
                              f"layer, 0 at the collector side)")
-        if case.box.mesh == "conforming":  # bad input: one line, before any folder
-            for kind in kinds:
-                check_conforming_scope(dataclasses.replace(case, box=dataclasses.replace(
-                    case.box, z_center_fraction=f)), kind)
+        for kind in kinds:  # bad input: one line, before any folder
+            at_f = dataclasses.replace(case, box=dataclasses.replace(case.box,
+                                                                     z_center_fraction=f))
+            if case.box.mesh == "conforming":
+                check_conforming_scope(at_f, kind)
+            check_electronic_image(at_f, kind)
     summary: dict[str, Any] = {"case": spec_to_dict(case), "phase_names": phase_names(),
                                "parameters": {"conductivities": _sources()},
                                "boundary_conditions": BOUNDARY_CONDITIONS[case.box.sides]}
@@ -308,8 +321,12 @@ def print_rve(summary: dict[str, Any]) -> None:
         for entry in summary.get(kind, []):
             st = entry["statistics"]
             sides = summary.get("case", {}).get("box", {}).get("sides", "insulating")
+            box = summary.get("case", {}).get("box", {})
+            k = box.get("electronic_subdivisions", 1)
+            voxels = (f", electronic tensor on {box['voxel_um'] / k:g} um voxels, the rest on "
+                      f"{box['voxel_um']:g} um" if k > 1 and box.get("mesh") == "voxels" else "")
             print(f"\n{kind}, depth {entry['z_center_fraction']:g}, {st['runs_count']} seed(s), "
-                  f"{sides} sides")
+                  f"{sides} sides{voxels}")
             for key, label in names:
                 q = st[key]
                 ci = (f" [{q['ci95_low']:.3g}, {q['ci95_high']:.3g}]"

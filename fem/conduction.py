@@ -355,9 +355,12 @@ def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Mark
     if tdim == 3:
         # <j> = -(1/V) int sigma grad u dV over the window (V its whole volume, conducting or
         # not; without a window the box's, which a mesh of the electronic voxels only does
-        # not fill): S/cm x V / um x um3 / um3 = 1e4 A/cm2
-        window_volume = (tm.width_um * tm.depth_um * tm.thickness_um if cells is None
-                         else _owned_sum(msh, np.where(cells, area, 0.0)))
+        # not fill; a window is assumed filled by the mesh): S/cm x V / um x um3 / um3
+        # = 1e4 A/cm2
+        box_volume = tm.width_um * tm.depth_um * tm.thickness_um
+        window_volume = (box_volume if cells is None and box_volume > 0.0
+                         else _owned_sum(msh, area if cells is None
+                                         else np.where(cells, area, 0.0)))
         mean_j = tuple(
             -1e4 * sigma_ref * float(sub.comm.allreduce(dolfinx.fem.assemble_scalar(
                 dolfinx.fem.form(sigma * uh.dx(k) * ufl.dx)), op=MPI.SUM)) / window_volume

@@ -25,9 +25,16 @@ from meshes.conforming import ConformingBox
 from meshes.tags import ELECTRONIC_PHASES, Facet, Phase
 from meshes.voxels import VoxelImage
 
-__all__ = ["TaggedMesh", "build_on_root", "distribute_conforming",
-           "distribute_electronic_voxels", "distribute_section",
-           "distribute_voxels", "facet_tags_from_phases"]
+__all__ = [
+    "TaggedMesh",
+    "build_on_root",
+    "distribute_conforming",
+    "distribute_electronic_voxels",
+    "distribute_section",
+    "distribute_voxels",
+    "electronic_cells",
+    "facet_tags_from_phases",
+]
 
 
 @dataclass(frozen=True)
@@ -192,16 +199,29 @@ _VERTICES = {"triangle": 3, "tetrahedron": 4, "hexahedron": 8}
 def _voxel_cells(labels: np.ndarray, keep: np.ndarray, h: float
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Hexahedra of the voxels where ``keep``: (cells (n, 8), points (m, 3) um, phase (n,)),
-    neighbouring voxels sharing their corner points."""
+    neighbouring voxels sharing their corner points (numbered in grid order)."""
+    nx, ny, nz = labels.shape
     idx = np.column_stack(np.nonzero(keep)).astype(np.int64)
-    stride = np.array([(labels.shape[1] + 1) * (labels.shape[2] + 1), labels.shape[2] + 1, 1],
-                      dtype=np.int64)
+    stride = np.array([(ny + 1) * (nz + 1), nz + 1, 1], dtype=np.int64)
     corners = (idx[:, None, :] + _HEX_CORNERS[None, :, :]) @ stride
-    vertex, cells = np.unique(corners, return_inverse=True)
-    ijk = np.column_stack([vertex // stride[0], (vertex // stride[1]) % (labels.shape[1] + 1),
+    used = np.zeros((nx + 1) * (ny + 1) * (nz + 1), dtype=bool)
+    used[corners.ravel()] = True
+    vertex = np.nonzero(used)[0]
+    number = np.cumsum(used, dtype=np.int64) - 1
+    ijk = np.column_stack([vertex // stride[0], (vertex // stride[1]) % (ny + 1),
                            vertex % stride[1]])
     phase = labels[idx[:, 0], idx[:, 1], idx[:, 2]]
-    return cells.reshape(-1, 8), ijk.astype(np.float64) * h, phase
+    return number[corners], ijk.astype(np.float64) * h, phase
+
+
+def electronic_cells(image: VoxelImage) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cells, points, phase) of the hexahedra of :func:`distribute_electronic_voxels`:
+    the voxels of the electronic phases and every voxel of the box's six boundary layers."""
+    keep = np.isin(image.labels, ELECTRONIC_PHASES)
+    for axis in range(3):
+        keep[(slice(None),) * axis + (0,)] = True
+        keep[(slice(None),) * axis + (-1,)] = True
+    return _voxel_cells(image.labels, keep, image.voxel_um)
 
 
 def distribute_electronic_voxels(comm: MPI.Comm, image: VoxelImage | None, root: int = 0
@@ -212,18 +232,13 @@ def distribute_electronic_voxels(comm: MPI.Comm, image: VoxelImage | None, root:
     facets for electrodes, and the lateral faces matching nodes for periodic solves). Its
     extent and frame are the whole box's, as with :func:`distribute_voxels`; the other
     phases' voxels are absent, so only the electronic phases may be solved on it."""
-    meta, arrays = None, None
+    meta = None
     if comm.rank == root:
         assert image is not None
-        labels = image.labels
-        keep = np.isin(labels, ELECTRONIC_PHASES)
-        for axis in range(3):
-            keep[(slice(None),) * axis + (0,)] = True
-            keep[(slice(None),) * axis + (-1,)] = True
-        arrays = _voxel_cells(labels, keep, image.voxel_um)
-        meta = (image.kind, labels.shape, image.voxel_um, image.origin_um,
+        meta = (image.kind, image.labels.shape, image.voxel_um, image.origin_um,
                 image.composite_z_um)
     kind, shape, h, origin, comp = comm.bcast(meta, root=root)
+    arrays = build_on_root(comm, lambda: electronic_cells(image), root)  # type: ignore[arg-type]
     msh, phase, cell_tags = _distribute_cells(comm, arrays, "hexahedron", 3, root)
     size = [n * h for n in shape]
     facet_tags = facet_tags_from_phases(msh, phase, size[0], size[2], depth_um=size[1])

@@ -79,6 +79,8 @@ class _Spec:
                 if md["integer"] and value != int(value):
                     raise SpecError(f"{f.name} = {value!r}: must be an integer in "
                                     f"{_range_text(md)}")
+                if md["integer"] and math.isfinite(value):
+                    object.__setattr__(self, f.name, int(value))  # 2.0 from a file: 2
                 bad = (not math.isfinite(value)
                        or value < md["lo"] or value > md["hi"]
                        or (md["lo_open"] and value == md["lo"])
@@ -261,11 +263,6 @@ class BoxSpec(_Spec):
         if self.electronic_subdivisions > 1 and self.mesh != "voxels":
             raise SpecError(f"electronic_subdivisions = {self.electronic_subdivisions}: must "
                             f"be 1 with mesh = '{self.mesh}' (it refines voxel boxes only)")
-        fine = n * self.electronic_subdivisions**3
-        if fine > 2.0e8 and self.mesh == "voxels":
-            raise SpecError(f"electronic_subdivisions = {self.electronic_subdivisions}: gives "
-                            f"{fine:.3g} voxels of {self.voxel_um / self.electronic_subdivisions:g}"
-                            f" um for this box; must give <= 2e8 (lower it or shrink the box)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -41,7 +41,8 @@ from meshes.realization import (
 from meshes.spec import BoxSpec, CaseSpec, SpecError, derive_homogeneous
 from meshes.tags import ELECTRONIC_PHASES, Phase
 
-__all__ = ["VoxelImage", "box_window", "cathode_layers_um", "electronic_image",
+__all__ = ["MAX_ELECTRONIC_VOXELS", "VoxelImage", "box_window", "cathode_layers_um",
+           "check_electronic_image", "electronic_image",
            "lateral_shifts",
            "periodic_caveat", "periodic_images", "sheet_caveat", "voxelize", "voxelize_case",
            "write_image"]
@@ -196,13 +197,16 @@ def periodic_images(real: Realization, origin_um: np.ndarray, period_um: np.ndar
 
 
 def _solid_labels(real: Realization, origin: np.ndarray, shape: tuple[int, int, int],
-                  h: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  h: float, z_layer_um: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The solids of a box sampled at voxel centres (nanowire before rGO before carbon
     black, in the composite layer only), Al foil (tape-cast) or SPE below the composite
-    layer, SPE skin above it; the rest is VOID. Returns (labels, pore mask of the composite
-    layer, per z layer: whether it lies in the composite layer)."""
+    layer, SPE skin above it; the rest is VOID. ``z_layer_um`` (one per z layer; default
+    the voxel centres) places each layer in or outside the composite layer. Returns
+    (labels, pore mask of the composite layer, per z layer: whether it lies in the
+    composite layer)."""
     labels = np.full(shape, int(Phase.VOID), dtype=np.uint8)
-    z = _centres(shape[2], origin[2], h)
+    z = _centres(shape[2], origin[2], h) if z_layer_um is None else z_layer_um
     zc0, zc1 = real.composite_z_um
     in_composite = (z >= zc0) & (z <= zc1)
     pore = np.ones(shape, dtype=bool)
@@ -363,19 +367,21 @@ def sheet_caveat(case: CaseSpec, kind: str) -> str | None:
     need = math.ceil(case.box.voxel_um / limit)
     what = (f"box.voxel_um = {h:g} um" if k == 1 else
             f"box.voxel_um / box.electronic_subdivisions = {h:g} um")
+    remedy = (f"box.electronic_subdivisions >= {need} (the electronic solves on finer voxels)"
+              if need <= 8 else f"box.voxel_um <= {8 * limit:.3g} with "
+              f"box.electronic_subdivisions = 8")
     return (f"{what} is above {limit:.3g} um for the "
             f"{spec.rgo_sheet_thickness_um:g} um rGO flakes of the {kind} cathode: sampled at "
             f"voxel centres they fall into pieces, and the electronic conductivity misses "
             f"the paths they carry (1 um membrane boxes at 0.05 um: mean sigma_yy 30 % below "
-            f"0.0125 um voxels); use box.electronic_subdivisions >= {need} (the electronic "
-            f"solves on finer voxels) or box.mesh = 'conforming' for electronic numbers "
-            f"with rGO")
+            f"0.0125 um voxels); use {remedy} or box.mesh = 'conforming' for electronic "
+            f"numbers with rGO")
 
 
-def _case_box(case: CaseSpec, kind: str) -> tuple[Realization, tuple[float, float, float],
-                                                  tuple[int, int, int]]:
-    """The realization, box corner (realization frame, um) and voxel counts of
-    ``case.box`` for one cathode (``kind`` gradient or homogeneous)."""
+def _box_shape(case: CaseSpec, kind: str) -> tuple[tuple[float, float, float],
+                                                    tuple[int, int, int]]:
+    """Box corner (realization frame, um) and voxel counts of ``case.box`` for one cathode
+    (before the separator layer)."""
     box: BoxSpec = case.box
     origin, size, height = box_window(case, kind)
     h = box.voxel_um
@@ -391,6 +397,35 @@ def _case_box(case: CaseSpec, kind: str) -> tuple[Realization, tuple[float, floa
     if abs(shape[0] * h - size) > 1e-9 * size:
         raise SpecError(f"box.voxel_um = {h:g}: must divide box.size_um = {size:g} into "
                         f"whole voxels")
+    return origin, shape
+
+
+#: the most voxels of an image of the electronic solids (uint8 labels, a few bool masks)
+MAX_ELECTRONIC_VOXELS = 2.0e8
+
+
+def check_electronic_image(case: CaseSpec, kind: str) -> None:
+    """Raise SpecError (one line) unless the image of :func:`electronic_image` is within
+    :data:`MAX_ELECTRONIC_VOXELS` (cheap: no realization is drawn)."""
+    k = case.box.electronic_subdivisions
+    if k == 1 or case.box.mesh != "voxels":
+        return
+    _, shape = _box_shape(case, kind)
+    n_sep = round(case.box.separator_um / case.box.voxel_um)
+    count = float(shape[0] * shape[1] * (shape[2] + n_sep)) * k**3
+    if count > MAX_ELECTRONIC_VOXELS:
+        raise SpecError(f"box.electronic_subdivisions = {k}: gives {count:.3g} voxels of "
+                        f"{case.box.voxel_um / k:g} um for the {kind} box; must give <= "
+                        f"{MAX_ELECTRONIC_VOXELS:.0e} (lower it or shrink the box)")
+
+
+def _case_box(case: CaseSpec, kind: str) -> tuple[Realization, tuple[float, float, float],
+                                                  tuple[int, int, int]]:
+    """The realization, box corner (realization frame, um) and voxel counts of
+    ``case.box`` for one cathode (``kind`` gradient or homogeneous)."""
+    box: BoxSpec = case.box
+    origin, shape = _box_shape(case, kind)
+    size = box_window(case, kind)[1]
     window = (0.0, size, 0.0, size)
     if kind == "gradient":
         real = realize_gradient(case.gradient, window, box.seed)
@@ -424,14 +459,19 @@ def electronic_image(case: CaseSpec, kind: str) -> VoxelImage:
     see them). Only the electronic conductivity is solved on it (rve: a mesh of its
     electronic voxels), so thin solids such as the 20 nm rGO flakes stay whole where the
     phase image's voxels would break them."""
+    check_electronic_image(case, kind)
     k = case.box.electronic_subdivisions
     real, origin, shape = _case_box(case, kind)
     h = case.box.voxel_um / k
     fine = (shape[0] * k, shape[1] * k, shape[2] * k)
     o = np.asarray(origin, dtype=np.float64)
     if case.box.sides == "periodic":
-        real = periodic_images(real, o, np.array(fine, dtype=np.float64) * h)
-    labels, _, in_composite = _solid_labels(real, o, fine, h)
+        # the period of the phase image, so that the same objects wrap
+        real = periodic_images(real, o, np.array(shape, dtype=np.float64) * case.box.voxel_um)
+    # every fine layer lies in or outside the composite layer as its phase-image voxel does
+    # (a full-thickness box may start below z = 0 by less than half a phase-image voxel)
+    z_layer = np.repeat(_centres(shape[2], o[2], case.box.voxel_um), k)
+    labels, _, in_composite = _solid_labels(real, o, fine, h, z_layer)
     layers = np.nonzero(in_composite)[0]
     comp = ((layers[0] * h, (layers[-1] + 1) * h) if len(layers) else (0.0, 0.0))
     img = VoxelImage(labels, h, (float(o[0]), float(o[1]), float(o[2])), real.kind,

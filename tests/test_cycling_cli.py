@@ -292,6 +292,8 @@ def test_cycle_on_a_periodic_3d_voxel_column(tmp_path: Path) -> None:
     ("box.height_um=3", "box.height_um = 3: must be >= the gradient cathode thickness 4 um"),
     ("box.separator_um=0", "box.separator_um = 0: must be > 0 um"),
     ("electrochemistry.linear_solver=cg", "linear_solver = 'cg'"),
+    ("box.electronic_subdivisions=2", "box.electronic_subdivisions = 2: must be 1 for the "
+     "half cell"),
 ])
 def test_cycle_box_geometry_errors_are_one_line(tmp_path: Path, setting: str,
                                                  message: str) -> None:

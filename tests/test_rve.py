@@ -250,6 +250,70 @@ def test_electronic_solves_on_finer_voxels_equal_those_of_the_finer_image(
     assert cells < 0.75 * full.labels.size
 
 
+@pytest.mark.parametrize("periodic", [False, True])
+def test_mesh_of_the_electronic_voxels_solves_as_the_whole_voxel_mesh(periodic: bool) -> None:
+    """On a random 7 x 5 x 4 image (no axis alike, so a mixed-up stride cannot pass) the
+    mesh of the electronic voxels holds exactly those voxels and the box's boundary
+    layers, with the image's phases at the voxel centres, and its electronic tensor equals
+    the one on the whole voxel mesh (direct solver, round-off)."""
+    from meshes.adapter import electronic_cells
+
+    rng = np.random.default_rng(3)
+    choice = np.array([Phase.NANOWIRE, Phase.RGO, Phase.SPE, Phase.VOID], dtype=np.uint8)
+    lab = choice[rng.choice(4, size=(7, 5, 4), p=[0.45, 0.15, 0.2, 0.2])]
+    img = _image(lab, 0.1)
+    cells, points, phase = electronic_cells(img)
+    shell = np.zeros(lab.shape, dtype=bool)
+    for axis in range(3):
+        shell[(slice(None),) * axis + (0,)] = True
+        shell[(slice(None),) * axis + (-1,)] = True
+    keep = shell | np.isin(lab, ELECTRONIC_PHASES)
+    assert len(cells) == np.count_nonzero(keep) and len(points) == len(np.unique(cells))
+    centre = points[cells].mean(axis=1)
+    idx = tuple(np.floor(centre / 0.1).astype(int).T)
+    assert np.array_equal(lab[idx], phase) and np.all(keep[idx])
+    # corner 0 at the voxel's low corner, corner 7 at its high one (DOLFINx hex order)
+    assert np.allclose(points[cells[:, 7]] - points[cells[:, 0]], 0.1)
+    sigma = {int(Phase.NANOWIRE): 1e-3, int(Phase.RGO): 24.2}
+    lu = dict(DEFAULT_PETSC_OPTIONS)
+    a = conductivity_tensor(distribute_electronic_voxels(COMM, img), sigma, petsc_options=lu,
+                            periodic=periodic)
+    b = conductivity_tensor(distribute_voxels(COMM, img), sigma, petsc_options=lu,
+                            periodic=periodic)
+    assert any(b.percolates) and a.percolates == b.percolates
+    assert np.allclose(a.tensor_S_cm, b.tensor_S_cm, rtol=1e-10,
+                       atol=1e-12 * np.abs(b.tensor_S_cm).max())
+    assert np.allclose(a.transport_factor, b.transport_factor, rtol=1e-10)
+
+
+def test_electronic_image_nests_in_the_phase_image() -> None:
+    """The image of the electronic solids has k voxels per phase-image voxel along every
+    axis, separator included, and the same layers: also when the thickness (34 um) is not
+    a multiple of the voxel (0.07 um: the box starts below z = 0) and the separator
+    (0.13 um) is not either; a float subdivision from a file is an integer."""
+    for kind, box in (("gradient", {"size_um": 0.7, "height_um": 100.0, "voxel_um": 0.07,
+                                    "separator_um": 0.13, "seed": 2}),
+                      ("homogeneous", {"size_um": 0.6, "height_um": 0.6, "voxel_um": 0.1,
+                                       "z_center_fraction": 0.0, "seed": 1})):
+        case = load_case({"box": {**box, "electronic_subdivisions": 2.0}})
+        assert case.box.electronic_subdivisions == 2
+        assert isinstance(case.box.electronic_subdivisions, int)
+        coarse = voxelize_case(case, kind)
+        fine = electronic_image(case, kind)
+        assert fine.labels.shape == tuple(2 * n for n in coarse.labels.shape)
+        assert fine.composite_z_um == coarse.composite_z_um
+        assert fine.origin_um == coarse.origin_um
+        # layers outside the composite layer (foil, skin, separator) are the same voxels
+        for label in (Phase.AL_FOIL, Phase.SEPARATOR):
+            layers = np.all(coarse.labels == int(label), axis=(0, 1))
+            assert np.array_equal(np.repeat(layers, 2),
+                                  np.all(fine.labels == int(label), axis=(0, 1)))
+        if kind == "gradient":
+            assert np.any(np.all(coarse.labels == int(Phase.SEPARATOR), axis=(0, 1)))
+        else:
+            assert np.any(np.all(coarse.labels == int(Phase.AL_FOIL), axis=(0, 1)))
+
+
 def test_rve_with_finer_electronic_voxels_keeps_the_rest_on_the_phase_image(
         tmp_path: Path) -> None:
     """rve_numbers with box.electronic_subdivisions = 4: the electronic tensor is the one
@@ -496,7 +560,7 @@ def test_rve_command_writes_tensors_images_and_statistics(tmp_path: Path) -> Non
     (["--set", "box.mesh=conforming", "--set", "box.electronic_subdivisions=2"],
      "electronic_subdivisions = 2: must be 1 with mesh = 'conforming'"),
     (["--set", "box.voxel_um=0.01", "--set", "box.electronic_subdivisions=8"],
-     "electronic_subdivisions = 8: gives 5.12e+08 voxels"),
+     "box.electronic_subdivisions = 8: gives 5.12e+08 voxels"),
     (["--set", "box.mesh=conforming", "--set", "box.size_um=3", "--set", "box.height_um=3"],
      "box.size_um = 3, height_um = 3, conforming_size_um = 0.03: a conforming box of about"),
     (["--set", "box.mesh=conforming", "--cathode", "gradient", "--set",
