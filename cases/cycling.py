@@ -278,7 +278,9 @@ def _cathode_cell(comm: MPI.Comm, case: CaseSpec, kind: str, params: CellParamet
 
 
 def _check_geometry(case: CaseSpec, kinds: Sequence[str]) -> None:
-    """Reject, before anything is built, a 3D box that is not a whole half cell."""
+    """Reject, before anything is built, a 3D box that is not a whole half cell, and box
+    settings the half cell does not use (periodic sides of a 2D section, electronic
+    subdivisions)."""
     if case.box.electronic_subdivisions != 1:
         raise SpecError(f"box.electronic_subdivisions = {case.box.electronic_subdivisions}: "
                         f"must be 1 for the half cell (it refines the rve's electronic tensor "

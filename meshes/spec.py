@@ -76,13 +76,14 @@ class _Spec:
             elif "lo" in md:
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise SpecError(f"{f.name} = {value!r}: must be a number in {_range_text(md)}")
+                if not math.isfinite(value):
+                    raise SpecError(f"{f.name} = {value!r}: must be in {_range_text(md)}")
                 if md["integer"] and value != int(value):
                     raise SpecError(f"{f.name} = {value!r}: must be an integer in "
                                     f"{_range_text(md)}")
-                if md["integer"] and math.isfinite(value):
+                if md["integer"]:
                     object.__setattr__(self, f.name, int(value))  # 2.0 from a file: 2
-                bad = (not math.isfinite(value)
-                       or value < md["lo"] or value > md["hi"]
+                bad = (value < md["lo"] or value > md["hi"]
                        or (md["lo_open"] and value == md["lo"])
                        or (md["hi_open"] and value == md["hi"]))
                 if bad:

@@ -367,8 +367,9 @@ def sheet_caveat(case: CaseSpec, kind: str) -> str | None:
     need = math.ceil(case.box.voxel_um / limit)
     what = (f"box.voxel_um = {h:g} um" if k == 1 else
             f"box.voxel_um / box.electronic_subdivisions = {h:g} um")
+    coarsest = math.floor(8 * limit * 1e4) / 1e4  # rounded down: following it clears this
     remedy = (f"box.electronic_subdivisions >= {need} (the electronic solves on finer voxels)"
-              if need <= 8 else f"box.voxel_um <= {8 * limit:.3g} with "
+              if need <= 8 else f"box.voxel_um <= {coarsest:g} with "
               f"box.electronic_subdivisions = 8")
     return (f"{what} is above {limit:.3g} um for the "
             f"{spec.rgo_sheet_thickness_um:g} um rGO flakes of the {kind} cathode: sampled at "

@@ -290,9 +290,10 @@ def test_electronic_image_nests_in_the_phase_image() -> None:
     """The image of the electronic solids has k voxels per phase-image voxel along every
     axis, separator included, and the same layers: also when the thickness (34 um) is not
     a multiple of the voxel (0.07 um: the box starts below z = 0) and the separator
-    (0.13 um) is not either; a float subdivision from a file is an integer."""
+    (0.1 um: 1 phase-image voxel, so 2 fine ones, where 0.1 / 0.035 would round to 3) is
+    not either; a float subdivision from a file is an integer."""
     for kind, box in (("gradient", {"size_um": 0.7, "height_um": 100.0, "voxel_um": 0.07,
-                                    "separator_um": 0.13, "seed": 2}),
+                                    "separator_um": 0.1, "seed": 2}),
                       ("homogeneous", {"size_um": 0.6, "height_um": 0.6, "voxel_um": 0.1,
                                        "z_center_fraction": 0.0, "seed": 1})):
         case = load_case({"box": {**box, "electronic_subdivisions": 2.0}})
@@ -331,6 +332,8 @@ def test_rve_with_finer_electronic_voxels_keeps_the_rest_on_the_phase_image(
         r["ionic"].pop("solve_time_s")
     assert finer["ionic"] == coarse["ionic"] and finer["image"] == coarse["image"]
     assert "electronic_voxel_um" not in coarse and finer["rgo_caveat"] is None
+    # the percolation report stays on the 50 nm image, which breaks the flakes: said so
+    assert "percolation report" in (finer["percolation_caveat"] or "")
     assert coarse["rgo_caveat"] is not None
     full = voxelize_case(load_case({"box": {**box, "voxel_um": 0.0125}}), "gradient")
     ref = conductivity_tensor(distribute_voxels(COMM, full),
@@ -557,6 +560,7 @@ def test_rve_command_writes_tensors_images_and_statistics(tmp_path: Path) -> Non
     (["--set", "box.mesh=tets"], "box.mesh"),
     (["--set", "box.electronic_subdivisions=9"], "box.electronic_subdivisions"),
     (["--set", "box.electronic_subdivisions=1.5"], "box.electronic_subdivisions"),
+    (["--set", "box.seed=inf"], "box.seed = inf: must be in"),
     (["--set", "box.mesh=conforming", "--set", "box.electronic_subdivisions=2"],
      "electronic_subdivisions = 2: must be 1 with mesh = 'conforming'"),
     (["--set", "box.voxel_um=0.01", "--set", "box.electronic_subdivisions=8"],
