@@ -158,17 +158,37 @@ def distribute_section(comm: MPI.Comm, section: SectionMesh | None, root: int = 
                       composite_z_um=tuple(zc), layer_z_um=tuple(layers))
 
 
-def distribute_voxels(comm: MPI.Comm, image: VoxelImage | None, root: int = 0) -> TaggedMesh:
-    """Hexahedral mesh of a phase image built on ``root`` (None elsewhere): one cell per voxel,
-    coordinates in the box's own frame ([0, size] in x, y, z; ``z_offset_um`` records where
-    it sits in the cathode). Every rank receives the label image (uint8) and tags its cells
-    by their midpoints, so the tags are independent of the partition."""
+def _image_meta(comm: MPI.Comm, image: VoxelImage | None, root: int
+                ) -> tuple[str, tuple[int, int, int], float, tuple[float, float, float],
+                           tuple[float, float]]:
+    """(kind, shape, voxel_um, origin_um, composite_z_um) of the image on ``root``, on every
+    rank."""
     meta = None
     if comm.rank == root:
         assert image is not None
         meta = (image.kind, image.labels.shape, image.voxel_um, image.origin_um,
                 image.composite_z_um)
-    kind, shape, h, origin, comp = comm.bcast(meta, root=root)
+    return comm.bcast(meta, root=root)  # type: ignore[no-any-return]
+
+
+def _voxel_box(msh: dolfinx.mesh.Mesh, phase: np.ndarray, cell_tags: dolfinx.mesh.MeshTags,
+               kind: str, size: list[float], origin: tuple[float, float, float],
+               comp: tuple[float, float]) -> TaggedMesh:
+    """The TaggedMesh of a voxel box mesh (box frame, extent ``size``)."""
+    facet_tags = facet_tags_from_phases(msh, phase, size[0], size[2], depth_um=size[1])
+    facet_tags.name = "facets"
+    return TaggedMesh(mesh=msh, phase=phase, cell_tags=cell_tags, facet_tags=facet_tags,
+                      kind=kind, width_um=size[0], thickness_um=size[2],
+                      composite_z_um=(comp[0], comp[1]), layer_z_um=(), depth_um=size[1],
+                      z_offset_um=float(origin[2]))
+
+
+def distribute_voxels(comm: MPI.Comm, image: VoxelImage | None, root: int = 0) -> TaggedMesh:
+    """Hexahedral mesh of a phase image built on ``root`` (None elsewhere): one cell per voxel,
+    coordinates in the box's own frame ([0, size] in x, y, z; ``z_offset_um`` records where
+    it sits in the cathode). Every rank receives the label image (uint8) and tags its cells
+    by their midpoints, so the tags are independent of the partition."""
+    kind, shape, h, origin, comp = _image_meta(comm, image, root)
     labels = comm.bcast(image.labels if comm.rank == root and image is not None else None,
                         root=root)
     size = [n * h for n in shape]
@@ -182,12 +202,7 @@ def distribute_voxels(comm: MPI.Comm, image: VoxelImage | None, root: int = 0) -
     phase = labels[idx[0], idx[1], idx[2]].astype(np.int32)
     cell_tags = dolfinx.mesh.meshtags(msh, tdim, np.arange(n_local, dtype=np.int32), phase)
     cell_tags.name = "phase"
-    facet_tags = facet_tags_from_phases(msh, phase, size[0], size[2], depth_um=size[1])
-    facet_tags.name = "facets"
-    return TaggedMesh(mesh=msh, phase=phase, cell_tags=cell_tags, facet_tags=facet_tags,
-                      kind=kind, width_um=size[0], thickness_um=size[2],
-                      composite_z_um=tuple(comp), layer_z_um=(), depth_um=size[1],
-                      z_offset_um=float(origin[2]))
+    return _voxel_box(msh, phase, cell_tags, kind, size, origin, comp)
 
 
 #: a hexahedron's corners in DOLFINx's (tensor-product) order, as voxel-index offsets
@@ -232,21 +247,11 @@ def distribute_electronic_voxels(comm: MPI.Comm, image: VoxelImage | None, root:
     facets for electrodes, and the lateral faces matching nodes for periodic solves). Its
     extent and frame are the whole box's, as with :func:`distribute_voxels`; the other
     phases' voxels are absent, so only the electronic phases may be solved on it."""
-    meta = None
-    if comm.rank == root:
-        assert image is not None
-        meta = (image.kind, image.labels.shape, image.voxel_um, image.origin_um,
-                image.composite_z_um)
-    kind, shape, h, origin, comp = comm.bcast(meta, root=root)
+    kind, shape, h, origin, comp = _image_meta(comm, image, root)
     arrays = build_on_root(comm, lambda: electronic_cells(image), root)  # type: ignore[arg-type]
     msh, phase, cell_tags = _distribute_cells(comm, arrays, "hexahedron", 3, root)
     size = [n * h for n in shape]
-    facet_tags = facet_tags_from_phases(msh, phase, size[0], size[2], depth_um=size[1])
-    facet_tags.name = "facets"
-    return TaggedMesh(mesh=msh, phase=phase, cell_tags=cell_tags, facet_tags=facet_tags,
-                      kind=kind, width_um=size[0], thickness_um=size[2],
-                      composite_z_um=tuple(comp), layer_z_um=(), depth_um=size[1],
-                      z_offset_um=float(origin[2]))
+    return _voxel_box(msh, phase, cell_tags, kind, size, origin, comp)
 
 
 def distribute_conforming(comm: MPI.Comm, box: ConformingBox | None, root: int = 0
