@@ -1,5 +1,5 @@
 """Command line: ``cathodefem {mesh,solve,compare,ensemble,cycle,rate,rve,symmetric,
-show-spec}``.
+eis,show-spec}``.
 
 Every subcommand takes an optional case TOML file (default: the packaged default study) and
 ``--set key=value`` overrides with dotted keys (``--set section.width_um=4``). User mistakes
@@ -70,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
                                "percolation, seeds and depths"),
                        ("symmetric", "Li | SSE | Li polarization test of the separator "
                                      "([symmetric]; paper Fig. S6)"),
+                       ("eis", "impedance spectra of both half cells about rest ([eis]; "
+                               "paper Fig. 3j)"),
                        ("show-spec", "print the validated case with derived quantities")):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("case", nargs="?", help="case TOML file (default: packaged default)")
@@ -79,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
         if name == "solve":
             p.add_argument("--cathode", choices=["gradient", "homogeneous"], required=True)
-        if name in ("cycle", "rate"):
+        if name in ("cycle", "rate", "eis"):
             p.add_argument("--cathode", choices=["gradient", "homogeneous"], default=None,
                            help="one cathode only (default: both)")
         if name == "cycle":
@@ -145,6 +147,13 @@ def _run(args: argparse.Namespace) -> int:
             symmetric.print_symmetric(result)
     elif args.command in ("cycle", "rate"):
         return _run_electrochemistry(args, case, out, comm)
+    elif args.command == "eis":
+        from cases import eis
+
+        kinds = (args.cathode,) if args.cathode else eis.KINDS
+        result = eis.run_eis(case, out, comm, kinds=kinds)
+        if comm.rank == 0:
+            eis.print_eis(result, kinds)
     elif args.command == "rve":
         from cases import rve
 

@@ -20,8 +20,17 @@ import numpy as np
 from meshes.build import KINDS
 from meshes.tags import Phase
 
-__all__ = ["PHASE_COLORS", "comparison_figure", "rate_capability_figure", "render_field",
-           "render_phases", "render_rve", "render_rve_3d", "voltage_curves"]
+__all__ = [
+    "PHASE_COLORS",
+    "comparison_figure",
+    "nyquist_figure",
+    "rate_capability_figure",
+    "render_field",
+    "render_phases",
+    "render_rve",
+    "render_rve_3d",
+    "voltage_curves",
+]
 
 PHASE_COLORS = {
     Phase.NANOWIRE: "#1f4e9c", Phase.RGO: "#222222", Phase.SPE: "#f2c94c",
@@ -279,6 +288,52 @@ def symmetric_figure(rows: list[dict[str, Any]], summary: dict[str, Any], path: 
     bx.bar(["paper"], [paper], color="#d62728", alpha=0.5)
     bx.set_ylabel("steady polarization [mV]")
     bx.legend(fontsize=6)
+    fig.savefig(path, dpi=200)
+    plt.close(fig)
+
+
+def nyquist_figure(summary: dict[str, Any], kinds: Any, path: Path) -> None:
+    """Nyquist plot (-Im Z vs Re Z, ohm for the summary's electrode area) of every cathode
+    with its fitted equivalent circuit, and the same in a Bode magnitude plot; the paper's
+    charge-transfer resistances (Fig. 3j) as text."""
+    from fem.electrochem.impedance import CircuitFit
+
+    colors = {"gradient": "#1f77b4", "homogeneous": "#d62728"}
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained")
+    paper = summary["paper_charge_transfer_ohm"]
+    for kind in kinds:
+        e = summary[kind]
+        if e.get("status") != "completed":
+            continue
+        f = np.asarray(e["frequency_Hz"])
+        z = np.asarray(e["z_real_ohm"]) + 1j * np.asarray(e["z_imag_ohm"])
+        fit_d = e["fit"]
+        fit = CircuitFit(fit_d["circuit"], tuple(fit_d["parameters"]),
+                         tuple(fit_d["parameters"].values()), fit_d["max_misfit_rel"])
+        fine = np.logspace(np.log10(f.min()), np.log10(f.max()), 400)
+        zf = fit.predict(fine)
+        c = colors.get(kind, "k")
+        label = (f"{kind}: R_b {e['bulk_resistance_ohm']:.3g}, R_ct "
+                 f"{e['charge_transfer_resistance_ohm']:.3g} ohm (paper about {paper[kind]:g})")
+        ax.plot(z.real, -z.imag, "o", ms=3, color=c, label=label)
+        ax.plot(zf.real, -zf.imag, "-", lw=0.8, color=c)
+        decades = np.isclose(np.log10(f), np.round(np.log10(f)))
+        for fk, zk in zip(f[decades], z[decades], strict=True):
+            ax.annotate(f"{fk:g} Hz", (zk.real, -zk.imag), fontsize=5, color=c,
+                        xytext=(2, 2), textcoords="offset points")
+        bx.loglog(f, np.abs(z), "o", ms=3, color=c, label=kind)
+        bx.loglog(fine, np.abs(zf), "-", lw=0.8, color=c)
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_xlabel("Re Z [ohm]")
+    ax.set_ylabel("-Im Z [ohm]")
+    ax.set_title(f"half cell at {summary['ocv_V']:g} V, {summary['electrode_area_cm2']:g} cm2 "
+                 f"(points: model, lines: fitted circuit)", fontsize=8)
+    ax.legend(fontsize=6, loc="upper left")
+    ax.grid(alpha=0.3)
+    bx.set_xlabel("frequency [Hz]")
+    bx.set_ylabel("|Z| [ohm]")
+    bx.grid(alpha=0.3, which="both")
+    bx.legend(fontsize=7)
     fig.savefig(path, dpi=200)
     plt.close(fig)
 

@@ -25,6 +25,7 @@ from meshes.materials import DENSITIES
 __all__ = [
     "BoxSpec",
     "CaseSpec",
+    "EisSpec",
     "ElectrochemistrySpec",
     "GradientDerived",
     "GradientSpec",
@@ -307,6 +308,29 @@ class SymmetricSpec(_Spec):
 
 
 @dataclass(frozen=True, kw_only=True)
+class EisSpec(_Spec):
+    """Virtual impedance spectroscopy of the half cell (``cathodefem eis``; paper Fig. 3j:
+    Nyquist plots before cycling, R_ct about 125 ohm for the gradient and about 160 ohm for
+    the homogeneous cathode). Geometry, electronic network and temperature are those of
+    ``[electrochemistry]``; the material parameters are the one shared set."""
+
+    #: open-circuit voltage of the equilibrium state (the paper: before cycling, about 3.2 V)
+    voltage_V: float = _num(3.2, 1.5, 4.0, "V")
+    #: frequency range and resolution (the paper: 0.1 Hz to 1 MHz)
+    f_min_Hz: float = _num(0.1, 1e-6, 1e9, "Hz", lo_open=True)
+    f_max_Hz: float = _num(1e6, 1e-6, 1e9, "Hz", lo_open=True)
+    points_per_decade: int = _num(5, 1, 100, "1", integer=True)
+    #: cell area that converts the area-specific impedance to ohm (ASSUMPTION: a 12 mm
+    #: coin-cell cathode, as in fem.electrochem.parameters)
+    electrode_area_cm2: float = _num(1.13, 0.01, 1000.0, "cm2")
+
+    def _check(self) -> None:
+        if self.f_max_Hz <= self.f_min_Hz:
+            raise SpecError(f"f_max_Hz = {self.f_max_Hz:g}: must be > f_min_Hz = "
+                            f"{self.f_min_Hz:g}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class CaseSpec(_Spec):
     """A whole study: the section and both cathodes."""
 
@@ -317,6 +341,7 @@ class CaseSpec(_Spec):
     homogeneous: HomogeneousSpec = field(default_factory=HomogeneousSpec)
     electrochemistry: ElectrochemistrySpec = field(default_factory=ElectrochemistrySpec)
     symmetric: SymmetricSpec = field(default_factory=SymmetricSpec)
+    eis: EisSpec = field(default_factory=EisSpec)
     #: cycling protocol table (steps as [[protocol.step]]); validated by
     #: :func:`fem.electrochem.protocol.protocol_from_dict` when a cycling command runs
     protocol: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,144 @@
+"""``cathodefem eis``: virtual impedance spectroscopy of both cathodes (paper Fig. 3j).
+
+Each cathode's half cell (the 2D section or the 3D voxel column of the case, as ``rate``
+builds it) is linearised about rest at the open-circuit voltage ``eis.voltage_V``
+(:mod:`fem.electrochem.impedance`) and its impedance computed from ``eis.f_max_Hz`` down to
+``eis.f_min_Hz``. An equivalent circuit R0 - (R || C) arcs - Wo is fitted to every spectrum:
+R0 is the bulk resistance R_b, the arcs the charge-transfer resistances. Writes, per
+cathode, ``<cathode>/impedance.csv`` (frequency, Z in ohm for ``eis.electrode_area_cm2`` and
+in ohm cm2), and ``summary.json`` (spectra, fits, the paper's values, parameters with
+sources) and ``nyquist.png`` for both.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mpi4py import MPI  # isort: split
+
+from scipy.optimize import brentq
+
+from cases.cycling import _cathode_cell, _cell_info, _check_geometry
+from cases.output import atomic_result_dir, write_json
+from cases.study import KINDS
+from fem.electrochem.impedance import fit_circuit, impedance_spectrum, log_frequencies
+from fem.electrochem.parameters import default_parameters
+from meshes.spec import CaseSpec, SpecError, spec_to_dict
+from meshes.tags import phase_names
+
+__all__ = ["PAPER_CHARGE_TRANSFER_OHM", "print_eis", "run_eis"]
+
+log = logging.getLogger("cathodefem")
+
+#: Cheng et al. 2021, Fig. 3j: charge-transfer resistance of the cells before cycling
+#: (Nyquist plots, about 3.2 V), read from the text: "about 125" and "about 160" ohm.
+PAPER_CHARGE_TRANSFER_OHM = {"gradient": 125.0, "homogeneous": 160.0}
+
+
+def _theta_at(params: Any, voltage_V: float) -> float:
+    """Lithiation whose open-circuit voltage is ``voltage_V`` (the OCV decreases)."""
+    ocv = params.ocv
+    lo, hi = 1e-6, 1.0 - 1e-6
+    if not (float(ocv(hi)) < voltage_V < float(ocv(lo))):
+        raise SpecError(f"eis.voltage_V = {voltage_V:g}: must lie within the open-circuit "
+                        f"voltage range ({float(ocv(hi)):.3g}, {float(ocv(lo)):.3g}) V")
+    return float(brentq(lambda t: float(ocv(t)) - voltage_V, lo, hi, xtol=1e-14))
+
+
+def run_eis(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
+            kinds: Sequence[str] = KINDS) -> dict[str, Any]:
+    spec = case.eis
+    _check_geometry(case, kinds)
+    params = default_parameters(case.electrochemistry.temperature_K)
+    theta = _theta_at(params, spec.voltage_V)
+    freqs = log_frequencies(spec.f_min_Hz, spec.f_max_Hz, spec.points_per_decade)
+    area = spec.electrode_area_cm2
+    summary: dict[str, Any] = {
+        "case": spec_to_dict(case), "phase_names": phase_names(),
+        "parameters": params.sources(), "theta": theta, "ocv_V": spec.voltage_V,
+        "electrode_area_cm2": area,
+        "paper_charge_transfer_ohm": {**PAPER_CHARGE_TRANSFER_OHM,
+                                      "source": "Cheng et al., Adv. Energy Mater. 2021, "
+                                                "Fig. 3j (before cycling)"}}
+    with atomic_result_dir(out, comm) as folder:
+        for kind in kinds:
+            cell, info = _cathode_cell(comm, case, kind, params, folder)
+            entry = _cell_info(cell, info)
+            if not cell.can_pass_current:
+                cell.release_solver_options()
+                cell.free()
+                entry["status"] = "blocked"
+                summary[kind] = entry
+                if comm.rank == 0:
+                    log.warning(f"[{kind}] blocked: no reacting interface is connected to "
+                                f"both the collector and the anode; its impedance is "
+                                f"infinite")
+                continue
+            t0 = time.perf_counter()
+            if comm.rank == 0:
+                log.info(f"[{kind}] impedance at {len(freqs)} frequencies, "
+                         f"{freqs[-1]:g}-{freqs[0]:g} Hz, theta = {theta:.4f}")
+            spectrum = impedance_spectrum(cell, theta, freqs)
+            cell.release_solver_options()
+            cell.free()
+            z_ohm = spectrum.z_ohm(area)
+            fit = fit_circuit(freqs, z_ohm)
+            arcs = fit.arcs()
+            entry.update({
+                "status": "completed", "wall_time_s": time.perf_counter() - t0,
+                "frequency_Hz": freqs.tolist(), "z_real_ohm": z_ohm.real.tolist(),
+                "z_imag_ohm": z_ohm.imag.tolist(),
+                "fit": {"circuit": fit.circuit,
+                        "parameters": dict(zip(fit.names, fit.values, strict=True)),
+                        "max_misfit_rel": fit.max_misfit_rel, "arcs": arcs},
+                "bulk_resistance_ohm": fit.value("R0"),
+                "charge_transfer_resistance_ohm": sum(a["resistance_ohm"] for a in arcs),
+            })
+            summary[kind] = entry
+            if comm.rank == 0:
+                (folder / kind).mkdir(exist_ok=True)
+                with (folder / kind / "impedance.csv").open("w", newline="") as fh:
+                    w = csv.writer(fh)
+                    w.writerow(["frequency_Hz", "z_real_ohm", "z_imag_ohm",
+                                "z_real_ohm_cm2", "z_imag_ohm_cm2"])
+                    for f, z in zip(freqs, z_ohm, strict=True):
+                        w.writerow([f"{f:.6g}", f"{z.real:.8g}", f"{z.imag:.8g}",
+                                    f"{z.real * area:.8g}", f"{z.imag * area:.8g}"])
+                log.info(f"[{kind}] R_b = {entry['bulk_resistance_ohm']:.4g} ohm, R_ct = "
+                         f"{entry['charge_transfer_resistance_ohm']:.4g} ohm "
+                         f"({entry['wall_time_s']:.1f} s)")
+        if comm.rank == 0:
+            write_json(folder / "summary.json", summary)
+            from cases.plots import nyquist_figure
+
+            nyquist_figure(summary, kinds, folder / "nyquist.png")
+    return summary
+
+
+def print_eis(summary: dict[str, Any], kinds: Sequence[str] = KINDS) -> None:
+    print(f"\nimpedance at {summary['ocv_V']:g} V (theta = {summary['theta']:.4f}), "
+          f"{summary['electrode_area_cm2']:g} cm2")
+    print(f"{'':34s}" + "".join(f"{k:>16s}" for k in kinds))
+    rows = [("bulk resistance R_b [ohm]", "bulk_resistance_ohm"),
+            ("charge transfer R_ct [ohm]", "charge_transfer_resistance_ohm")]
+    for label, key in rows:
+        cells = []
+        for k in kinds:
+            e = summary[k]
+            cells.append(f"{e[key]:16.4g}" if e["status"] == "completed" else f"{'blocked':>16s}")
+        print(f"{label:34s}" + "".join(cells))
+    paper = summary["paper_charge_transfer_ohm"]
+    print(f"{'R_ct, paper Fig. 3j [ohm]':34s}" + "".join(f"{'about ' + format(paper[k], 'g'):>16s}"
+                                                       for k in kinds))
+    for k in kinds:
+        e = summary[k]
+        if e["status"] == "completed":
+            arcs = ", ".join(f"{a['resistance_ohm']:.4g} ohm at {a['frequency_Hz']:.3g} Hz"
+                             for a in e["fit"]["arcs"])
+            print(f"  {k}: {e['fit']['circuit']}; arcs {arcs}; misfit "
+                  f"{e['fit']['max_misfit_rel']:.1%}")
