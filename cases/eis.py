@@ -4,7 +4,9 @@ Each cathode's half cell (the 2D section or the 3D voxel column of the case, as 
 builds it) is linearised about rest at the open-circuit voltage ``eis.voltage_V``
 (:mod:`fem.electrochem.impedance`) and its impedance computed from ``eis.f_max_Hz`` down to
 ``eis.f_min_Hz``. An equivalent circuit R0 - (R || C) arcs - Wo is fitted to every spectrum:
-R0 is the bulk resistance R_b, the arcs the charge-transfer resistances. Writes, per
+R0 is the bulk resistance R_b, the arcs the charge-transfer resistances (the sum is
+reported as R_ct, each arc apart, and beside them the closed forms of the linearised
+kinetics of the connected interface and of the Li anode, which exclude transport). Writes, per
 cathode, ``<cathode>/impedance.csv`` (frequency, Z in ohm for ``eis.electrode_area_cm2`` and
 in ohm cm2), and ``summary.json`` (spectra, fits, the paper's values, parameters with
 sources) and ``nyquist.png`` for both.
@@ -98,6 +100,12 @@ def run_eis(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
                         "max_misfit_rel": fit.max_misfit_rel, "arcs": arcs},
                 "bulk_resistance_ohm": fit.value("R0"),
                 "charge_transfer_resistance_ohm": sum(a["resistance_ohm"] for a in arcs),
+                # the linearised kinetics alone, without transport (fem.electrochem.impedance)
+                "connected_interface_area_um2": spectrum.connected_interface_area_um2,
+                "anode_area_um2": spectrum.anode_area_um2,
+                "kinetic_cathode_closed_form_ohm": spectrum.kinetic_cathode_ohm_m2
+                / (area * 1e-4),
+                "kinetic_anode_closed_form_ohm": spectrum.kinetic_anode_ohm_m2 / (area * 1e-4),
             })
             summary[kind] = entry
             if comm.rank == 0:
@@ -125,7 +133,9 @@ def print_eis(summary: dict[str, Any], kinds: Sequence[str] = KINDS) -> None:
           f"{summary['electrode_area_cm2']:g} cm2")
     print(f"{'':34s}" + "".join(f"{k:>16s}" for k in kinds))
     rows = [("bulk resistance R_b [ohm]", "bulk_resistance_ohm"),
-            ("charge transfer R_ct [ohm]", "charge_transfer_resistance_ohm")]
+            ("charge transfer R_ct [ohm]", "charge_transfer_resistance_ohm"),
+            ("  closed form, cathode kinetics", "kinetic_cathode_closed_form_ohm"),
+            ("  closed form, Li anode kinetics", "kinetic_anode_closed_form_ohm")]
     for label, key in rows:
         cells = []
         for k in kinds:

@@ -299,8 +299,9 @@ def nyquist_figure(summary: dict[str, Any], kinds: Any, path: Path) -> None:
     from fem.electrochem.impedance import CircuitFit
 
     colors = {"gradient": "#1f77b4", "homogeneous": "#d62728"}
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained")
+    fig, (ax, zx, bx) = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
     paper = summary["paper_charge_transfer_ohm"]
+    smallest = np.inf
     for kind in kinds:
         e = summary[kind]
         if e.get("status") != "completed":
@@ -315,14 +316,24 @@ def nyquist_figure(summary: dict[str, Any], kinds: Any, path: Path) -> None:
         c = colors.get(kind, "k")
         label = (f"{kind}: R_b {e['bulk_resistance_ohm']:.3g}, R_ct "
                  f"{e['charge_transfer_resistance_ohm']:.3g} ohm (paper about {paper[kind]:g})")
-        ax.plot(z.real, -z.imag, "o", ms=3, color=c, label=label)
-        ax.plot(zf.real, -zf.imag, "-", lw=0.8, color=c)
+        for axis in (ax, zx):
+            axis.plot(z.real, -z.imag, "o", ms=3, color=c, label=label)
+            axis.plot(zf.real, -zf.imag, "-", lw=0.8, color=c)
+        smallest = min(smallest, float(np.max(np.abs(z))))
         decades = np.isclose(np.log10(f), np.round(np.log10(f)))
         for fk, zk in zip(f[decades], z[decades], strict=True):
             ax.annotate(f"{fk:g} Hz", (zk.real, -zk.imag), fontsize=5, color=c,
                         xytext=(2, 2), textcoords="offset points")
         bx.loglog(f, np.abs(z), "o", ms=3, color=c, label=kind)
         bx.loglog(fine, np.abs(zf), "-", lw=0.8, color=c)
+    if np.isfinite(smallest):  # the smallest spectrum in full
+        zx.set_xlim(0.0, 1.05 * smallest)
+        zx.set_ylim(0.0, 0.6 * smallest)
+    zx.set_aspect("equal", adjustable="box")
+    zx.set_xlabel("Re Z [ohm]")
+    zx.set_ylabel("-Im Z [ohm]")
+    zx.set_title("zoom on the smaller spectrum", fontsize=8)
+    zx.grid(alpha=0.3)
     ax.set_aspect("equal", adjustable="datalim")
     ax.set_xlabel("Re Z [ohm]")
     ax.set_ylabel("-Im Z [ohm]")

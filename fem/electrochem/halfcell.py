@@ -74,6 +74,7 @@ la_petsc: Any = dolfinx.la.petsc
 
 _ACTIVE, _ELECTRONIC, _IONIC = 1, 2, 3  # integration-domain ids (cells)
 _GAMMA, _ANODE = 1, 2  # integration-domain ids (facets)
+_GAMMA_CONNECTED = 3  # the interface facets through which current can flow
 
 DEFAULT_PETSC_OPTIONS: dict[str, str] = {
     "ksp_type": "preonly",
@@ -332,8 +333,9 @@ class HalfCell:
         self.dx = ufl.Measure("dx", domain=msh, subdomain_data=[
             (_ACTIVE, cell_domain(active)), (_ELECTRONIC, cell_domain(elec_cells)),
             (_IONIC, cell_domain(ionic))], metadata={"quadrature_degree": 2})
-        self.dS = ufl.Measure("dS", domain=msh, subdomain_data=[(_GAMMA, gamma.reshape(-1))],
-                              metadata=q_md)
+        self.dS = ufl.Measure("dS", domain=msh, subdomain_data=[
+            (_GAMMA, gamma.reshape(-1)), (_GAMMA_CONNECTED, gamma[live].reshape(-1))],
+            metadata=q_md)
         # Extra exterior-facet domains (ids other than the anode's) for extra_residual terms.
         ext = [(_ANODE, anode_entities)]
         for tag, facets in (extra_exterior_facets or {}).items():
@@ -451,6 +453,10 @@ class HalfCell:
         self.inventory_e_form = form(c_e * dx(_IONIC))
         self.active_volume_form = form(dolfinx.fem.Constant(self.tm.mesh, 1.0) * dx(_ACTIVE))
         self.anode_area_form = form(dolfinx.fem.Constant(self.tm.mesh, 1.0) * ds(_ANODE))
+        #: area (um2; um per um of depth in 2D) of the interface facets connected to both the
+        #: collector and the anode
+        self.connected_interface_area_form = form(
+            dolfinx.fem.Constant(self.tm.mesh, 1.0) * dS(_GAMMA_CONNECTED))
         # Overpotential breakdown: current-weighted interface and anode averages.
         ln_ce_i = ufl.ln(self._positive(c_e("-")))
         ln_ce_a = ufl.ln(self._positive(c_e))

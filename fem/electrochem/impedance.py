@@ -62,6 +62,13 @@ class ImpedanceSpectrum:
     theta: float
     ocv_V: float
     anode_area_um2: float
+    #: area of the reacting interface connected to the collector and the anode (um2)
+    connected_interface_area_um2: float
+    #: closed forms (ohm m2 of anode face) of the linearised Butler-Volmer resistances at
+    #: rest: RT / (F (alpha_a + alpha_c) i0(theta) a), a the connected interface area per
+    #: unit anode area, and RT / (F i0_Li) for the Li anode
+    kinetic_cathode_ohm_m2: float
+    kinetic_anode_ohm_m2: float
 
     def z_ohm(self, area_cm2: float) -> np.ndarray:
         """Impedance of a cell of ``area_cm2`` (ohm)."""
@@ -212,8 +219,17 @@ def impedance_spectrum(cell: HalfCell, theta: float, frequency_Hz: Sequence[floa
         for obj in (jac_r, mass_r, rhs_r, da_r):
             obj.destroy()
     # model units: dphi_a in V, dj in A/m2 -> ohm m2
-    return ImpedanceSpectrum(frequency_Hz=freqs, z_ohm_m2=z, theta=float(theta),
-                             ocv_V=float(p.ocv(theta)), anode_area_um2=float(area))
+    a_conn = comm.allreduce(dolfinx.fem.assemble_scalar(cell.connected_interface_area_form),
+                            op=MPI.SUM)
+    aa, ac = p.alpha_anodic.value, p.alpha_cathodic.value
+    i0 = (p.exchange_current_cathode.value * theta ** ac * (1 - theta) ** aa
+          / 0.5 ** (aa + ac))
+    vt = p.thermal_voltage_V
+    return ImpedanceSpectrum(
+        frequency_Hz=freqs, z_ohm_m2=z, theta=float(theta), ocv_V=float(p.ocv(theta)),
+        anode_area_um2=float(area), connected_interface_area_um2=float(a_conn),
+        kinetic_cathode_ohm_m2=vt / ((aa + ac) * i0 * a_conn / area),
+        kinetic_anode_ohm_m2=vt / p.exchange_current_anode.value)
 
 
 @dataclass(frozen=True)
@@ -231,13 +247,20 @@ class CircuitFit:
         return self.values[self.names.index(name)]
 
     def arcs(self) -> list[dict[str, float]]:
-        """The R || C arcs, from high to low characteristic frequency 1 / (2 pi R C)."""
+        """The arcs, from high to low characteristic frequency: R || C (1 / (2 pi R C)) or
+        R || CPE (Z_CPE = 1 / (Q (i omega)^n); 1 / (2 pi (R Q)^(1/n)))."""
         out = []
         k = 1
         while f"R{k}" in self.names:
-            r, c = self.value(f"R{k}"), self.value(f"C{k}")
-            out.append({"resistance_ohm": r, "capacitance_F": c,
-                        "frequency_Hz": 1.0 / (2.0 * math.pi * r * c)})
+            r = self.value(f"R{k}")
+            if f"C{k}" in self.names:
+                c = self.value(f"C{k}")
+                out.append({"resistance_ohm": r, "capacitance_F": c,
+                            "frequency_Hz": 1.0 / (2.0 * math.pi * r * c)})
+            else:
+                q, n = self.value(f"CPE{k}_0"), self.value(f"CPE{k}_1")
+                out.append({"resistance_ohm": r, "cpe_Q_F_s_n": q, "cpe_n": n,
+                            "frequency_Hz": 1.0 / (2.0 * math.pi * (r * q) ** (1.0 / n))})
             k += 1
         return sorted(out, key=lambda a: -a["frequency_Hz"])
 
@@ -249,7 +272,8 @@ class CircuitFit:
         return np.asarray(model.predict(np.asarray(frequency_Hz)), dtype=np.complex128)
 
 
-def _fit(circuit: str, guess: list[float], f: np.ndarray, z: np.ndarray) -> CircuitFit:
+def _fit(circuit: str, guess: list[float], f: np.ndarray, z: np.ndarray,
+         bounds: tuple[list[float], list[float]]) -> CircuitFit:
     import warnings
 
     from impedance.models.circuits import CustomCircuit
@@ -257,8 +281,7 @@ def _fit(circuit: str, guess: list[float], f: np.ndarray, z: np.ndarray) -> Circ
     model = CustomCircuit(circuit, initial_guess=guess)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model.fit(f, z, weight_by_modulus=True,
-                  bounds=([0.0] * len(guess), [np.inf] * len(guess)))
+        model.fit(f, z, weight_by_modulus=True, bounds=bounds)
     names = tuple(model.get_param_names()[0])
     values = tuple(float(v) for v in model.parameters_)
     misfit = float(np.max(np.abs(model.predict(f) - z) / np.abs(z)))
@@ -286,13 +309,14 @@ def _peak_arcs(f: np.ndarray, z: np.ndarray, max_arcs: int) -> list[tuple[float,
 
 
 def fit_circuit(frequency_Hz: np.ndarray, z_ohm: np.ndarray, max_arcs: int = 3) -> CircuitFit:
-    """Fit R0 - (R1 || C1) - ... - Wo to a spectrum: the bulk resistance R0, R || C arcs
-    for the charge-transfer processes (the model's double layers are ideal: capacitors, not
-    constant-phase elements), and a finite-length reflective Warburg element for diffusion
-    at low frequencies. Starting values come from the spectrum: R0 its smallest real part,
-    the arcs from the peaks of -dRe(Z)/d ln(omega) (:func:`_peak_arcs`), the Warburg time
-    from one start per decade (the best fit is kept). Weighted by |Z| so that every decade
-    counts."""
+    """Fit R0 - (R1 || Q1) - ... - Wo to a spectrum: the bulk resistance R0, one arc per
+    charge-transfer process, and a finite-length reflective Warburg element for diffusion
+    at low frequencies. Each arc is tried as R || C (the model's double layers are ideal
+    capacitors) and as R || CPE (a depressed arc, 0.5 <= n <= 1: a porous electrode's
+    distributed ionic resistance flattens its arc); the fit with the smaller misfit is
+    kept. Starting values come from the spectrum: R0 its smallest real part, the arcs from
+    the peaks of -dRe(Z)/d ln(omega) (:func:`_peak_arcs`), the Warburg time from one start
+    per decade. Weighted by |Z| so that every decade counts."""
     f = np.asarray(frequency_Hz, dtype=np.float64)
     z = np.asarray(z_ohm, dtype=np.complex128)
     order = np.argsort(f)
@@ -303,10 +327,18 @@ def fit_circuit(frequency_Hz: np.ndarray, z_ohm: np.ndarray, max_arcs: int = 3) 
         r = max(float(z.real.max()) - r0, 1e-12)
         arcs = [(r, 1.0 / (2.0 * math.pi * float(np.sqrt(f[0] * f[-1])) * r))]
     arcs.sort(key=lambda rc: rc[0] * rc[1])  # high frequency first
-    parts = ["R0"] + [f"p(R{k},C{k})" for k in range(1, len(arcs) + 1)]
-    parts.append(f"Wo{len(arcs) + 1}")
     z_end = abs(z[0])
     taus = [1.0 / (2.0 * math.pi * fk) for fk in f[::max(1, len(f) // 8)]]
-    fits = [_fit("-".join(parts), [r0] + [v for rc in arcs for v in rc] + [0.1 * z_end, tau],
-                 f, z) for tau in taus]
+    fits = []
+    for element in ("C", "CPE"):
+        parts = ["R0"] + [f"p(R{k},{element}{k})" for k in range(1, len(arcs) + 1)]
+        parts.append(f"Wo{len(arcs) + 1}")
+        guess, lower, upper = [r0], [0.0], [np.inf]
+        for r, c in arcs:
+            guess += [r, c] + ([1.0] if element == "CPE" else [])
+            lower += [0.0, 0.0] + ([0.5] if element == "CPE" else [])
+            upper += [np.inf, np.inf] + ([1.0] if element == "CPE" else [])
+        for tau in taus:
+            fits.append(_fit("-".join(parts), [*guess, 0.1 * z_end, tau], f, z,
+                             ([*lower, 0.0, 0.0], [*upper, np.inf, np.inf])))
     return min(fits, key=lambda c: c.max_misfit_rel)
