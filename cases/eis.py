@@ -23,6 +23,7 @@ from typing import Any
 
 from mpi4py import MPI  # isort: split
 
+import numpy as np
 from scipy.optimize import brentq
 
 from cases.cycling import _cathode_cell, _cell_info, _check_geometry
@@ -52,6 +53,46 @@ def _theta_at(params: Any, voltage_V: float) -> float:
     return float(brentq(lambda t: float(ocv(t)) - voltage_V, lo, hi, xtol=1e-14))
 
 
+def _text(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def _fit_entry(freqs: np.ndarray, z_ohm: np.ndarray, spectrum: Any) -> dict[str, Any]:
+    """The fitted circuit, its arcs, each arc assigned to the cathode or the Li anode (the
+    interface whose kinetic frequency RT / (F i0 2 pi C_dl) is nearer in log frequency,
+    within a decade; "other" beyond), R_b (the fit's R0) and R_ct (the sum of the cathode
+    and anode arcs); None where no circuit fits."""
+    fit = fit_circuit(freqs, z_ohm)
+    if fit is None:
+        return {"fit": None, "bulk_resistance_ohm": None,
+                "charge_transfer_resistance_ohm": None, "cathode_arc_ohm": None,
+                "anode_arc_ohm": None}
+    arcs: list[dict[str, Any]] = [dict(a) for a in fit.arcs()]
+    f_c, f_a = spectrum.kinetic_cathode_frequency_Hz, spectrum.kinetic_anode_frequency_Hz
+    for a in arcs:
+        lf = np.log10(a["frequency_Hz"])
+        d_a, d_c = abs(lf - np.log10(f_a)), abs(lf - np.log10(f_c))
+        # more than a decade from both kinetic frequencies: transport (e.g. the dispersion
+        # of the pore electrolyte at high frequency), not a charge transfer
+        a["interface"] = ("other" if min(d_a, d_c) > 1.0 else
+                          "anode" if d_a < d_c else "cathode")
+    warburg = [v for n, v in zip(fit.names, fit.values, strict=True) if n.endswith("_0")
+               and n.startswith("Wo")]
+    return {
+        "fit": {"circuit": fit.circuit,
+                "parameters": dict(zip(fit.names, fit.values, strict=True)),
+                "max_misfit_rel": fit.max_misfit_rel, "arcs": arcs,
+                # a Warburg element fitted to ~0: the arcs took the diffusion in
+                "warburg_ohm": warburg[0] if warburg else None},
+        "bulk_resistance_ohm": fit.value("R0"),
+        "charge_transfer_resistance_ohm": sum(a["resistance_ohm"] for a in arcs
+                                              if a["interface"] != "other"),
+        "cathode_arc_ohm": sum(a["resistance_ohm"] for a in arcs
+                               if a["interface"] == "cathode"),
+        "anode_arc_ohm": sum(a["resistance_ohm"] for a in arcs if a["interface"] == "anode"),
+    }
+
+
 def run_eis(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
             kinds: Sequence[str] = KINDS) -> dict[str, Any]:
     spec = case.eis
@@ -64,9 +105,8 @@ def run_eis(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
         "case": spec_to_dict(case), "phase_names": phase_names(),
         "parameters": params.sources(), "theta": theta, "ocv_V": spec.voltage_V,
         "electrode_area_cm2": area,
-        "paper_charge_transfer_ohm": {**PAPER_CHARGE_TRANSFER_OHM,
-                                      "source": "Cheng et al., Adv. Energy Mater. 2021, "
-                                                "Fig. 3j (before cycling)"}}
+        "paper_charge_transfer_ohm": dict(PAPER_CHARGE_TRANSFER_OHM),
+        "paper_source": "Cheng et al., Adv. Energy Mater. 2021, Fig. 3j (before cycling)"}
     with atomic_result_dir(out, comm) as folder:
         for kind in kinds:
             cell, info = _cathode_cell(comm, case, kind, params, folder)
@@ -89,24 +129,25 @@ def run_eis(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
             cell.release_solver_options()
             cell.free()
             z_ohm = spectrum.z_ohm(area)
-            fit = fit_circuit(freqs, z_ohm)
-            arcs = fit.arcs()
             entry.update({
                 "status": "completed", "wall_time_s": time.perf_counter() - t0,
                 "frequency_Hz": freqs.tolist(), "z_real_ohm": z_ohm.real.tolist(),
                 "z_imag_ohm": z_ohm.imag.tolist(),
-                "fit": {"circuit": fit.circuit,
-                        "parameters": dict(zip(fit.names, fit.values, strict=True)),
-                        "max_misfit_rel": fit.max_misfit_rel, "arcs": arcs},
-                "bulk_resistance_ohm": fit.value("R0"),
-                "charge_transfer_resistance_ohm": sum(a["resistance_ohm"] for a in arcs),
-                # the linearised kinetics alone, without transport (fem.electrochem.impedance)
+                "high_frequency_resistance_ohm": float(z_ohm[np.argmax(freqs)].real),
+                "cross_section_um2": spectrum.cross_section_um2,
                 "connected_interface_area_um2": spectrum.connected_interface_area_um2,
                 "anode_area_um2": spectrum.anode_area_um2,
+                # the linearised kinetics alone, without transport (fem.electrochem.impedance)
                 "kinetic_cathode_closed_form_ohm": spectrum.kinetic_cathode_ohm_m2
                 / (area * 1e-4),
                 "kinetic_anode_closed_form_ohm": spectrum.kinetic_anode_ohm_m2 / (area * 1e-4),
+                "kinetic_cathode_frequency_Hz": spectrum.kinetic_cathode_frequency_Hz,
+                "kinetic_anode_frequency_Hz": spectrum.kinetic_anode_frequency_Hz,
             })
+            entry.update(_fit_entry(freqs, z_ohm, spectrum))
+            if entry["fit"] is None and comm.rank == 0:
+                log.warning(f"[{kind}] no equivalent circuit could be fitted: the spectrum "
+                            f"is written, R_b and R_ct are left empty")
             summary[kind] = entry
             if comm.rank == 0:
                 (folder / kind).mkdir(exist_ok=True)
@@ -117,8 +158,8 @@ def run_eis(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
                     for f, z in zip(freqs, z_ohm, strict=True):
                         w.writerow([f"{f:.6g}", f"{z.real:.8g}", f"{z.imag:.8g}",
                                     f"{z.real * area:.8g}", f"{z.imag * area:.8g}"])
-                log.info(f"[{kind}] R_b = {entry['bulk_resistance_ohm']:.4g} ohm, R_ct = "
-                         f"{entry['charge_transfer_resistance_ohm']:.4g} ohm "
+                log.info(f"[{kind}] R_b = {_text(entry['bulk_resistance_ohm'])} ohm, R_ct = "
+                         f"{_text(entry['charge_transfer_resistance_ohm'])} ohm "
                          f"({entry['wall_time_s']:.1f} s)")
         if comm.rank == 0:
             write_json(folder / "summary.json", summary)
@@ -131,24 +172,29 @@ def run_eis(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
 def print_eis(summary: dict[str, Any], kinds: Sequence[str] = KINDS) -> None:
     print(f"\nimpedance at {summary['ocv_V']:g} V (theta = {summary['theta']:.4f}), "
           f"{summary['electrode_area_cm2']:g} cm2")
-    print(f"{'':34s}" + "".join(f"{k:>16s}" for k in kinds))
-    rows = [("bulk resistance R_b [ohm]", "bulk_resistance_ohm"),
-            ("charge transfer R_ct [ohm]", "charge_transfer_resistance_ohm"),
+    print(f"{'':36s}" + "".join(f"{k:>16s}" for k in kinds))
+    rows = [("Re Z at the highest frequency [ohm]", "high_frequency_resistance_ohm"),
+            ("bulk resistance R_b (fit) [ohm]", "bulk_resistance_ohm"),
+            ("R_ct = cathode + anode arcs [ohm]", "charge_transfer_resistance_ohm"),
+            ("  cathode arc", "cathode_arc_ohm"),
+            ("  Li anode arc", "anode_arc_ohm"),
             ("  closed form, cathode kinetics", "kinetic_cathode_closed_form_ohm"),
             ("  closed form, Li anode kinetics", "kinetic_anode_closed_form_ohm")]
     for label, key in rows:
         cells = []
         for k in kinds:
             e = summary[k]
-            cells.append(f"{e[key]:16.4g}" if e["status"] == "completed" else f"{'blocked':>16s}")
-        print(f"{label:34s}" + "".join(cells))
+            cells.append(f"{_text(e[key]):>16s}" if e["status"] == "completed"
+                         else f"{'blocked':>16s}")
+        print(f"{label:36s}" + "".join(cells))
     paper = summary["paper_charge_transfer_ohm"]
-    print(f"{'R_ct, paper Fig. 3j [ohm]':34s}" + "".join(f"{'about ' + format(paper[k], 'g'):>16s}"
-                                                       for k in kinds))
+    print(f"{'R_ct, paper Fig. 3j [ohm]':36s}"
+          + "".join(f"{'about ' + format(paper[k], 'g'):>16s}" for k in kinds))
     for k in kinds:
         e = summary[k]
-        if e["status"] == "completed":
-            arcs = ", ".join(f"{a['resistance_ohm']:.4g} ohm at {a['frequency_Hz']:.3g} Hz"
+        if e["status"] == "completed" and e["fit"] is not None:
+            arcs = ", ".join(f"{a['interface']} {a['resistance_ohm']:.4g} ohm at "
+                             f"{a['frequency_Hz']:.3g} Hz (n = {a['cpe_n']:.2f})"
                              for a in e["fit"]["arcs"])
             print(f"  {k}: {e['fit']['circuit']}; arcs {arcs}; misfit "
                   f"{e['fit']['max_misfit_rel']:.1%}")

@@ -292,6 +292,10 @@ def symmetric_figure(rows: list[dict[str, Any]], summary: dict[str, Any], path: 
     plt.close(fig)
 
 
+def _nyquist(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return z.real, -z.imag
+
+
 def nyquist_figure(summary: dict[str, Any], kinds: Any, path: Path) -> None:
     """Nyquist plot (-Im Z vs Re Z, ohm for the summary's electrode area) of every cathode
     with its fitted equivalent circuit, and the same in a Bode magnitude plot; the paper's
@@ -309,23 +313,28 @@ def nyquist_figure(summary: dict[str, Any], kinds: Any, path: Path) -> None:
         f = np.asarray(e["frequency_Hz"])
         z = np.asarray(e["z_real_ohm"]) + 1j * np.asarray(e["z_imag_ohm"])
         fit_d = e["fit"]
-        fit = CircuitFit(fit_d["circuit"], tuple(fit_d["parameters"]),
-                         tuple(fit_d["parameters"].values()), fit_d["max_misfit_rel"])
-        fine = np.logspace(np.log10(f.min()), np.log10(f.max()), 400)
-        zf = fit.predict(fine)
         c = colors.get(kind, "k")
-        label = (f"{kind}: R_b {e['bulk_resistance_ohm']:.3g}, R_ct "
-                 f"{e['charge_transfer_resistance_ohm']:.3g} ohm (paper about {paper[kind]:g})")
+        if fit_d is not None:
+            fit = CircuitFit(fit_d["circuit"], tuple(fit_d["parameters"]),
+                             tuple(fit_d["parameters"].values()), fit_d["max_misfit_rel"])
+            label = (f"{kind}: R_b {e['bulk_resistance_ohm']:.3g}, cathode arc "
+                     f"{e['cathode_arc_ohm']:.3g}, anode arc {e['anode_arc_ohm']:.3g} ohm "
+                     f"(paper R_ct about {paper[kind]:g})")
+        else:
+            label = f"{kind} (no circuit fitted)"
+        fine = np.logspace(np.log10(f.min()), np.log10(f.max()), 400)
         for axis in (ax, zx):
             axis.plot(z.real, -z.imag, "o", ms=3, color=c, label=label)
-            axis.plot(zf.real, -zf.imag, "-", lw=0.8, color=c)
+            if fit_d is not None:
+                axis.plot(*_nyquist(fit.predict(fine)), "-", lw=0.8, color=c)
         smallest = min(smallest, float(np.max(np.abs(z))))
         decades = np.isclose(np.log10(f), np.round(np.log10(f)))
         for fk, zk in zip(f[decades], z[decades], strict=True):
             ax.annotate(f"{fk:g} Hz", (zk.real, -zk.imag), fontsize=5, color=c,
                         xytext=(2, 2), textcoords="offset points")
         bx.loglog(f, np.abs(z), "o", ms=3, color=c, label=kind)
-        bx.loglog(fine, np.abs(zf), "-", lw=0.8, color=c)
+        if fit_d is not None:
+            bx.loglog(fine, np.abs(fit.predict(fine)), "-", lw=0.8, color=c)
     if np.isfinite(smallest):  # the smallest spectrum in full
         zx.set_xlim(0.0, 1.05 * smallest)
         zx.set_ylim(0.0, 0.6 * smallest)

@@ -55,20 +55,29 @@ _LU = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mum
 @dataclass(frozen=True)
 class ImpedanceSpectrum:
     """Impedance at the frequencies ``frequency_Hz``: ``z_ohm_m2`` (complex,
-    area-specific: per m2 of the anode face) about the state of lithiation ``theta``."""
+    area-specific: per m2 of the cell's cross-section, the face of the section or column
+    seen from the separator) about the state of lithiation ``theta``. Areas are um2 in 3D
+    and um per um of depth on 2D sections."""
 
     frequency_Hz: np.ndarray
     z_ohm_m2: np.ndarray
     theta: float
     ocv_V: float
+    #: the cross-section (width x depth in 3D, width in 2D)
+    cross_section_um2: float
+    #: the Li anode: the electrolyte facets of the top face (all of it over a separator)
     anode_area_um2: float
-    #: area of the reacting interface connected to the collector and the anode (um2)
+    #: the reacting interface connected to the collector and the anode
     connected_interface_area_um2: float
-    #: closed forms (ohm m2 of anode face) of the linearised Butler-Volmer resistances at
-    #: rest: RT / (F (alpha_a + alpha_c) i0(theta) a), a the connected interface area per
-    #: unit anode area, and RT / (F i0_Li) for the Li anode
+    #: closed forms (ohm m2 of cross-section) of the linearised Butler-Volmer resistances
+    #: at rest: RT / (F (alpha_a + alpha_c) i0(theta) a) with a the connected interface per
+    #: unit cross-section, and RT / (F i0_Li b) with b the anode per unit cross-section
     kinetic_cathode_ohm_m2: float
     kinetic_anode_ohm_m2: float
+    #: characteristic frequencies RT / (F ... i0 ... 2 pi C_dl) of the two interfaces
+    #: (independent of their areas): where their arcs peak
+    kinetic_cathode_frequency_Hz: float
+    kinetic_anode_frequency_Hz: float
 
     def z_ohm(self, area_cm2: float) -> np.ndarray:
         """Impedance of a cell of ``area_cm2`` (ohm)."""
@@ -150,6 +159,8 @@ def impedance_spectrum(cell: HalfCell, theta: float, frequency_Hz: Sequence[floa
                              for f in da_forms])
     h = comm.allreduce(dolfinx.fem.assemble_scalar(cell.h), op=MPI.SUM)
     area = comm.allreduce(dolfinx.fem.assemble_scalar(cell.anode_area_form), op=MPI.SUM)
+    tm = cell.tm
+    cross = tm.width_um * (tm.depth_um if tm.mesh.topology.dim == 3 else 1.0)
 
     pmap = cell._pmap
     if pmap is not None:  # laterally periodic box: solve for the periodic dofs
@@ -166,57 +177,64 @@ def impedance_spectrum(cell: HalfCell, theta: float, frequency_Hz: Sequence[floa
     # K(omega) = K_J + omega K_M with K_J = [[J, 0], [0, J]], K_M = [[0, -M], [M, 0]]; K is
     # built once with the union pattern, so that MUMPS analyses (orders) it once and only
     # refactorises per frequency.
-    m_neg = mass_r.copy()
-    m_neg.scale(-1.0)
-    pieces = []
-    for blocks in ([[jac_r, None], [None, jac_r]], [[None, m_neg], [mass_r, None]]):
-        nest = PETSc.Mat().createNest(blocks, comm=comm)
-        pieces.append(nest.convert("aij"))  # in place: the nest becomes the AIJ matrix
-    k_j, k_m = pieces
-    big = k_j.copy()
-    big.axpy(1.0, k_m, structure=PETSc.Mat.Structure.DIFFERENT_NONZERO_PATTERN)
-    ksp = PETSc.KSP().create(comm)
-    ksp.setType(_LU["ksp_type"])
-    pc = ksp.getPC()
-    pc.setType(_LU["pc_type"])
-    pc.setFactorSolverType(_LU["pc_factor_mat_solver_type"])
-    rhs, sol = big.createVecs()
-    z = np.zeros(len(freqs), dtype=np.complex128)
-    for k, f_hz in enumerate(freqs):
-        omega = 2.0 * math.pi * f_hz
-        big.zeroEntries()
-        big.axpy(1.0, k_j, structure=PETSc.Mat.Structure.SUBSET_NONZERO_PATTERN)
-        big.axpy(omega, k_m, structure=PETSc.Mat.Structure.SUBSET_NONZERO_PATTERN)
-        ksp.setOperators(big)
-        rhs.setArray(np.concatenate([minus_b, omega * da_local]))
-        ksp.solve(rhs, sol)
-        if ksp.getConvergedReason() < 0:
-            raise RuntimeError(f"impedance solve failed at {f_hz:g} Hz "
-                               f"({ksp.getConvergedReason()})")
-        arr = sol.getArray(readonly=True)
-        xr_l, xi_l = arr[:n_local], arr[n_local:]
-        if pmap is not None:
-            xr, xi = pmap.P.createVecLeft(), pmap.P.createVecLeft()
-            tmp = pmap.P.createVecRight()
-            tmp.setArray(xr_l)
-            pmap.P.mult(tmp, xr)
-            tmp.setArray(xi_l)
-            pmap.P.mult(tmp, xi)
-            tmp.destroy()
-        else:
-            xr, xi = border.duplicate(), border.duplicate()
-            xr.setArray(xr_l)
-            xi.setArray(xi_l)
-        # dI = G.du + h + i omega (C_dl A - d_a.du), du = x_r + i x_i
-        re = grad_g.dot(xr) + h + omega * d_a.dot(xi)
-        im = grad_g.dot(xi) + omega * (c_dl * area - d_a.dot(xr))
-        z[k] = area / complex(re, im)  # dphi_a / dj, dphi_a = 1
-        for obj in (xr, xi):
-            obj.destroy()
-    for obj in (jac, mass, border, grad_g, d_a, m_neg, k_j, k_m, big, ksp, rhs, sol):
-        obj.destroy()
+    owned: list[Any] = [jac, mass, border, grad_g, d_a]
     if pmap is not None:
-        for obj in (jac_r, mass_r, rhs_r, da_r):
+        owned += [jac_r, mass_r, rhs_r, da_r]
+    try:
+        m_neg = mass_r.copy()
+        m_neg.scale(-1.0)
+        owned.append(m_neg)
+        pieces: list[Any] = []
+        for blocks in ([[jac_r, None], [None, jac_r]], [[None, m_neg], [mass_r, None]]):
+            nest = PETSc.Mat().createNest(blocks, comm=comm)
+            pieces.append(nest.convert("aij"))  # in place: the nest becomes the AIJ matrix
+            owned.append(pieces[-1])
+        k_j, k_m = pieces
+        big = k_j.copy()
+        owned.append(big)
+        big.axpy(1.0, k_m, structure=PETSc.Mat.Structure.DIFFERENT_NONZERO_PATTERN)
+        ksp = PETSc.KSP().create(comm)
+        owned.append(ksp)
+        ksp.setType(_LU["ksp_type"])
+        pc = ksp.getPC()
+        pc.setType(_LU["pc_type"])
+        pc.setFactorSolverType(_LU["pc_factor_mat_solver_type"])
+        rhs, sol = big.createVecs()
+        owned += [rhs, sol]
+        z = np.zeros(len(freqs), dtype=np.complex128)
+        for k, f_hz in enumerate(freqs):
+            omega = 2.0 * math.pi * f_hz
+            big.zeroEntries()
+            big.axpy(1.0, k_j, structure=PETSc.Mat.Structure.SUBSET_NONZERO_PATTERN)
+            big.axpy(omega, k_m, structure=PETSc.Mat.Structure.SUBSET_NONZERO_PATTERN)
+            ksp.setOperators(big)
+            rhs.setArray(np.concatenate([minus_b, omega * da_local]))
+            ksp.solve(rhs, sol)
+            if ksp.getConvergedReason() < 0:
+                raise RuntimeError(f"impedance solve failed at {f_hz:g} Hz "
+                                   f"({ksp.getConvergedReason()})")
+            arr = sol.getArray(readonly=True)
+            xr_l, xi_l = arr[:n_local], arr[n_local:]
+            if pmap is not None:
+                xr, xi = pmap.P.createVecLeft(), pmap.P.createVecLeft()
+                tmp = pmap.P.createVecRight()
+                tmp.setArray(xr_l)
+                pmap.P.mult(tmp, xr)
+                tmp.setArray(xi_l)
+                pmap.P.mult(tmp, xi)
+                tmp.destroy()
+            else:
+                xr, xi = border.duplicate(), border.duplicate()
+                xr.setArray(xr_l)
+                xi.setArray(xi_l)
+            # dI = G.du + h + i omega (C_dl A - d_a.du), du = x_r + i x_i
+            re = grad_g.dot(xr) + h + omega * d_a.dot(xi)
+            im = grad_g.dot(xi) + omega * (c_dl * area - d_a.dot(xr))
+            z[k] = cross / complex(re, im)  # dphi_a / dj, dphi_a = 1, j per cross-section
+            for obj in (xr, xi):
+                obj.destroy()
+    finally:  # also when a solve fails
+        for obj in owned:
             obj.destroy()
     # model units: dphi_a in V, dj in A/m2 -> ohm m2
     a_conn = comm.allreduce(dolfinx.fem.assemble_scalar(cell.connected_interface_area_form),
@@ -225,43 +243,52 @@ def impedance_spectrum(cell: HalfCell, theta: float, frequency_Hz: Sequence[floa
     i0 = (p.exchange_current_cathode.value * theta ** ac * (1 - theta) ** aa
           / 0.5 ** (aa + ac))
     vt = p.thermal_voltage_V
+    r_c = vt / ((aa + ac) * i0)  # ohm m2 of interface
+    r_a = vt / p.exchange_current_anode.value  # alpha 1/2 + 1/2
+    c_ref = c_dl if c_dl > 0 else float("nan")
     return ImpedanceSpectrum(
         frequency_Hz=freqs, z_ohm_m2=z, theta=float(theta), ocv_V=float(p.ocv(theta)),
-        anode_area_um2=float(area), connected_interface_area_um2=float(a_conn),
-        kinetic_cathode_ohm_m2=vt / ((aa + ac) * i0 * a_conn / area),
-        kinetic_anode_ohm_m2=vt / p.exchange_current_anode.value)
+        cross_section_um2=float(cross), anode_area_um2=float(area),
+        connected_interface_area_um2=float(a_conn),
+        kinetic_cathode_ohm_m2=r_c * cross / a_conn, kinetic_anode_ohm_m2=r_a * cross / area,
+        kinetic_cathode_frequency_Hz=1.0 / (2.0 * math.pi * r_c * c_ref),
+        kinetic_anode_frequency_Hz=1.0 / (2.0 * math.pi * r_a * c_ref))
 
 
 @dataclass(frozen=True)
 class CircuitFit:
     """An equivalent circuit fitted to a spectrum (impedance.py, Murbach et al., J. Open
     Source Softw. 5, 2349 (2020)): ``circuit`` in its notation, the parameter names and
-    values (ohm, F, s), and the largest misfit relative to |Z|."""
+    values (ohm, F s^(n-1), s), the frequency range fitted and the largest misfit relative
+    to |Z|."""
 
     circuit: str
     names: tuple[str, ...]
     values: tuple[float, ...]
     max_misfit_rel: float
+    f_min_Hz: float = 0.0
+    f_max_Hz: float = math.inf
 
     def value(self, name: str) -> float:
         return self.values[self.names.index(name)]
 
     def arcs(self) -> list[dict[str, float]]:
-        """The arcs, from high to low characteristic frequency: R || C (1 / (2 pi R C)) or
-        R || CPE (Z_CPE = 1 / (Q (i omega)^n); 1 / (2 pi (R Q)^(1/n)))."""
+        """The R || CPE arcs (Z_CPE = 1 / (Q (i omega)^n)), from high to low characteristic
+        frequency 1 / (2 pi (R Q)^(1/n)). Arcs the fit made vanish (R or Q zero) or moved
+        outside the fitted frequency range carry nothing the spectrum shows: left out."""
         out = []
         k = 1
         while f"R{k}" in self.names:
-            r = self.value(f"R{k}")
-            if f"C{k}" in self.names:
-                c = self.value(f"C{k}")
-                out.append({"resistance_ohm": r, "capacitance_F": c,
-                            "frequency_Hz": 1.0 / (2.0 * math.pi * r * c)})
-            else:
-                q, n = self.value(f"CPE{k}_0"), self.value(f"CPE{k}_1")
-                out.append({"resistance_ohm": r, "cpe_Q_F_s_n": q, "cpe_n": n,
-                            "frequency_Hz": 1.0 / (2.0 * math.pi * (r * q) ** (1.0 / n))})
+            r, q, n = (self.value(f"R{k}"), self.value(f"CPE{k}_0"),
+                       self.value(f"CPE{k}_1"))
             k += 1
+            if not (r > 0.0 and q > 0.0):
+                continue
+            f_c = 1.0 / (2.0 * math.pi * (r * q) ** (1.0 / n))
+            if not (self.f_min_Hz / 10.0 <= f_c <= 10.0 * self.f_max_Hz):
+                continue
+            out.append({"resistance_ohm": r, "cpe_Q_F_s_n_minus_1": q, "cpe_n": n,
+                        "frequency_Hz": f_c})
         return sorted(out, key=lambda a: -a["frequency_Hz"])
 
     def predict(self, frequency_Hz: np.ndarray) -> np.ndarray:
@@ -273,34 +300,46 @@ class CircuitFit:
 
 
 def _fit(circuit: str, guess: list[float], f: np.ndarray, z: np.ndarray,
-         bounds: tuple[list[float], list[float]]) -> CircuitFit:
+         bounds: tuple[list[float], list[float]]) -> CircuitFit | None:
+    """One least-squares fit from ``guess``; None where it fails (no convergence)."""
     import warnings
 
     from impedance.models.circuits import CustomCircuit
 
     model = CustomCircuit(circuit, initial_guess=guess)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.fit(f, z, weight_by_modulus=True, bounds=bounds)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(f, z, weight_by_modulus=True, bounds=bounds)
+    except (RuntimeError, ValueError):
+        return None
     names = tuple(model.get_param_names()[0])
     values = tuple(float(v) for v in model.parameters_)
-    misfit = float(np.max(np.abs(model.predict(f) - z) / np.abs(z)))
-    return CircuitFit(circuit=circuit, names=names, values=values, max_misfit_rel=misfit)
+    pred = model.predict(f)
+    if not np.all(np.isfinite(pred)):
+        return None
+    misfit = float(np.max(np.abs(pred - z) / np.abs(z)))
+    return CircuitFit(circuit=circuit, names=names, values=values, max_misfit_rel=misfit,
+                      f_min_Hz=float(f.min()), f_max_Hz=float(f.max()))
 
 
 def _peak_arcs(f: np.ndarray, z: np.ndarray, max_arcs: int) -> list[tuple[float, float]]:
     """(R, C) starting values of the arcs of a spectrum (``f`` increasing), from the peaks
     of -dRe(Z)/d ln(omega): an R || C arc gives a peak of height R / 2 at 1 / (2 pi R C),
     narrower than its peak in -Im Z, so that an arc hidden as a shoulder of a larger one
-    is still seen. Peaks above 0.1 % of the largest, at most ``max_arcs``, by height."""
+    is still seen. Peaks higher than 1e-4 of the spread of Re Z (the Li arc of the planar
+    test cell is 2e-3 of it), at most ``max_arcs``, by height; none for a spectrum flat to
+    round-off."""
     from scipy.signal import find_peaks
 
+    spread = float(z.real.max() - z.real.min())
+    if len(f) < 3 or not spread > 1e-9 * float(np.abs(z).max()):  # flat, up to round-off
+        return []
     lnw = np.log(2.0 * math.pi * f)
     slope = -np.gradient(z.real, lnw)
     padded = np.concatenate([[-np.inf], slope, [-np.inf]])
-    peaks, _ = find_peaks(padded)
-    peaks = peaks - 1
-    peaks = peaks[slope[peaks] > 1e-3 * slope.max()] if len(peaks) else peaks
+    peaks = find_peaks(padded)[0] - 1
+    peaks = peaks[slope[peaks] > 1e-4 * spread]
     out = []
     for i in sorted(peaks, key=lambda j: -slope[j])[:max_arcs]:
         r = 2.0 * float(slope[i])
@@ -308,37 +347,37 @@ def _peak_arcs(f: np.ndarray, z: np.ndarray, max_arcs: int) -> list[tuple[float,
     return out
 
 
-def fit_circuit(frequency_Hz: np.ndarray, z_ohm: np.ndarray, max_arcs: int = 3) -> CircuitFit:
-    """Fit R0 - (R1 || Q1) - ... - Wo to a spectrum: the bulk resistance R0, one arc per
+def fit_circuit(frequency_Hz: np.ndarray, z_ohm: np.ndarray,
+                max_arcs: int = 3) -> CircuitFit | None:
+    """Fit R0 - (R1 || CPE1) - ... - Wo to a spectrum: the bulk resistance R0, one arc per
     charge-transfer process, and a finite-length reflective Warburg element for diffusion
-    at low frequencies. Each arc is tried as R || C (the model's double layers are ideal
-    capacitors) and as R || CPE (a depressed arc, 0.5 <= n <= 1: a porous electrode's
-    distributed ionic resistance flattens its arc); the fit with the smaller misfit is
-    kept. Starting values come from the spectrum: R0 its smallest real part, the arcs from
-    the peaks of -dRe(Z)/d ln(omega) (:func:`_peak_arcs`), the Warburg time from one start
-    per decade. Weighted by |Z| so that every decade counts."""
+    at low frequencies. The arcs are R || CPE with 0.5 <= n <= 1: n = 1 is the ideal
+    double layer of the model, n < 1 a depressed arc (a porous electrode's distributed
+    ionic resistance, or diffusion in the same band of frequencies, flattens it).
+    Starting values come from the spectrum: R0 its smallest real part, the arcs from the
+    peaks of -dRe(Z)/d ln(omega) (:func:`_peak_arcs`), the Warburg time from nine starts
+    spread over the frequency range (the best fit is kept; starts that fail are skipped).
+    Weighted by |Z| so that every decade counts. None when the spectrum shows no arc or
+    every start fails."""
     f = np.asarray(frequency_Hz, dtype=np.float64)
     z = np.asarray(z_ohm, dtype=np.complex128)
     order = np.argsort(f)
     f, z = f[order], z[order]
-    r0 = max(float(z.real.min()), 1e-12)
     arcs = _peak_arcs(f, z, max_arcs)
     if not arcs:
-        r = max(float(z.real.max()) - r0, 1e-12)
-        arcs = [(r, 1.0 / (2.0 * math.pi * float(np.sqrt(f[0] * f[-1])) * r))]
+        return None
     arcs.sort(key=lambda rc: rc[0] * rc[1])  # high frequency first
+    r0 = max(float(z.real.min()), 0.0)
     z_end = abs(z[0])
-    taus = [1.0 / (2.0 * math.pi * fk) for fk in f[::max(1, len(f) // 8)]]
-    fits = []
-    for element in ("C", "CPE"):
-        parts = ["R0"] + [f"p(R{k},{element}{k})" for k in range(1, len(arcs) + 1)]
-        parts.append(f"Wo{len(arcs) + 1}")
-        guess, lower, upper = [r0], [0.0], [np.inf]
-        for r, c in arcs:
-            guess += [r, c] + ([1.0] if element == "CPE" else [])
-            lower += [0.0, 0.0] + ([0.5] if element == "CPE" else [])
-            upper += [np.inf, np.inf] + ([1.0] if element == "CPE" else [])
-        for tau in taus:
-            fits.append(_fit("-".join(parts), [*guess, 0.1 * z_end, tau], f, z,
-                             ([*lower, 0.0, 0.0], [*upper, np.inf, np.inf])))
-    return min(fits, key=lambda c: c.max_misfit_rel)
+    parts = ["R0"] + [f"p(R{k},CPE{k})" for k in range(1, len(arcs) + 1)]
+    parts.append(f"Wo{len(arcs) + 1}")
+    guess, lower, upper = [r0], [0.0], [np.inf]
+    for r, c in arcs:
+        guess += [r, c, 1.0]
+        lower += [0.0, 0.0, 0.5]
+        upper += [np.inf, np.inf, 1.0]
+    fits = [_fit("-".join(parts), [*guess, 0.1 * z_end, 1.0 / (2.0 * math.pi * fk)], f, z,
+                 ([*lower, 0.0, 0.0], [*upper, np.inf, np.inf]))
+            for fk in np.geomspace(f[0], f[-1], 9)]
+    ok = [c for c in fits if c is not None]
+    return min(ok, key=lambda c: c.max_misfit_rel) if ok else None
