@@ -59,7 +59,8 @@ def _text(v: float | None) -> str:
 
 def _fit_entry(freqs: np.ndarray, z_ohm: np.ndarray, spectrum: Any) -> dict[str, Any]:
     """The fitted circuit, its arcs, each arc assigned to the cathode or the Li anode (the
-    interface whose kinetic frequency RT / (F i0 2 pi C_dl) is nearer in log frequency,
+    interface whose kinetic frequency (alpha_a + alpha_c) F i0 / (2 pi RT C_dl) is nearer in log
+    frequency,
     within a decade; "other" beyond), R_b (the fit's R0) and R_ct (the sum of the cathode
     and anode arcs); None where no circuit fits."""
     fit = fit_circuit(freqs, z_ohm)
@@ -71,6 +72,9 @@ def _fit_entry(freqs: np.ndarray, z_ohm: np.ndarray, spectrum: Any) -> dict[str,
     f_c, f_a = spectrum.kinetic_cathode_frequency_Hz, spectrum.kinetic_anode_frequency_Hz
     for a in arcs:
         lf = np.log10(a["frequency_Hz"])
+        if not (np.isfinite(f_a) and np.isfinite(f_c)):  # no double layer: no reference
+            a["interface"] = "other"
+            continue
         d_a, d_c = abs(lf - np.log10(f_a)), abs(lf - np.log10(f_c))
         # more than a decade from both kinetic frequencies: transport (e.g. the dispersion
         # of the pore electrolyte at high frequency), not a charge transfer
@@ -85,8 +89,10 @@ def _fit_entry(freqs: np.ndarray, z_ohm: np.ndarray, spectrum: Any) -> dict[str,
                 # a Warburg element fitted to ~0: the arcs took the diffusion in
                 "warburg_ohm": warburg[0] if warburg else None},
         "bulk_resistance_ohm": fit.value("R0"),
-        "charge_transfer_resistance_ohm": sum(a["resistance_ohm"] for a in arcs
-                                              if a["interface"] != "other"),
+        "charge_transfer_resistance_ohm": (sum(a["resistance_ohm"] for a in arcs
+                                               if a["interface"] != "other")
+                                           if any(a["interface"] != "other" for a in arcs)
+                                           else None),
         "cathode_arc_ohm": sum(a["resistance_ohm"] for a in arcs
                                if a["interface"] == "cathode"),
         "anode_arc_ohm": sum(a["resistance_ohm"] for a in arcs if a["interface"] == "anode"),
@@ -125,9 +131,11 @@ def run_eis(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
             if comm.rank == 0:
                 log.info(f"[{kind}] impedance at {len(freqs)} frequencies, "
                          f"{freqs[-1]:g}-{freqs[0]:g} Hz, theta = {theta:.4f}")
-            spectrum = impedance_spectrum(cell, theta, freqs)
-            cell.release_solver_options()
-            cell.free()
+            try:
+                spectrum = impedance_spectrum(cell, theta, freqs)
+            finally:
+                cell.release_solver_options()
+                cell.free()
             z_ohm = spectrum.z_ohm(area)
             entry.update({
                 "status": "completed", "wall_time_s": time.perf_counter() - t0,

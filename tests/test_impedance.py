@@ -328,6 +328,15 @@ def test_closed_forms_use_the_interface_and_anode_per_unit_cross_section() -> No
         # the arcs peak where the closed forms say, whatever the areas
         assert spec.kinetic_cathode_frequency_Hz == pytest.approx(
             i0_c / (2 * math.pi * vt * p.double_layer_capacitance.value), rel=1e-12)
+    # The spectrum itself is per unit cross-section: on the cell with the partial anode its
+    # cathode arc is the closed form (per cross-section), not that per anode area (2x).
+    freqs = log_frequencies(0.01, 1e6, 5)
+    spec = impedance_spectrum(HalfCell(_stepped(True), p), THETA, freqs)
+    fit = fit_circuit(freqs, spec.z_ohm(1.0))
+    assert fit is not None
+    cathode = max(fit.arcs(), key=lambda a: a["resistance_ohm"])
+    assert cathode["resistance_ohm"] == pytest.approx(spec.kinetic_cathode_ohm_m2 * 1e4,
+                                                      rel=0.01)
 
 
 def test_periodic_cell_gives_the_spectrum_of_the_insulating_one() -> None:
@@ -335,8 +344,9 @@ def test_periodic_cell_gives_the_spectrum_of_the_insulating_one() -> None:
     p = _params()
     freqs = [1e3, 1.0, 1e-3]
     plain = impedance_spectrum(HalfCell(_planar(1), p), THETA, freqs).z_ohm_m2
-    periodic = impedance_spectrum(HalfCell(_planar(1), p, periodic={0: 0.5}), THETA,
-                                  freqs).z_ohm_m2
+    cell = HalfCell(_planar(1), p, periodic={0: 0.5})
+    assert cell._pmap is not None  # the periodic solve path is the one taken
+    periodic = impedance_spectrum(cell, THETA, freqs).z_ohm_m2
     assert np.allclose(periodic, plain, rtol=1e-8, atol=0.0)
 
 

@@ -14,11 +14,12 @@ C_dl d(phi_a - phi_e)/dt from the Li metal at the anode. It carries charge, not 
 it enters the two charge balances, not the mass balances. d_a = C_dl integral(psi) over the
 anode (psi the test function of phi_e).
 
-The total anode current (Faradaic plus double layer) per unit anode area, dj, gives the
-area-specific impedance Z = dphi_a / dj (ohm m2; the cell voltage is -phi_a, so Z is the
-usual battery impedance dV / d(charge current)). PETSc here is real: each frequency solves
-the real 2 x 2 block form [[J, -omega M], [omega M, J]] [x_r; x_i] = [-B; omega d_a] with
-MUMPS. A spectrum of n frequencies costs n factorisations of twice the Newton system.
+The total anode current (Faradaic plus double layer) per unit cross-section of the cell,
+dj, gives the impedance per unit cross-section Z = dphi_a / dj (ohm m2; the cell voltage
+is -phi_a, so Z is the usual battery impedance dV / d(charge current)). PETSc here is
+real: each frequency solves the real 2 x 2 block form
+[[J, -omega M], [omega M, J]] [x_r; x_i] = [-B; omega d_a] with MUMPS. A spectrum of n
+frequencies costs n factorisations of twice the Newton system.
 
 The model has no separate film, contact or SEI resistance: the spectrum holds the bulk
 (electronic and ionic) resistance, the charge-transfer arcs of the cathode interface and
@@ -74,8 +75,8 @@ class ImpedanceSpectrum:
     #: unit cross-section, and RT / (F i0_Li b) with b the anode per unit cross-section
     kinetic_cathode_ohm_m2: float
     kinetic_anode_ohm_m2: float
-    #: characteristic frequencies RT / (F ... i0 ... 2 pi C_dl) of the two interfaces
-    #: (independent of their areas): where their arcs peak
+    #: characteristic frequencies (alpha_a + alpha_c) F i0 / (2 pi RT C_dl) of the two
+    #: interfaces (independent of their areas): where their arcs peak
     kinetic_cathode_frequency_Hz: float
     kinetic_anode_frequency_Hz: float
 
@@ -274,8 +275,8 @@ class CircuitFit:
 
     def arcs(self) -> list[dict[str, float]]:
         """The R || CPE arcs (Z_CPE = 1 / (Q (i omega)^n)), from high to low characteristic
-        frequency 1 / (2 pi (R Q)^(1/n)). Arcs the fit made vanish (R or Q zero) or moved
-        outside the fitted frequency range carry nothing the spectrum shows: left out."""
+        frequency 1 / (2 pi (R Q)^(1/n)). Arcs the fit made vanish (R or Q zero) are left
+        out."""
         out = []
         k = 1
         while f"R{k}" in self.names:
@@ -285,8 +286,6 @@ class CircuitFit:
             if not (r > 0.0 and q > 0.0):
                 continue
             f_c = 1.0 / (2.0 * math.pi * (r * q) ** (1.0 / n))
-            if not (self.f_min_Hz / 10.0 <= f_c <= 10.0 * self.f_max_Hz):
-                continue
             out.append({"resistance_ohm": r, "cpe_Q_F_s_n_minus_1": q, "cpe_n": n,
                         "frequency_Hz": f_c})
         return sorted(out, key=lambda a: -a["frequency_Hz"])
@@ -329,16 +328,16 @@ def _peak_arcs(f: np.ndarray, z: np.ndarray, max_arcs: int) -> list[tuple[float,
     narrower than its peak in -Im Z, so that an arc hidden as a shoulder of a larger one
     is still seen. Peaks higher than 1e-4 of the spread of Re Z (the Li arc of the planar
     test cell is 2e-3 of it), at most ``max_arcs``, by height; none for a spectrum flat to
-    round-off."""
+    noise (1e-6 of |Z|)."""
     from scipy.signal import find_peaks
 
     spread = float(z.real.max() - z.real.min())
-    if len(f) < 3 or not spread > 1e-9 * float(np.abs(z).max()):  # flat, up to round-off
+    if len(f) < 3 or not spread > 1e-6 * float(np.abs(z).max()):  # flat, up to noise
         return []
     lnw = np.log(2.0 * math.pi * f)
     slope = -np.gradient(z.real, lnw)
     padded = np.concatenate([[-np.inf], slope, [-np.inf]])
-    peaks = find_peaks(padded)[0] - 1
+    peaks = find_peaks(padded, prominence=1e-4 * spread)[0] - 1
     peaks = peaks[slope[peaks] > 1e-4 * spread]
     out = []
     for i in sorted(peaks, key=lambda j: -slope[j])[:max_arcs]:
