@@ -26,6 +26,7 @@ from meshes.adapter import TaggedMesh, distribute_section
 from meshes.tags import Phase
 from tests.conftest import run_cli
 from tests.meshing_helpers import structured_section
+from tests.test_cycling_cli import BOX as CYCLING_BOX
 
 COMM = MPI.COMM_WORLD
 REPO = Path(__file__).resolve().parents[1]
@@ -193,29 +194,9 @@ def test_bad_frequencies_are_clear_errors() -> None:
         log_frequencies(10.0, 1.0, 5)
 
 
-BOX = """
-name = "tiny-eis"
-[gradient]
-thickness_um = 4.0
-loading_mg_cm2 = 0.17647
-lean_zone_um = 1.0
-skin_thickness_um = 0.5
-[homogeneous]
-loading_mg_cm2 = 0.2
-[electrochemistry]
-electronic = "ideal"
-geometry = "box"
-[box]
-size_um = 1.0
-height_um = 100.0
-voxel_um = 0.1
-separator_um = 1.0
-seed = 3
-[eis]
-f_min_Hz = 0.1
-f_max_Hz = 1e5
-points_per_decade = 2
-"""
+#: the 1 x 1 um voxel column of the cycling tests (a thin gradient membrane and its tape-cast
+#: counterpart, 1 um of separator), two frequencies per decade
+BOX = CYCLING_BOX + "[eis]\nf_min_Hz = 0.1\nf_max_Hz = 1e5\npoints_per_decade = 2\n"
 
 
 def test_eis_command_writes_spectra_fits_and_the_nyquist_plot(tmp_path: Path) -> None:
