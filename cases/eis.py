@@ -57,6 +57,14 @@ def _text(v: float | None) -> str:
     return "-" if v is None else f"{v:.4g}"
 
 
+def _unit_of(name: str) -> str:
+    """Unit of an impedance.py circuit parameter (R0, CPE1_0, CPE1_1, Wo3_0, Wo3_1)."""
+    element = name.split("_")[0].rstrip("0123456789")
+    index = name.split("_")[1] if "_" in name else ""
+    return {("R", ""): "ohm", ("C", ""): "F", ("CPE", "0"): "F s^(n-1)", ("CPE", "1"): "1",
+            ("Wo", "0"): "ohm", ("Wo", "1"): "s"}.get((element, index), "")
+
+
 def _fit_entry(freqs: np.ndarray, z_ohm: np.ndarray, spectrum: Any) -> dict[str, Any]:
     """The fitted circuit, its arcs, each arc assigned to the cathode or the Li anode (the
     interface whose kinetic frequency (alpha_a + alpha_c) F i0 / (2 pi RT C_dl) is nearer in log
@@ -85,6 +93,7 @@ def _fit_entry(freqs: np.ndarray, z_ohm: np.ndarray, spectrum: Any) -> dict[str,
     return {
         "fit": {"circuit": fit.circuit,
                 "parameters": dict(zip(fit.names, fit.values, strict=True)),
+                "parameter_units": {n: _unit_of(n) for n in fit.names},
                 "max_misfit_rel": fit.max_misfit_rel, "arcs": arcs,
                 # a Warburg element fitted to ~0: the arcs took the diffusion in
                 "warburg_ohm": warburg[0] if warburg else None},
@@ -152,7 +161,9 @@ def run_eis(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
                 "kinetic_cathode_frequency_Hz": spectrum.kinetic_cathode_frequency_Hz,
                 "kinetic_anode_frequency_Hz": spectrum.kinetic_anode_frequency_Hz,
             })
-            entry.update(_fit_entry(freqs, z_ohm, spectrum))
+            # the same least-squares fit on every rank would be repeated work: rank 0
+            entry.update(comm.bcast(_fit_entry(freqs, z_ohm, spectrum)
+                                    if comm.rank == 0 else None, root=0))
             if entry["fit"] is None and comm.rank == 0:
                 log.warning(f"[{kind}] no equivalent circuit could be fitted: the spectrum "
                             f"is written, R_b and R_ct are left empty")
