@@ -1,5 +1,5 @@
 """Command line: ``cathodefem {mesh,solve,compare,ensemble,cycle,rate,rve,symmetric,
-eis,show-spec}``.
+eis,gitt,show-spec}``.
 
 Every subcommand takes an optional case TOML file (default: the packaged default study) and
 ``--set key=value`` overrides with dotted keys (``--set section.width_um=4``). User mistakes
@@ -72,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
                                      "([symmetric]; paper Fig. S6)"),
                        ("eis", "impedance spectra of both half cells about rest ([eis]; "
                                "paper Fig. 3j)"),
+                       ("gitt", "galvanostatic intermittent titration of both half cells "
+                                "([gitt]; paper Fig. 3h-i)"),
                        ("show-spec", "print the validated case with derived quantities")):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("case", nargs="?", help="case TOML file (default: packaged default)")
@@ -81,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
         if name == "solve":
             p.add_argument("--cathode", choices=["gradient", "homogeneous"], required=True)
-        if name in ("cycle", "rate", "eis"):
+        if name in ("cycle", "rate", "eis", "gitt"):
             p.add_argument("--cathode", choices=["gradient", "homogeneous"], default=None,
                            help="one cathode only (default: both)")
         if name == "cycle":
@@ -154,6 +156,20 @@ def _run(args: argparse.Namespace) -> int:
         result = eis.run_eis(case, out, comm, kinds=kinds)
         if comm.rank == 0:
             eis.print_eis(result, kinds)
+    elif args.command == "gitt":
+        from cases import gitt
+
+        kinds = (args.cathode,) if args.cathode else gitt.KINDS
+        result = gitt.run_gitt(case, out, comm, kinds=kinds, progress=not args.quiet)
+        if comm.rank == 0:
+            gitt.print_gitt(result, kinds)
+        failed = {k: result[k]["status"] for k in kinds
+                  if result[k]["status"] not in ("completed", "blocked")}
+        if comm.rank == 0:
+            log.info(f"results written to {out}")
+            for k, s in failed.items():
+                print(f"cathodefem: {k}: {s}", file=sys.stderr)
+        return 1 if failed else 0
     elif args.command == "rve":
         from cases import rve
 

@@ -164,10 +164,12 @@ def _cell_info(cell: HalfCell, info: dict[str, Any]) -> dict[str, Any]:
 
 def _run_one(comm: MPI.Comm, cell: HalfCell, protocol: Protocol, folder: Path, csv_name: str,
              title: str, fields_every: int, progress: bool,
-             checkpoint: tuple[Path, int, bool] | None = None
-             ) -> tuple[RunResult, str, float]:
-    """Run ``protocol``, writing fields as it goes; returns the records, the status and the
-    wall time. A run that cannot continue keeps its records and its last converged state."""
+             checkpoint: tuple[Path, int, bool] | None = None, *,
+             fields_at_steps: bool = True) -> tuple[RunResult, str, float]:
+    """Run ``protocol``, writing fields as it goes (every ``fields_every`` time steps, at the
+    start of every protocol step unless ``fields_at_steps`` is False, and at the end); returns
+    the records, the status and the wall time. A run that cannot continue keeps its records
+    and its last converged state."""
     writer = _FieldWriter(folder / "fields", cell)
     bar = _Progress(comm, title, progress)
     seen: list[Record] = []
@@ -178,7 +180,7 @@ def _run_one(comm: MPI.Comm, cell: HalfCell, protocol: Protocol, folder: Path, c
         bar.update(r)
         new_step = r.step != last_step[0]
         last_step[0] = r.step
-        if (fields_every and len(seen) % fields_every == 0) or new_step:
+        if (fields_every and len(seen) % fields_every == 0) or (new_step and fields_at_steps):
             writer.write(r.time_s)
 
     t0 = time.perf_counter()

@@ -23,6 +23,7 @@ from meshes.tags import Phase
 __all__ = [
     "PHASE_COLORS",
     "comparison_figure",
+    "gitt_figure",
     "nyquist_figure",
     "rate_capability_figure",
     "render_field",
@@ -525,3 +526,52 @@ def render_conforming_3d(points_um: np.ndarray, cells: np.ndarray, phase: np.nda
     plotter.camera_position = "iso"
     plotter.screenshot(str(path))
     plotter.close()
+
+
+def gitt_figure(summary: dict[str, Any], records: dict[str, Any], kinds: Any, path: Path
+                ) -> None:
+    """GITT of every cathode: cell voltage vs specific capacity (paper Fig. 3h), and the
+    diffusivities of Eq. 2 per pulse vs discharge fraction (Fig. 3i), with the geometric area
+    (filled) and the connected wire surface (open) as contact area; the paper's range for the
+    gradient cathode shaded."""
+    fig, (ax, dx) = plt.subplots(1, 2, figsize=(11.5, 4.2), layout="constrained")
+    for kind in kinds:
+        e, recs = summary[kind], records.get(kind) or []
+        c = _KIND_COLORS.get(kind, "k")
+        if e["status"] == "blocked" or not recs:
+            ax.plot([], [], color=c, label=f"{kind}: blocked")
+            continue
+        q = [0.0] + [r.capacity_mAh_g for r in recs]
+        v = [summary["initial_voltage_V"]] + [r.voltage_V for r in recs]
+        ax.plot(q, v, "-", lw=0.6, color=c,
+                label=f"{kind}: {e['capacity_mAh_g']:.0f} mAh/g at the cut-off")
+        pulses = e["pulses"]
+        total = max(e["capacity_mAh_g"], 1e-30)
+        x = [p["capacity_mAh_g"] / total for p in pulses]
+        for key, marker, text in (("d_geometric_cm2_s", "o", "geometric area"),
+                                  ("d_interface_cm2_s", "s", "connected wire surface")):
+            pts = [(xi, p[key]) for xi, p in zip(x, pulses, strict=True)
+                   if p[key] is not None and p[key] > 0]
+            if pts:
+                dx.semilogy(*zip(*pts, strict=True), marker, ms=3, color=c,
+                            mfc=c if marker == "o" else "none",
+                            label=f"{kind}, S = {text}")
+    paper = summary["paper"]["gradient"]
+    lo, hi = paper["diffusivity_range_cm2_s"]
+    dx.axhspan(lo, hi, color=_KIND_COLORS["gradient"], alpha=0.12,
+               label="paper, gradient (Fig. 3i)")
+    dx.axhline(summary["input_solid_diffusivity_cm2_s"], color="k", lw=0.8, ls=":",
+               label="input solid diffusivity")
+    ax.set_xlabel("specific capacity [mAh/g]")
+    ax.set_ylabel("cell voltage vs Li/Li$^+$ [V]")
+    g = summary["case"]["gitt"]
+    ax.set_title(f"{g['current_mA_g']:g} mA/g pulses of {g['pulse_s']:g} s, "
+                 f"{g['rest_s']:g} s rests", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    dx.set_xlabel("discharge fraction [-]")
+    dx.set_ylabel("D from Eq. 2 [cm$^2$/s]")
+    dx.grid(alpha=0.3, which="both")
+    dx.legend(fontsize=6)
+    fig.savefig(path, dpi=200)
+    plt.close(fig)

@@ -27,6 +27,7 @@ __all__ = [
     "CaseSpec",
     "EisSpec",
     "ElectrochemistrySpec",
+    "GittSpec",
     "GradientDerived",
     "GradientSpec",
     "HomogeneousDerived",
@@ -331,6 +332,32 @@ class EisSpec(_Spec):
 
 
 @dataclass(frozen=True, kw_only=True)
+class GittSpec(_Spec):
+    """Galvanostatic intermittent titration of the half cell (``cathodefem gitt``; paper
+    Fig. 3h-i: 10 mA/g pulses of 10 min, 30 min rests, 1.5-4.0 V; 290 mAh/g and an apparent
+    Li diffusivity of 0.1-10 x 1e-11 cm2/s from its Eq. 2 for the gradient cathode). The
+    defaults are the paper's conditions; the start (initial_theta) and the step-size control
+    come from ``[protocol]``, geometry and temperature from ``[electrochemistry]``."""
+
+    current_mA_g: float = _num(10.0, 0.0, 1e4, "mA/g", lo_open=True)
+    pulse_s: float = _num(600.0, 0.0, 1e6, "s", lo_open=True)
+    rest_s: float = _num(1800.0, 0.0, 1e7, "s", lo_open=True)
+    cutoff_V: float = _num(1.5, 0.5, 5.0, "V")
+    #: upper bound on the number of pulses (the cut-off normally ends the run first)
+    max_pulses: int = _num(400, 1, 100000, "1", integer=True)
+    #: first time step of every pulse and rest: the first record of a pulse is the voltage
+    #: after the IR drop (a cycler's first sample)
+    first_dt_s: float = _num(1e-3, 0.0, 1e3, "s", lo_open=True)
+    #: time steps at the end of a pulse are at most pulse_s / pulse_steps
+    pulse_steps: int = _num(20, 1, 10000, "1", integer=True)
+
+    def _check(self) -> None:
+        if self.first_dt_s * 10 > min(self.pulse_s, self.rest_s):
+            raise SpecError(f"first_dt_s = {self.first_dt_s:g}: must be <= 1/10 of pulse_s "
+                            f"and rest_s ({min(self.pulse_s, self.rest_s):g} s)")
+
+
+@dataclass(frozen=True, kw_only=True)
 class CaseSpec(_Spec):
     """A whole study: the section and both cathodes."""
 
@@ -342,6 +369,7 @@ class CaseSpec(_Spec):
     electrochemistry: ElectrochemistrySpec = field(default_factory=ElectrochemistrySpec)
     symmetric: SymmetricSpec = field(default_factory=SymmetricSpec)
     eis: EisSpec = field(default_factory=EisSpec)
+    gitt: GittSpec = field(default_factory=GittSpec)
     #: cycling protocol table (steps as [[protocol.step]]); validated by
     #: :func:`fem.electrochem.protocol.protocol_from_dict` when a cycling command runs
     protocol: dict[str, Any] = field(default_factory=dict)

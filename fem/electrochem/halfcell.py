@@ -836,6 +836,11 @@ class HalfCell:
             self._active_volume = self._scalar(self.active_volume_form)
         return self._active_volume
 
+    def connected_interface_area_um2(self) -> float:
+        """Area of the active/electrolyte facets connected to both the collector and the
+        anode (length x 1 um in 2D)."""
+        return self._scalar(self.connected_interface_area_form)
+
     def active_mass_g(self) -> float:
         return self.active_volume_um3() * self.params.density_g_cm3.value * 1e-12
 

@@ -26,6 +26,11 @@ the steps stay near 5e-4 s, 0.014 mAh/g in 20 min). After ``stall_steps`` consec
 accepted steps shorter than ``stall_dt_s`` the step ends, stopped by "stalled", with the
 capacity it reached; the time steps and the lowest salt concentration are in the records.
 The count is of steps, not of wall time, so the same input stops at the same state.
+
+A step may start with its own first time step (``dt_initial_s``), so that a current switched
+on or off is resolved from its instantaneous response; a cc step with ``end_at_cutoff`` ends
+the whole protocol when it stops at its cut-off (a cycler's "end test" limit). Both serve
+the GITT sequence of :mod:`fem.electrochem.gitt`.
 """
 
 from __future__ import annotations
@@ -72,6 +77,16 @@ class Step:
     until_current_mA_g: float | None = None  # cv: stop when |I| falls below
     duration_s: float | None = None  # every kind: maximum duration
     label: str = ""
+    #: the first time step of this step (s); default: the step length the previous step
+    #: reached. A current switched on or off needs a short first step to resolve the
+    #: instantaneous (ohmic and kinetic) response, e.g. the pulses and rests of GITT
+    dt_initial_s: float | None = None
+    #: the longest time step of this step (s; at most the protocol's ``dt_max_s``), e.g. a
+    #: pulse resolved by 20 steps inside a protocol whose rests take long steps
+    dt_max_s: float | None = None
+    #: a cc step that stops at its cut-off ends the whole protocol (the later steps do not
+    #: run), as a cycler's "end test" limit: the GITT pulses
+    end_at_cutoff: bool = False
 
     def __post_init__(self) -> None:
         name = self.label or self.kind
@@ -88,6 +103,18 @@ class Step:
         if not math.isfinite(self.current_mA_g) or abs(self.current_mA_g) > 1e6:
             raise ProtocolError(f"step {name}: current_mA_g = {self.current_mA_g}, must be "
                                 f"finite with |I| <= 1e6 mA/g")
+        if self.dt_initial_s is not None and not (0 < self.dt_initial_s < 1e9):
+            raise ProtocolError(f"step {name}: dt_initial_s = {self.dt_initial_s}, must be in "
+                                f"(0, 1e9) s")
+        if self.dt_max_s is not None and not (0 < self.dt_max_s < 1e9):
+            raise ProtocolError(f"step {name}: dt_max_s = {self.dt_max_s}, must be in "
+                                f"(0, 1e9) s")
+        if not isinstance(self.end_at_cutoff, bool):
+            raise ProtocolError(f"step {name}: end_at_cutoff = {self.end_at_cutoff!r}, must be "
+                                f"true or false")
+        if self.end_at_cutoff and (self.kind != "cc" or self.until_voltage_V is None):
+            raise ProtocolError(f"step {name}: end_at_cutoff needs a cc step with "
+                                f"until_voltage_V")
         if self.kind == "cc":
             if self.current_mA_g == 0:
                 raise ProtocolError(f"step {name}: current_mA_g = 0; use a rest step")
@@ -231,15 +258,21 @@ def run_protocol(cell: HalfCell, protocol: Protocol,
                 if r.step != k or r.dt_s >= protocol.stall_dt_s:
                     break
                 short_steps += 1
+        if step.dt_initial_s is not None and not (resume and k == k0):
+            dt = max(step.dt_initial_s, protocol.dt_min_s)
         if step.kind == "cc" and not cell.can_pass_current:
             # No ionic or electronic path: the cut-off is reached at once (the voltage
             # would jump to any value); the record says so instead of failing in Newton.
             result.stopped_by.append("blocked")
+            if step.end_at_cutoff:
+                break
             continue
         while True:
             remaining = None if step.duration_s is None else step.duration_s - t_step
             if remaining is not None and remaining <= 1e-9 * max(1.0, step.duration_s or 1):
                 break
+            if step.dt_max_s is not None:
+                dt = min(dt, step.dt_max_s)
             h = dt if remaining is None else min(dt, remaining)
             li0 = cell.li_in_solid()
             try:
@@ -303,12 +336,15 @@ def run_protocol(cell: HalfCell, protocol: Protocol,
             dtheta_rate = abs(current_mA_g) * 1e-3 / 3600.0 / max(
                 cell.params.theoretical_capacity_mAh_g * 1e-3, 1e-30)  # 1/s
             dt_theta = protocol.dtheta_max / dtheta_rate if dtheta_rate > 0 else math.inf
-            dt = min(h * grow, protocol.dt_max_s, dt_theta)
+            dt = min(h * grow, protocol.dt_max_s, dt_theta,
+                     step.dt_max_s if step.dt_max_s is not None else math.inf)
             dt = max(dt, protocol.dt_min_s)
             if checkpoint_every and checkpoint_dir is not None \
                     and len(result.records) % checkpoint_every == 0:
                 save_checkpoint(cell, checkpoint_dir, (k, t_step, t, capacity, dt), result)
         result.stopped_by.append(stopped)
+        if stopped == "cutoff" and step.end_at_cutoff:
+            break
     return result
 
 

@@ -1,0 +1,215 @@
+"""``cathodefem gitt``: galvanostatic intermittent titration of both cathodes (paper Fig. 3h-i).
+
+Each cathode's half cell (the 2D section or the 3D voxel column of the case, as ``rate``
+builds it) is discharged in pulses of ``gitt.current_mA_g`` for ``gitt.pulse_s``, each followed
+by a rest of ``gitt.rest_s``, from ``protocol.initial_theta`` until a pulse reaches
+``gitt.cutoff_V`` (:mod:`fem.electrochem.gitt`). Every complete pulse is evaluated by the
+paper's Eq. 2 with two contact areas (the electrode's geometric area and the connected wire
+surface, see :mod:`fem.electrochem.gitt`).
+
+Writes, per cathode, ``<cathode>/gitt.csv`` (every time step, with the voltage breakdown),
+``<cathode>/gitt_pulses.csv`` (one row per pulse: voltages, IR drop, dE_s, dE_t,
+polarization, the two diffusivities and their validity numbers); ``summary.json`` (the
+same, the capacity at the cut-off, the paper's values, parameters with sources) and
+``gitt.png`` (voltage vs capacity, and the diffusivities vs discharge fraction beside the
+paper's range) for both.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mpi4py import MPI  # isort: split
+
+from cases.cycling import _cathode_cell, _cell_info, _min_salt, _run_one, _utilization
+from cases.output import atomic_result_dir, write_json
+from cases.study import KINDS
+from fem.electrochem.gitt import GittPulse, analyse_gitt, gitt_protocol
+from fem.electrochem.parameters import default_parameters
+from fem.electrochem.protocol import Protocol, ProtocolError
+from meshes.spec import CaseSpec, SpecError, spec_to_dict
+from meshes.tags import phase_names
+
+__all__ = ["PAPER_GITT", "gitt_case_protocol", "print_gitt", "run_gitt"]
+
+log = logging.getLogger("cathodefem")
+
+#: Cheng et al. 2021, Fig. 3h-i (10 mA/g pulses of 10 min, 30 min rests, 1.5-4.0 V): the
+#: gradient cathode's GITT discharge capacity and the range of its apparent Li diffusivity
+#: from Eq. 2 over the discharge; the homogeneous cathode's is "about 3x lower" (text).
+PAPER_GITT = {
+    "gradient": {"capacity_mAh_g": 290.0, "diffusivity_range_cm2_s": [1e-12, 1e-10]},
+    "homogeneous": {"capacity_mAh_g": None, "diffusivity_vs_gradient_ratio": 1.0 / 3.0},
+    "source": "Cheng et al., Adv. Energy Mater. 2021, Fig. 3h-i and text",
+}
+
+
+def gitt_case_protocol(case: CaseSpec) -> Protocol:
+    """The GITT lab sheet of ``case.gitt``, started and step-controlled as ``[protocol]``
+    says (its steps and discharge_cutoff_V are not used)."""
+    g = case.gitt
+    base = {k: v for k, v in case.protocol.items() if k not in ("step", "discharge_cutoff_V")}
+    dt_min = float(base.get("dt_min_s", Protocol.dt_min_s))
+    if g.first_dt_s < dt_min:
+        raise SpecError(f"gitt.first_dt_s = {g.first_dt_s:g}: must be >= protocol.dt_min_s "
+                        f"= {dt_min:g} s")
+    return gitt_protocol(current_mA_g=g.current_mA_g, pulse_s=g.pulse_s, rest_s=g.rest_s,
+                         cutoff_V=g.cutoff_V, max_pulses=g.max_pulses,
+                         first_dt_s=g.first_dt_s, pulse_steps=g.pulse_steps, **base)
+
+
+def _write_pulses(path: Path, pulses: Sequence[GittPulse]) -> None:
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(GittPulse.__dataclass_fields__))
+        w.writeheader()
+        for p in pulses:
+            w.writerow(p.as_row())
+
+
+def _range(values: Sequence[float | None]) -> list[float] | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return [min(finite), max(finite)] if finite else None
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    finite = sorted(v for v in values if v is not None and math.isfinite(v))
+    if not finite:
+        return None
+    n = len(finite)
+    return finite[n // 2] if n % 2 else 0.5 * (finite[n // 2 - 1] + finite[n // 2])
+
+
+def run_gitt(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
+             kinds: Sequence[str] = KINDS, progress: bool = True) -> dict[str, Any]:
+    """Run the GITT of ``case.gitt`` on each cathode; returns the summary (also on disk)."""
+    from cases.cycling import _check_geometry
+
+    try:
+        protocol = gitt_case_protocol(case)
+    except ProtocolError as e:
+        raise SpecError(str(e)) from None
+    _check_geometry(case, kinds)
+    ec = case.electrochemistry
+    params = default_parameters(ec.temperature_K)
+    initial_voltage = float(params.ocv(protocol.initial_theta))
+    if case.gitt.cutoff_V >= initial_voltage:
+        raise SpecError(f"gitt.cutoff_V = {case.gitt.cutoff_V:g}: must be below the "
+                        f"open-circuit voltage at protocol.initial_theta = "
+                        f"{protocol.initial_theta:g} ({initial_voltage:.4g} V)")
+    summary: dict[str, Any] = {
+        "case": spec_to_dict(case), "phase_names": phase_names(),
+        "parameters": params.sources(), "initial_theta": protocol.initial_theta,
+        "initial_voltage_V": initial_voltage,
+        "input_solid_diffusivity_cm2_s": params.solid_diffusivity.value,
+        "paper": PAPER_GITT}
+    records: dict[str, Any] = {}
+    with atomic_result_dir(out, comm) as folder:
+        for kind in kinds:
+            cell, info = _cathode_cell(comm, case, kind, params, folder)
+            entry = _cell_info(cell, info)
+            tm = cell.tm
+            cross = tm.width_um * (tm.depth_um if tm.mesh.topology.dim == 3 else 1.0)
+            volume = cell.active_volume_um3()
+            area = cell.connected_interface_area_um2()
+            res, status, wall = _run_one(comm, cell, protocol, folder / kind, "gitt.csv",
+                                         kind, ec.fields_every, progress,
+                                         fields_at_steps=False)
+            cell.release_solver_options()
+            entry["utilization"] = _utilization(cell, protocol.initial_theta,
+                                                folder / kind / "particles.csv")
+            cell.free()
+            blocked = bool(res.stopped_by) and res.stopped_by[0] == "blocked"
+            pulses = analyse_gitt(res.records, res.stopped_by, protocol, initial_voltage,
+                                  active_volume_per_area_um=volume / cross,
+                                  active_volume_per_interface_um=(volume / area if area > 0
+                                                                  else None))
+            reached = "cutoff" in res.stopped_by
+            ran_out = status == "completed" and not blocked and not reached
+            entry.update({
+                "status": "blocked" if blocked else status, "wall_time_s": wall,
+                "time_steps_count": len(res.records),
+                "capacity_mAh_g": res.records[-1].capacity_mAh_g if res.records else 0.0,
+                "end_voltage_V": res.records[-1].voltage_V if res.records else None,
+                # False: gitt.max_pulses ran out first (or the run stopped or was blocked)
+                "reached_cutoff": reached,
+                "pulses_count": len(pulses),
+                "active_volume_per_area_um": volume / cross,
+                "active_volume_per_interface_um": volume / area if area > 0 else None,
+                "connected_interface_area_per_area": area / cross,
+                "max_charge_balance_rel": max((r.charge_balance_rel for r in res.records),
+                                              default=0.0),
+                "max_li_balance_rel": max((r.li_balance_rel for r in res.records),
+                                          default=0.0),
+                "min_electrolyte_concentration_mol_m3": _min_salt(res.records),
+                "diffusivity_geometric_range_cm2_s": _range(
+                    [p.d_geometric_cm2_s for p in pulses]),
+                "diffusivity_geometric_median_cm2_s": _median(
+                    [p.d_geometric_cm2_s for p in pulses]),
+                "diffusivity_interface_range_cm2_s": _range(
+                    [p.d_interface_cm2_s for p in pulses]),
+                "diffusivity_interface_median_cm2_s": _median(
+                    [p.d_interface_cm2_s for p in pulses]),
+                "validity_interface_median": _median([p.validity_interface for p in pulses]),
+                "validity_geometric_median": _median([p.validity_geometric for p in pulses]),
+                "pulses": [p.as_row() for p in pulses]})
+            summary[kind] = entry
+            records[kind] = res.records
+            if comm.rank == 0:
+                _write_pulses(folder / kind / "gitt_pulses.csv", pulses)
+                if blocked:
+                    log.warning(f"[{kind}] blocked: no reacting interface is connected to "
+                                f"both the collector and the anode; no pulse ran")
+                else:
+                    log.info(f"[{kind}] {entry['status']}; {len(pulses)} complete pulses, "
+                             f"{entry['capacity_mAh_g']:.4g} mAh/g, {len(res.records)} time "
+                             f"steps in {wall:.1f} s")
+                if ran_out:
+                    log.warning(f"[{kind}] gitt.max_pulses = {case.gitt.max_pulses} ran "
+                                f"out before the cut-off of {case.gitt.cutoff_V:g} V")
+        if comm.rank == 0:
+            write_json(folder / "summary.json", summary)
+            from cases.plots import gitt_figure
+
+            gitt_figure(summary, records, kinds, folder / "gitt.png")
+    return summary
+
+
+def _text(v: float | None, fmt: str = ".3g") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def print_gitt(summary: dict[str, Any], kinds: Sequence[str] = KINDS) -> None:
+    print(f"\nGITT from theta = {summary['initial_theta']:g} "
+          f"({summary['initial_voltage_V']:.3f} V); input solid diffusivity "
+          f"{summary['input_solid_diffusivity_cm2_s']:.3g} cm2/s")
+    print(f"{'':44s}" + "".join(f"{k:>16s}" for k in kinds))
+
+    def row(label: str, fn: Any) -> None:
+        cells = []
+        for k in kinds:
+            e = summary[k]
+            cells.append(f"{fn(e):>16s}" if e["status"] != "blocked" else f"{'blocked':>16s}")
+        print(f"{label:44s}" + "".join(cells))
+
+    row("capacity at the end [mAh/g]", lambda e: _text(e["capacity_mAh_g"], ".4g"))
+    row("  ended at the cut-off", lambda e: "yes" if e["reached_cutoff"] else "no")
+    row("complete pulses", lambda e: str(e["pulses_count"]))
+    row("D, geometric area, median [cm2/s]",
+        lambda e: _text(e["diffusivity_geometric_median_cm2_s"]))
+    row("D, geometric area, min [cm2/s]",
+        lambda e: _text((e["diffusivity_geometric_range_cm2_s"] or [None])[0]))
+    row("D, geometric area, max [cm2/s]",
+        lambda e: _text((e["diffusivity_geometric_range_cm2_s"] or [None, None])[1]))
+    row("D, connected wire surface, median [cm2/s]",
+        lambda e: _text(e["diffusivity_interface_median_cm2_s"]))
+    row("  tau D / (V/S)^2 of that (must be << 1)",
+        lambda e: _text(e["validity_interface_median"]))
+    paper = summary["paper"]["gradient"]
+    lo, hi = paper["diffusivity_range_cm2_s"]
+    print(f"paper (gradient, Fig. 3h-i): {paper['capacity_mAh_g']:g} mAh/g, D {lo:g}-{hi:g} "
+          f"cm2/s; homogeneous about 3x lower")

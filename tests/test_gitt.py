@@ -1,0 +1,284 @@
+"""GITT (paper Fig. 3h-i): the pulse/rest protocol, the analysis by Eq. 2, and its
+verification: on a planar slab, where Eq. 2 is exact in the short-time limit, the virtual
+GITT recovers the input solid diffusivity; beyond that limit it saturates at (V/S)^2 / tau,
+whatever the diffusivity."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+from mpi4py import MPI  # isort: split
+
+import numpy as np
+import pytest
+
+from fem.electrochem.gitt import analyse_gitt, gitt_diffusivity_cm2_s, gitt_protocol
+from fem.electrochem.halfcell import HalfCell
+from fem.electrochem.parameters import Parameter
+from fem.electrochem.protocol import Protocol, ProtocolError, Record, Step, run_protocol
+from meshes.adapter import TaggedMesh
+from meshes.tags import Phase
+from tests.conftest import run_cli
+from tests.meshing_helpers import structured_section
+from tests.test_electrochem import _params, _tagged
+
+COMM = MPI.COMM_WORLD
+SLAB_UM = 0.5  # active slab on the collector, under 1.5 um of polymer
+
+
+def _graded(length: float, h0: float, growth: float = 1.15) -> np.ndarray:
+    """Offsets 0 ... length with the first cell h0, growing geometrically."""
+    xs, h = [0.0], h0
+    while xs[-1] + h < length:
+        xs.append(xs[-1] + h)
+        h *= growth
+    xs.append(length)
+    return np.asarray(xs)
+
+
+@pytest.fixture(scope="module")
+def slab() -> TaggedMesh:
+    # 1D in effect: one column of triangles, z graded to 2 nm at the slab's surface (the
+    # diffusion length of the shortest pulse below is 25 nm).
+    below = SLAB_UM - _graded(SLAB_UM, 0.002)[::-1]
+    above = SLAB_UM + _graded(2.0 - SLAB_UM, 0.002)
+    z = np.unique(np.r_[below, above])
+    sec = structured_section(1, len(z) - 1, 0.2, 2.0, lambda x, zz: np.where(
+        zz < SLAB_UM, int(Phase.NANOWIRE), int(Phase.SPE)), z_lines=z)
+    return _tagged(sec if COMM.rank == 0 else None)
+
+
+def _slab_gitt(tm: TaggedMesh, d_s_cm2_s: float, tau_s: float, current_mA_g: float = 5.0,
+               pulse_steps: int = 80) -> list:
+    # Fast electrolyte and fast kinetics: the slab's solid diffusion is the only transient.
+    p = _params(sigma_nw_S_cm=10.0, kappa_spe_S_cm=10.0, d_e_cm2_s=1e-4, d_s_cm2_s=d_s_cm2_s)
+    p = replace(p, exchange_current_cathode=Parameter(value=10.0, unit="A/m2", source="test"))
+    cell = HalfCell(tm, p)
+    rest = 3 * SLAB_UM**2 / (d_s_cm2_s * 1e8)  # three diffusion times: rested
+    proto = gitt_protocol(current_mA_g=current_mA_g, pulse_s=tau_s, rest_s=max(rest, 50 * tau_s),
+                          cutoff_V=1.5, max_pulses=2, initial_theta=0.3,
+                          first_dt_s=1e-6 * tau_s, pulse_steps=pulse_steps, dt_min_s=1e-9,
+                          dt_initial_s=1e-6 * tau_s, dt_max_s=500.0, stall_steps=0)
+    try:
+        res = run_protocol(cell, proto)
+    finally:
+        cell.free()
+    pulses = analyse_gitt(res.records, res.stopped_by, proto, float(p.ocv(0.3)),
+                          active_volume_per_area_um=SLAB_UM,
+                          active_volume_per_interface_um=SLAB_UM)
+    assert len(pulses) == 2
+    return pulses
+
+
+@pytest.mark.parametrize("tau_s", [100.0, 25.0, 6.25])
+def test_gitt_on_a_planar_slab_recovers_the_solid_diffusivity(slab: TaggedMesh,
+                                                               tau_s: float) -> None:
+    # L^2 / D = 2500 s: tau D / L^2 = 0.04, 0.01, 0.0025, where Eq. 2 (semi-infinite
+    # diffusion into the slab) holds. Measured: D / D_s = 0.996, 1.000, 1.002.
+    d_s = 1e-12
+    for p in _slab_gitt(slab, d_s, tau_s):
+        assert p.d_geometric_cm2_s == pytest.approx(d_s, rel=0.01)
+        assert p.d_interface_cm2_s == pytest.approx(p.d_geometric_cm2_s, rel=1e-12)
+        assert p.validity_geometric < 0.05
+        assert p.tau_s == pytest.approx(tau_s, rel=1e-9)
+        # the transient dominates the steady change: the short-time regime, with teeth
+        assert p.de_t_V > 3 * p.de_s_V > 0
+        assert 0 < p.ir_drop_V < 1e-3  # fast kinetics and electrolyte
+
+
+def test_gitt_of_a_fast_solid_saturates_at_the_body_size_over_tau(slab: TaggedMesh) -> None:
+    # tau D / L^2 = 40 and 400: the slab is uniform but for the steady offset of its surface
+    # over its mean, J L / (3 D), during the pulse, so dE_t / dE_s = 1 + L^2 / (3 D tau) and
+    # Eq. 2 gives 4 L^2 / (pi tau) / (1 + L^2 / (3 D tau))^2: nearly 4 L^2 / (pi tau) whatever D
+    # is (what happens to 100 nm wires and 10 min pulses).
+    tau = 100.0
+    ceiling = 4.0 / (math.pi * tau) * (SLAB_UM * 1e-4) ** 2
+    estimates = []
+    for d in (1e-9, 1e-8):
+        p = _slab_gitt(slab, d, tau, pulse_steps=20)[1]
+        d_um2_s = d * 1e8
+        assert p.d_geometric_cm2_s == pytest.approx(
+            ceiling / (1 + SLAB_UM**2 / (3 * d_um2_s * tau)) ** 2, rel=0.01)
+        assert p.validity_geometric > 1.0  # it says so itself
+        estimates.append(p.d_geometric_cm2_s)
+    # ten times the diffusivity, 1.6 % more apparent diffusivity
+    assert estimates[1] / estimates[0] == pytest.approx(1.0, abs=0.02)
+
+
+def _rec(step: int, t: float, v: float, dt: float, q: float) -> Record:
+    return Record(step=step, label="", time_s=t, voltage_V=v, current_mA_g=0.0,
+                  capacity_mAh_g=q, mean_theta=0.1 + q / 1000, dt_s=dt, newton_iterations=1,
+                  charge_balance_rel=0.0, li_balance_rel=0.0)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_eq2_on_given_voltages(sign: float) -> None:
+    # Two pulses of 60 s written out by hand (discharge, and charge with mirrored voltages).
+    proto = gitt_protocol(current_mA_g=sign * 10.0, pulse_s=60.0, rest_s=600.0,
+                          cutoff_V=1.5 if sign > 0 else 4.5, max_pulses=3, initial_theta=0.5,
+                          first_dt_s=0.01)
+    v0 = 3.0
+    dv = [0.0, -0.050, -0.058, -0.008, -0.060, -0.070, -0.017, -0.1]
+    volts = [v0 + sign * d for d in dv]
+    recs = [_rec(0, 0.01, volts[1], 0.01, 1), _rec(0, 30, volts[1] - sign * 0.004, 29.99, 2),
+            _rec(0, 60, volts[2], 30, 3), _rec(1, 660, volts[3], 600, 3),
+            _rec(2, 660.01, volts[4], 0.01, 4), _rec(2, 720, volts[5], 59.99, 5),
+            _rec(3, 1320, volts[6], 600, 5), _rec(4, 1330, volts[7], 10, 6)]
+    stopped = ["duration", "duration", "duration", "duration", "cutoff"]
+    pulses = analyse_gitt(recs, stopped, proto, v0, active_volume_per_area_um=4.0,
+                          active_volume_per_interface_um=0.025)
+    assert len(pulses) == 2  # the third pulse reached the cut-off: left out
+    p1, p2 = pulses
+    assert p1.ir_drop_V == pytest.approx(0.050)
+    assert p1.de_t_V == pytest.approx(0.008)
+    assert p1.de_s_V == pytest.approx(0.008)
+    assert p1.polarization_V == pytest.approx(0.050)
+    assert p2.rest_voltage_before_V == pytest.approx(volts[3])
+    assert p2.de_s_V == pytest.approx(0.009) and p2.de_t_V == pytest.approx(0.010)
+    assert p2.first_dt_s == 0.01 and p2.tau_s == pytest.approx(60.0)
+    expected = 4 / (math.pi * 60.0) * (4e-4) ** 2 * (0.009 / 0.010) ** 2
+    assert p2.d_geometric_cm2_s == pytest.approx(expected, rel=1e-12)
+    assert gitt_diffusivity_cm2_s(60.0, 4.0, 0.009, 0.010) == pytest.approx(expected)
+    assert p2.d_interface_cm2_s == pytest.approx(expected * (0.025 / 4.0) ** 2, rel=1e-12)
+    assert p2.validity_interface == pytest.approx(
+        60.0 * p2.d_interface_cm2_s / (0.025e-4) ** 2, rel=1e-12)
+    assert p2.capacity_mAh_g == 5 and p2.pulse == 2
+
+
+def test_gitt_runs_to_the_cutoff_with_short_first_steps(slab: TaggedMesh) -> None:
+    p = _params(d_s_cm2_s=1e-11)
+    cell = HalfCell(slab, p)
+    # large pulses: a handful reach the cut-off
+    proto = gitt_protocol(current_mA_g=1000.0, pulse_s=60.0, rest_s=120.0, cutoff_V=2.0,
+                          max_pulses=50, initial_theta=0.3, first_dt_s=1e-3, pulse_steps=10,
+                          dt_max_s=60.0)
+    try:
+        res = run_protocol(cell, proto)
+    finally:
+        cell.free()
+    assert res.stopped_by[-1] == "cutoff" and len(res.stopped_by) < len(proto.steps)
+    assert len(res.stopped_by) % 2 == 1  # ended on a pulse
+    last = [r for r in res.records if r.step == len(res.stopped_by) - 1]
+    # located at the cut-off, or a pulse whose IR drop alone crosses it (its first record)
+    assert last[-1].voltage_V <= 2.0 + proto.cutoff_tol_V
+    assert last[-1].voltage_V == pytest.approx(2.0, abs=2 * proto.cutoff_tol_V) \
+        or len(last) == 1
+    for k in range(len(res.stopped_by) - 1):  # (the last one was cut at the cut-off)
+        recs = [r for r in res.records if r.step == k]
+        assert recs[0].dt_s == pytest.approx(1e-3)  # every pulse and rest starts short
+        if k % 2 == 0:
+            assert max(r.dt_s for r in recs) <= 6.0 + 1e-9  # pulse_s / pulse_steps
+    pulses = analyse_gitt(res.records, res.stopped_by, proto, float(p.ocv(0.3)),
+                          active_volume_per_area_um=SLAB_UM, active_volume_per_interface_um=None)
+    assert len(pulses) == len(res.stopped_by) // 2 >= 3
+    assert all(q.d_interface_cm2_s is None and q.d_geometric_cm2_s > 0 for q in pulses)
+    caps = [q.capacity_mAh_g for q in pulses]
+    assert np.allclose(np.diff(caps), 1000.0 * 60 / 3600, rtol=1e-9)
+
+
+@pytest.mark.parametrize(("step", "message"), [
+    ({"kind": "rest", "duration_s": 1, "dt_initial_s": -1.0}, "dt_initial_s = -1.0, must be in"),
+    ({"kind": "rest", "duration_s": 1, "dt_max_s": 0.0}, "dt_max_s = 0.0, must be in"),
+    ({"kind": "rest", "duration_s": 1, "end_at_cutoff": True},
+     "end_at_cutoff needs a cc step with until_voltage_V"),
+    ({"kind": "cc", "current_mA_g": 1, "duration_s": 1, "end_at_cutoff": 1},
+     "end_at_cutoff = 1, must be true or false"),
+])
+def test_step_input_errors_are_one_line(step: dict, message: str) -> None:
+    with pytest.raises(ProtocolError, match=message.replace("(", r"\(")):
+        Step(**step)
+    with pytest.raises(ProtocolError, match="max_pulses = 0"):
+        gitt_protocol(current_mA_g=10.0, pulse_s=60.0, rest_s=60.0, cutoff_V=1.5,
+                      max_pulses=0, initial_theta=0.1)
+    assert isinstance(gitt_protocol(current_mA_g=10.0, pulse_s=60.0, rest_s=60.0,
+                                    cutoff_V=1.5, max_pulses=1, initial_theta=0.1), Protocol)
+
+
+#: the tiny 2D sections of the cycling tests (a 4 um membrane and its tape-cast counterpart),
+#: three large pulses: a run that ends by max_pulses, and one whose first pulse reaches 1.5 V
+TINY_GITT = ["--set", "gitt.current_mA_g=300", "--set", "gitt.pulse_s=300", "--set",
+             "gitt.rest_s=600", "--set", "gitt.max_pulses=3", "--set", "gitt.pulse_steps=5",
+             "--set", "gitt.first_dt_s=0.01"]
+
+
+def test_gitt_command_writes_pulses_and_the_figure(tmp_path: Path) -> None:
+    from tests.test_cycling_cli import TINY
+
+    case = tmp_path / "gitt.toml"
+    case.write_text(TINY)
+    out = tmp_path / "res"
+    r = run_cli(["gitt", str(case), *TINY_GITT, "--out", str(out)], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["paper"]["gradient"]["capacity_mAh_g"] == 290.0
+    assert summary["initial_voltage_V"] == pytest.approx(3.7194, abs=1e-3)  # OCV at 0.01
+    g = summary["gradient"]
+    assert g["status"] == "completed" and not g["reached_cutoff"]
+    assert "gitt.max_pulses = 3 ran out before the cut-off" in r.stdout
+    assert g["pulses_count"] == 3
+    assert g["capacity_mAh_g"] == pytest.approx(3 * 300 * 300 / 3600, rel=1e-9)
+    assert g["max_li_balance_rel"] < 1e-8 and g["max_charge_balance_rel"] < 1e-8
+    for p in g["pulses"]:
+        # Eq. 2 from the pulse's own voltages and the cell's active volume per area
+        assert p["d_geometric_cm2_s"] == pytest.approx(gitt_diffusivity_cm2_s(
+            p["tau_s"], g["active_volume_per_area_um"], p["de_s_V"], p["de_t_V"]), rel=1e-12)
+        assert p["ir_drop_V"] > 0 and p["de_t_V"] > 0 and p["de_s_V"] > 0
+        assert p["first_dt_s"] == pytest.approx(0.01) and p["tau_s"] == pytest.approx(300)
+        assert p["rest_voltage_after_V"] > p["pulse_end_voltage_V"]  # relaxes upwards
+    # V/S of the wires: the connected interface is the wire surface, r/2 = 25 nm for a
+    # wire cut across (longer for one cut along its axis)
+    assert 0.02 < g["active_volume_per_interface_um"] < 0.2
+    rows = (out / "gradient" / "gitt_pulses.csv").read_text().splitlines()
+    assert rows[0].startswith("pulse,capacity_mAh_g") and len(rows) == 4
+    assert (out / "gradient" / "gitt.csv").stat().st_size > 1000
+    # the tape-cast section's first pulse reaches the cut-off: no complete pulse
+    h = summary["homogeneous"]
+    assert h["status"] == "completed" and h["reached_cutoff"] and h["pulses_count"] == 0
+    assert 0 < h["capacity_mAh_g"] < 300 * 300 / 3600
+    assert h["end_voltage_V"] == pytest.approx(1.5, abs=1e-3)
+    assert (out / "gitt.png").stat().st_size > 10_000
+    assert "D, geometric area, median [cm2/s]" in r.stdout
+
+
+def test_gitt_two_ranks_give_the_one_rank_pulses(tmp_path: Path) -> None:
+    from tests.test_cycling_cli import TINY
+
+    case = tmp_path / "gitt.toml"
+    case.write_text(TINY)
+    got = []
+    for ranks in (1, 2):
+        out = tmp_path / f"res{ranks}"
+        r = run_cli(["gitt", str(case), "--cathode", "gradient", *TINY_GITT, "--set",
+                     "gitt.max_pulses=2", "--out", str(out), "-q"], tmp_path, ranks=ranks)
+        assert r.returncode == 0, r.stderr[-3000:]
+        got.append(json.loads((out / "summary.json").read_text())["gradient"]["pulses"])
+    assert len(got[0]) == len(got[1]) == 2
+    for a, b in zip(*got, strict=True):
+        assert b["de_t_V"] == pytest.approx(a["de_t_V"], rel=1e-6)
+        assert b["de_s_V"] == pytest.approx(a["de_s_V"], rel=1e-6)
+        assert b["d_geometric_cm2_s"] == pytest.approx(a["d_geometric_cm2_s"], rel=1e-5)
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("gitt.pulse_s=0", "gitt.pulse_s = 0: must be in"),
+    ("gitt.current_mA_g=-10", "gitt.current_mA_g = -10: must be in"),
+    ("gitt.max_pulses=0", "gitt.max_pulses = 0: must be in"),
+    ("gitt.first_dt_s=100", "gitt.first_dt_s = 100: must be <= 1/10 of pulse_s and rest_s"),
+    ("gitt.cutoff_V=3.9", "gitt.cutoff_V = 3.9: must be below the open-circuit voltage"),
+    ("protocol.dt_min_s=0.01", "gitt.first_dt_s = 0.001: must be >= protocol.dt_min_s"),
+    ("protocol.dtheta_max=5", "protocol.dtheta_max = 5"),
+])
+def test_gitt_bad_input_is_one_line(tmp_path: Path, setting: str, message: str) -> None:
+    from tests.test_cycling_cli import TINY
+
+    case = tmp_path / "gitt.toml"
+    case.write_text(TINY)
+    out = tmp_path / "res"
+    r = run_cli(["gitt", str(case), "--set", setting, "--out", str(out)], tmp_path)
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln]
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert not out.exists() and not (tmp_path / "res.incomplete").exists()
