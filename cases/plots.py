@@ -543,8 +543,9 @@ def gitt_figure(summary: dict[str, Any], records: dict[str, Any], kinds: Any, pa
             continue
         q = [0.0] + [r.capacity_mAh_g for r in recs]
         v = [summary["initial_voltage_V"]] + [r.voltage_V for r in recs]
+        ended = "at the cut-off" if e["reached_cutoff"] else "(cut-off not reached)"
         ax.plot(q, v, "-", lw=0.6, color=c,
-                label=f"{kind}: {e['capacity_mAh_g']:.0f} mAh/g at the cut-off")
+                label=f"{kind}: {e['capacity_mAh_g']:.0f} mAh/g {ended}")
         pulses = e["pulses"]
         total = max(e["capacity_mAh_g"], 1e-30)
         x = [p["capacity_mAh_g"] / total for p in pulses]

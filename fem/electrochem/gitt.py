@@ -17,19 +17,20 @@ change of the rested voltage over the pulse and its rest, and dE_t the voltage c
 the pulse without the IR drop (from the first record of the pulse to its end). The formula
 is the short-time limit of diffusion into a body of volume V and surface S under constant
 flux: it holds when tau D / (V/S)^2 << 1 and when the open-circuit voltage is linear over
-one step.
+one step. In that regime dE_t >> dE_s; as tau D / (V/S)^2 grows the body becomes uniform
+during the pulse, dE_s / dE_t tends to 1 and Eq. 2 tends to its bound 4 (V/S)^2 / (pi tau),
+whatever D is (``de_s_over_de_t`` is reported per pulse: near 1, the pulse measured no
+diffusivity).
 
 Two contact areas are reported, because the paper does not say which it used:
 
 * the electrode's geometric area (per unit cross-section of the cell: V/S is the active
-  volume per unit electrode area). For 100 nm wires this is the only reading that gives the
-  paper's 1e-12-1e-10 cm2/s; it measures how fast the whole electrode responds, which
-  includes ion transport through the polymer, not the solid diffusivity;
-* the connected active/electrolyte interface (the wire surface that carries current). With
-  V/S = r/2 for a wire of radius r, the condition tau D / (V/S)^2 << 1 fails for 100 nm wires
-  and minute-long pulses: the wires are uniform within a second and the estimate is bounded
-  by (V/S)^2 / tau, whatever the solid diffusivity. ``validity`` (tau D / (V/S)^2 of each
-  estimate itself) says so per pulse.
+  volume per unit electrode area). Then Eq. 2 describes the electrode as one body, whose
+  response includes ion transport through the polymer, not the solid diffusivity alone;
+* the connected active/electrolyte interface (the wire surface that carries current),
+  V/S = r/2 for a wire of radius r. For 100 nm wires and minute-long pulses, tau D_s / (V/S)^2
+  with the model's own D_s (:func:`solid_diffusion_number`) is far above 1: the wires are
+  uniform within seconds, and this reading cannot recover D_s.
 """
 
 from __future__ import annotations
@@ -39,28 +40,38 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fem.electrochem.protocol import Protocol, ProtocolError, Record, Step
+from fem.electrochem.protocol import Protocol, ProtocolError, Record, protocol_from_dict
 
-__all__ = ["GittPulse", "analyse_gitt", "gitt_diffusivity_cm2_s", "gitt_protocol"]
+__all__ = ["GittPulse", "analyse_gitt", "gitt_diffusivity_cm2_s", "gitt_protocol",
+           "solid_diffusion_number"]
 
 
 def gitt_protocol(*, current_mA_g: float, pulse_s: float, rest_s: float, cutoff_V: float,
-                  max_pulses: int, initial_theta: float, first_dt_s: float = 1e-3,
-                  pulse_steps: int = 20, **settings: Any) -> Protocol:
+                  max_pulses: int, first_dt_s: float = 1e-3, pulse_steps: int = 20,
+                  **settings: Any) -> Protocol:
     """Pulse, rest, pulse, rest, ... (``max_pulses`` of each, or fewer: the first pulse that
-    reaches ``cutoff_V`` ends the run). ``settings`` are the other :class:`Protocol` fields
-    (step-size control); a pulse takes steps of at most ``pulse_s / pulse_steps``."""
+    reaches ``cutoff_V``, stalls or finds the cell blocked ends the run). ``settings`` are the
+    other ``[protocol]`` fields (``initial_theta``, step-size control), checked as there; a
+    pulse takes steps of at most ``pulse_s / pulse_steps``."""
     if isinstance(max_pulses, bool) or not isinstance(max_pulses, int) or max_pulses < 1:
         raise ProtocolError(f"gitt: max_pulses = {max_pulses!r}, must be an integer >= 1")
-    steps: list[Step] = []
+    if "step" in settings:
+        raise ProtocolError("gitt: the steps are built from the pulse settings; pass no step")
+    steps: list[dict[str, Any]] = []
     for k in range(max_pulses):
-        steps.append(Step(kind="cc", current_mA_g=current_mA_g, duration_s=pulse_s,
-                          until_voltage_V=cutoff_V, label=f"pulse {k + 1}",
-                          dt_initial_s=first_dt_s, dt_max_s=pulse_s / pulse_steps,
-                          end_at_cutoff=True))
-        steps.append(Step(kind="rest", duration_s=rest_s, label=f"rest {k + 1}",
-                          dt_initial_s=first_dt_s))
-    return Protocol(steps=tuple(steps), initial_theta=initial_theta, **settings)
+        steps.append({"kind": "cc", "current_mA_g": current_mA_g, "duration_s": pulse_s,
+                      "until_voltage_V": cutoff_V, "label": f"pulse {k + 1}",
+                      "dt_initial_s": first_dt_s, "dt_max_s": pulse_s / pulse_steps,
+                      "end_at_cutoff": True})
+        steps.append({"kind": "rest", "duration_s": rest_s, "label": f"rest {k + 1}",
+                      "dt_initial_s": first_dt_s})
+    return protocol_from_dict({**settings, "step": steps})
+
+
+def solid_diffusion_number(tau_s: float, solid_diffusivity_cm2_s: float,
+                           volume_per_area_um: float) -> float:
+    """tau D / (V/S)^2: Eq. 2 can recover D only where this is << 1."""
+    return tau_s * solid_diffusivity_cm2_s / (volume_per_area_um * 1e-4) ** 2
 
 
 def gitt_diffusivity_cm2_s(tau_s: float, volume_per_area_um: float, de_s_V: float,
@@ -87,10 +98,11 @@ class GittPulse:
     de_s_V: float  # steady-state change: rested before - rested after
     de_t_V: float  # transient change during the pulse: first record - end
     polarization_V: float  # rested after - pulse end (total overpotential at the end)
+    #: << 1: the short-time regime of Eq. 2; near 1: uniform during the pulse (Eq. 2 gives
+    #: its bound 4 (V/S)^2 / (pi tau), not a diffusivity)
+    de_s_over_de_t: float | None
     d_geometric_cm2_s: float | None  # Eq. 2 with S = the electrode's geometric area
     d_interface_cm2_s: float | None  # Eq. 2 with S = the connected interface
-    validity_geometric: float | None  # tau D / (V/S)^2 of that estimate (must be << 1)
-    validity_interface: float | None
 
     def as_row(self) -> dict[str, float | int | None]:
         return dict(self.__dict__)
@@ -104,7 +116,9 @@ def analyse_gitt(records: Sequence[Record], stopped_by: Sequence[str], protocol:
     ``active_volume_per_area_um``: active volume per unit cross-section of the cell (V/S with
     the geometric area); ``active_volume_per_interface_um``: active volume per unit connected
     interface area (None: no connected interface). Pulses cut short by the cut-off, and rests
-    that did not run to their end, are left out."""
+    that did not run to their end, are left out; a pulse whose voltage did not fall during
+    it, or whose rested voltage did not fall over it (dE_t or dE_s <= 0: no transient to
+    evaluate, or an open-circuit voltage that is not monotone), gets no diffusivity."""
     by_step: dict[int, list[Record]] = {}
     for r in records:
         by_step.setdefault(r.step, []).append(r)
@@ -128,8 +142,8 @@ def analyse_gitt(records: Sequence[Record], stopped_by: Sequence[str], protocol:
         de_s = sign * (before - rested.voltage_V)
         de_t = sign * (first.voltage_V - end.voltage_V)
 
-        d_geo, v_geo = _estimate(tau, active_volume_per_area_um, de_s, de_t)
-        d_int, v_int = _estimate(tau, active_volume_per_interface_um, de_s, de_t)
+        d_geo = _estimate(tau, active_volume_per_area_um, de_s, de_t)
+        d_int = _estimate(tau, active_volume_per_interface_um, de_s, de_t)
         out.append(GittPulse(
             pulse=k // 2 + 1, capacity_mAh_g=end.capacity_mAh_g,
             mean_theta=rested.mean_theta, rest_voltage_before_V=before,
@@ -137,16 +151,15 @@ def analyse_gitt(records: Sequence[Record], stopped_by: Sequence[str], protocol:
             pulse_end_voltage_V=end.voltage_V, first_dt_s=first.dt_s, tau_s=tau,
             ir_drop_V=sign * (before - first.voltage_V), de_s_V=de_s, de_t_V=de_t,
             polarization_V=sign * (rested.voltage_V - end.voltage_V),
-            d_geometric_cm2_s=d_geo, d_interface_cm2_s=d_int, validity_geometric=v_geo,
-            validity_interface=v_int))
+            de_s_over_de_t=de_s / de_t if de_t > 0 and de_s > 0 else None,
+            d_geometric_cm2_s=d_geo, d_interface_cm2_s=d_int))
         before = rested.voltage_V
     return out
 
 
 def _estimate(tau_s: float, length_um: float | None, de_s: float, de_t: float
-              ) -> tuple[float | None, float | None]:
-    """Eq. 2 and its validity number tau D / (V/S)^2; None without a length or a transient."""
-    if length_um is None or not (length_um > 0) or not (de_t > 0):
-        return None, None
-    d = gitt_diffusivity_cm2_s(tau_s, length_um, de_s, de_t)
-    return d, tau_s * d / (length_um * 1e-4) ** 2
+              ) -> float | None:
+    """Eq. 2; None without a length, a transient or a steady change."""
+    if length_um is None or not (length_um > 0) or not (de_t > 0) or not (de_s > 0):
+        return None
+    return gitt_diffusivity_cm2_s(tau_s, length_um, de_s, de_t)

@@ -836,6 +836,12 @@ class HalfCell:
             self._active_volume = self._scalar(self.active_volume_form)
         return self._active_volume
 
+    def cross_section_um2(self) -> float:
+        """The cell's cross-section: width x depth of a 3D column, the width (x 1 um of
+        depth) of a 2D section."""
+        tm = self.tm
+        return tm.width_um * (tm.depth_um if tm.mesh.topology.dim == 3 else 1.0)
+
     def connected_interface_area_um2(self) -> float:
         """Area of the active/electrolyte facets connected to both the collector and the
         anode (length x 1 um in 2D)."""

@@ -160,8 +160,7 @@ def impedance_spectrum(cell: HalfCell, theta: float, frequency_Hz: Sequence[floa
                              for f in da_forms])
     h = comm.allreduce(dolfinx.fem.assemble_scalar(cell.h), op=MPI.SUM)
     area = comm.allreduce(dolfinx.fem.assemble_scalar(cell.anode_area_form), op=MPI.SUM)
-    tm = cell.tm
-    cross = tm.width_um * (tm.depth_um if tm.mesh.topology.dim == 3 else 1.0)
+    cross = cell.cross_section_um2()
 
     pmap = cell._pmap
     if pmap is not None:  # laterally periodic box: solve for the periodic dofs

@@ -29,7 +29,9 @@ The count is of steps, not of wall time, so the same input stops at the same sta
 
 A step may start with its own first time step (``dt_initial_s``), so that a current switched
 on or off is resolved from its instantaneous response; a cc step with ``end_at_cutoff`` ends
-the whole protocol when it stops at its cut-off (a cycler's "end test" limit). Both serve
+the whole protocol when it stops at its cut-off, stalls or finds the cell blocked (a
+cycler's "end test" limit); a cut-off crossed by the instantaneous drop alone ends on a step
+of ``dt_min_s``. These serve
 the GITT sequence of :mod:`fem.electrochem.gitt`.
 """
 
@@ -84,8 +86,9 @@ class Step:
     #: the longest time step of this step (s; at most the protocol's ``dt_max_s``), e.g. a
     #: pulse resolved by 20 steps inside a protocol whose rests take long steps
     dt_max_s: float | None = None
-    #: a cc step that stops at its cut-off ends the whole protocol (the later steps do not
-    #: run), as a cycler's "end test" limit: the GITT pulses
+    #: a cc step that stops at its cut-off (or stalls, or finds the cell blocked) ends the
+    #: whole protocol (the later steps do not run), as a cycler's "end test" limit: the GITT
+    #: pulses
     end_at_cutoff: bool = False
 
     def __post_init__(self) -> None:
@@ -175,18 +178,37 @@ def protocol_from_dict(data: Mapping[str, Any]) -> Protocol:
     for key in data:
         if key not in known:
             raise ProtocolError(f"protocol.{key}: unknown key (allowed: {sorted(known)})")
+    for key, value in data.items():
+        if key != "step":
+            _check_type(f"protocol.{key}", value, Protocol.__dataclass_fields__[key].type)
     steps = []
     for k, raw in enumerate(data.get("step", [])):
         for key in raw:
             if key not in known_steps:
                 raise ProtocolError(f"protocol.step[{k}].{key}: unknown key (allowed: "
                                     f"{sorted(known_steps)})")
+            _check_type(f"protocol.step[{k}].{key}", raw[key],
+                        Step.__dataclass_fields__[key].type)
         try:
             steps.append(Step(**raw))
         except TypeError as e:
             raise ProtocolError(f"protocol.step[{k}]: {e}") from None
     rest = {k: v for k, v in data.items() if k != "step"}
     return Protocol(steps=tuple(steps), **rest)
+
+
+def _check_type(name: str, value: Any, annotation: Any) -> None:
+    """One-line error for a value of the wrong kind (a string where a number belongs)."""
+    text = str(annotation)
+    if value is None and "None" in text:
+        return
+    if "float" in text or text == "int":
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ProtocolError(f"{name} = {value!r}: must be a number")
+    elif text == "str" and not isinstance(value, str):
+        raise ProtocolError(f"{name} = {value!r}: must be a string")
+    elif text == "bool" and not isinstance(value, bool):
+        raise ProtocolError(f"{name} = {value!r}: must be true or false")
 
 
 @dataclass
@@ -259,7 +281,7 @@ def run_protocol(cell: HalfCell, protocol: Protocol,
                     break
                 short_steps += 1
         if step.dt_initial_s is not None and not (resume and k == k0):
-            dt = max(step.dt_initial_s, protocol.dt_min_s)
+            dt = min(max(step.dt_initial_s, protocol.dt_min_s), protocol.dt_max_s)
         if step.kind == "cc" and not cell.can_pass_current:
             # No ionic or electronic path: the cut-off is reached at once (the voltage
             # would jump to any value); the record says so instead of failing in Newton.
@@ -343,7 +365,7 @@ def run_protocol(cell: HalfCell, protocol: Protocol,
                     and len(result.records) % checkpoint_every == 0:
                 save_checkpoint(cell, checkpoint_dir, (k, t_step, t, capacity, dt), result)
         result.stopped_by.append(stopped)
-        if stopped == "cutoff" and step.end_at_cutoff:
+        if stopped in ("cutoff", "stalled") and step.end_at_cutoff:
             break
     return result
 
@@ -471,6 +493,16 @@ def _advance(cell: HalfCell, step: Step, h: float, per_mA_g: float, protocol: Pr
     for _ in range(40):
         guess = lo + (hi - lo) * f_lo / (f_lo - f_hi) if f_lo != f_hi else 0.5 * (lo + hi)
         guess = min(max(guess, lo + 0.05 * (hi - lo)), hi - 0.05 * (hi - lo))
+        if guess < protocol.dt_min_s < hi:
+            # The cut-off is crossed at once: the instantaneous (ohmic and kinetic) drop of
+            # a current switched on reaches past it. No step length can end on it; the
+            # shortest step is the cut-off record (a cycler's first sample).
+            cell.restore(snap)
+            rep = _solve(cell, step, protocol.dt_min_s, per_mA_g)
+            if excess(cell.cell_voltage_V) < -protocol.cutoff_tol_V:
+                return rep, protocol.dt_min_s
+            lo, f_lo = protocol.dt_min_s, excess(cell.cell_voltage_V)
+            continue
         cell.restore(snap)
         rep = _solve(cell, step, guess, per_mA_g)
         f_g = excess(cell.cell_voltage_V)
