@@ -156,6 +156,13 @@ def _run(args: argparse.Namespace) -> int:
         result = eis.run_eis(case, out, comm, kinds=kinds)
         if comm.rank == 0:
             eis.print_eis(result, kinds)
+        failed = {k: result[k]["status"] for k in kinds
+                  if result[k]["status"] not in ("completed", "blocked")}
+        if comm.rank == 0:
+            log.info(f"results written to {out}")
+            for k, s in failed.items():
+                print(f"cathodefem: {k}: {s}", file=sys.stderr)
+        return 1 if failed else 0
     elif args.command == "gitt":
         from cases import gitt
 

@@ -142,6 +142,12 @@ def run_eis(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
                          f"{freqs[-1]:g}-{freqs[0]:g} Hz, theta = {theta:.4f}")
             try:
                 spectrum = impedance_spectrum(cell, theta, freqs)
+            except RuntimeError as e:  # a linear solve failed: say so, keep the other cathode
+                entry["status"] = f"failed: {e}"
+                summary[kind] = entry
+                if comm.rank == 0:
+                    log.error(f"[{kind}] {e}; no spectrum")
+                continue
             finally:
                 cell.release_solver_options()
                 cell.free()
@@ -204,7 +210,7 @@ def print_eis(summary: dict[str, Any], kinds: Sequence[str] = KINDS) -> None:
         for k in kinds:
             e = summary[k]
             cells.append(f"{_text(e[key]):>16s}" if e["status"] == "completed"
-                         else f"{'blocked':>16s}")
+                         else f"{e['status'].split(':')[0]:>16s}")
         print(f"{label:36s}" + "".join(cells))
     paper = summary["paper_charge_transfer_ohm"]
     print(f"{'R_ct, paper Fig. 3j [ohm]':36s}"
