@@ -156,13 +156,7 @@ def _run(args: argparse.Namespace) -> int:
         result = eis.run_eis(case, out, comm, kinds=kinds)
         if comm.rank == 0:
             eis.print_eis(result, kinds)
-        failed = {k: result[k]["status"] for k in kinds
-                  if result[k]["status"] not in ("completed", "blocked")}
-        if comm.rank == 0:
-            log.info(f"results written to {out}")
-            for k, s in failed.items():
-                print(f"cathodefem: {k}: {s}", file=sys.stderr)
-        return 1 if failed else 0
+        return _exit_status(result, kinds, out, comm)
     elif args.command == "gitt":
         from cases import gitt
 
@@ -170,13 +164,7 @@ def _run(args: argparse.Namespace) -> int:
         result = gitt.run_gitt(case, out, comm, kinds=kinds, progress=not args.quiet)
         if comm.rank == 0:
             gitt.print_gitt(result, kinds)
-        failed = {k: result[k]["status"] for k in kinds
-                  if result[k]["status"] not in ("completed", "blocked")}
-        if comm.rank == 0:
-            log.info(f"results written to {out}")
-            for k, s in failed.items():
-                print(f"cathodefem: {k}: {s}", file=sys.stderr)
-        return 1 if failed else 0
+        return _exit_status(result, kinds, out, comm)
     elif args.command == "rve":
         from cases import rve
 
@@ -199,6 +187,18 @@ def _run(args: argparse.Namespace) -> int:
     if comm.rank == 0:
         log.info(f"results written to {out}")
     return 0
+
+
+def _exit_status(summary: dict[str, Any], kinds: Any, out: Path, comm: Any) -> int:
+    """1 (with one line per cathode on stderr) when a cathode's run neither completed nor
+    was blocked; 0 otherwise."""
+    failed = {k: summary[k]["status"] for k in kinds
+              if summary[k]["status"] not in ("completed", "blocked")}
+    if comm.rank == 0:
+        log.info(f"results written to {out}")
+        for k, s in failed.items():
+            print(f"cathodefem: {k}: {s}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _run_electrochemistry(args: argparse.Namespace, case: Any, out: Path, comm: Any) -> int:
