@@ -29,7 +29,12 @@ from scipy.optimize import brentq
 from cases.cycling import _cathode_cell, _cell_info, _check_geometry
 from cases.output import atomic_result_dir, write_json
 from cases.study import KINDS
-from fem.electrochem.impedance import fit_circuit, impedance_spectrum, log_frequencies
+from fem.electrochem.impedance import (
+    ImpedanceSolveError,
+    fit_circuit,
+    impedance_spectrum,
+    log_frequencies,
+)
 from fem.electrochem.parameters import default_parameters
 from meshes.spec import CaseSpec, SpecError, spec_to_dict
 from meshes.tags import phase_names
@@ -142,7 +147,7 @@ def run_eis(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
                          f"{freqs[-1]:g}-{freqs[0]:g} Hz, theta = {theta:.4f}")
             try:
                 spectrum = impedance_spectrum(cell, theta, freqs)
-            except RuntimeError as e:  # a linear solve failed: say so, keep the other cathode
+            except ImpedanceSolveError as e:  # say so, keep the other cathode
                 entry["status"] = f"failed: {e}"
                 summary[kind] = entry
                 if comm.rank == 0:

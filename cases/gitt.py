@@ -9,10 +9,10 @@ surface, see :mod:`fem.electrochem.gitt`).
 
 Writes, per cathode, ``<cathode>/gitt.csv`` (every time step, with the voltage breakdown),
 ``<cathode>/gitt_pulses.csv`` (one row per pulse: voltages, IR drop, dE_s, dE_t,
-polarization, the two diffusivities and their validity numbers); ``summary.json`` (the
-same, the capacity at the cut-off, the paper's values, parameters with sources) and
-``gitt.png`` (voltage vs capacity, and the diffusivities vs discharge fraction beside the
-paper's range) for both.
+polarization, dE_s / dE_t, the slope at the end of the rest, the two diffusivities);
+``summary.json`` (the same, the capacity at the end and what ended the run, the paper's
+values, parameters with sources) and ``gitt.png`` (voltage vs capacity, and the
+diffusivities vs discharge fraction beside the paper's range) for both.
 """
 
 from __future__ import annotations
@@ -141,8 +141,11 @@ def run_gitt(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
                 "time_steps_count": len(res.records),
                 "capacity_mAh_g": res.records[-1].capacity_mAh_g if res.records else 0.0,
                 "end_voltage_V": res.records[-1].voltage_V if res.records else None,
-                # False: gitt.max_pulses ran out first (or the run stopped or was blocked)
+                # False: gitt.max_pulses ran out first, a pulse stalled, or the run stopped
+                # or was blocked; ended_by says which (the last step's stop reason)
                 "reached_cutoff": reached,
+                "ended_by": ("stopped" if status != "completed" else
+                             res.stopped_by[-1] if res.stopped_by else None),
                 "pulses_count": len(pulses),
                 "active_volume_per_area_um": volume / cross,
                 "active_volume_per_interface_um": volume / area if area > 0 else None,

@@ -231,6 +231,7 @@ def test_gitt_command_writes_pulses_and_the_figure(tmp_path: Path) -> None:
     assert summary["initial_voltage_V"] == pytest.approx(3.7194, abs=1e-3)  # OCV at 0.01
     g = summary["gradient"]
     assert g["status"] == "completed" and not g["reached_cutoff"]
+    assert g["ended_by"] == "duration"
     assert "gitt.max_pulses = 3 ran out before the cut-off" in r.stdout
     assert g["pulses_count"] == 3
     assert g["capacity_mAh_g"] == pytest.approx(3 * 300 * 300 / 3600, rel=1e-9)
@@ -242,6 +243,7 @@ def test_gitt_command_writes_pulses_and_the_figure(tmp_path: Path) -> None:
         assert p["ir_drop_V"] > 0 and p["de_t_V"] > 0 and p["de_s_V"] > 0
         assert p["first_dt_s"] == pytest.approx(0.01) and p["tau_s"] == pytest.approx(300)
         assert p["rest_voltage_after_V"] > p["pulse_end_voltage_V"]  # relaxes upwards
+        assert 0 <= p["rest_end_slope_V_s"] < 1e-4  # still rising, slowly, after 600 s
     # V/S of the wires: the connected interface is the wire surface, r/2 = 25 nm for a
     # wire cut across (longer for one cut along its axis)
     assert 0.02 < g["active_volume_per_interface_um"] < 0.2
@@ -251,6 +253,7 @@ def test_gitt_command_writes_pulses_and_the_figure(tmp_path: Path) -> None:
     # the tape-cast section's first pulse reaches the cut-off: no complete pulse
     h = summary["homogeneous"]
     assert h["status"] == "completed" and h["reached_cutoff"] and h["pulses_count"] == 0
+    assert h["ended_by"] == "cutoff"
     assert 0 < h["capacity_mAh_g"] < 300 * 300 / 3600
     assert h["end_voltage_V"] == pytest.approx(1.5, abs=1e-3)
     assert (out / "gitt.png").stat().st_size > 10_000

@@ -44,13 +44,17 @@ from petsc4py import PETSc as _PETSc
 
 from fem.electrochem.halfcell import _ACTIVE, _ANODE, _ELECTRONIC, _GAMMA, _IONIC, HalfCell
 
-__all__ = ["CircuitFit", "ImpedanceSpectrum", "fit_circuit", "impedance_spectrum",
-           "log_frequencies"]
+__all__ = ["CircuitFit", "ImpedanceSolveError", "ImpedanceSpectrum", "fit_circuit",
+           "impedance_spectrum", "log_frequencies"]
 
 PETSc: Any = _PETSc
 fem_petsc: Any = dolfinx.fem.petsc
 
 _LU = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
+
+
+class ImpedanceSolveError(RuntimeError):
+    """A frequency's linear solve did not converge (the same reason on every rank)."""
 
 
 @dataclass(frozen=True)
@@ -211,7 +215,7 @@ def impedance_spectrum(cell: HalfCell, theta: float, frequency_Hz: Sequence[floa
             rhs.setArray(np.concatenate([minus_b, omega * da_local]))
             ksp.solve(rhs, sol)
             if ksp.getConvergedReason() < 0:
-                raise RuntimeError(f"impedance solve failed at {f_hz:g} Hz "
+                raise ImpedanceSolveError(f"impedance solve failed at {f_hz:g} Hz "
                                    f"({ksp.getConvergedReason()})")
             arr = sol.getArray(readonly=True)
             xr_l, xi_l = arr[:n_local], arr[n_local:]

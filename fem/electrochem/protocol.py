@@ -159,6 +159,10 @@ class Protocol:
             raise ProtocolError("protocol: need 0 < dt_min_s <= dt_initial_s <= dt_max_s")
         if not (0 < self.dtheta_max <= 0.2):
             raise ProtocolError(f"protocol.dtheta_max = {self.dtheta_max}, must be in (0, 0.2]")
+        if isinstance(self.max_cuts, bool) or not isinstance(self.max_cuts, int) \
+                or self.max_cuts < 0:
+            raise ProtocolError(f"protocol.max_cuts = {self.max_cuts!r}, must be an integer "
+                                f">= 0")
         if isinstance(self.stall_steps, bool) or not isinstance(self.stall_steps, int) \
                 or self.stall_steps < 0:
             raise ProtocolError(f"protocol.stall_steps = {self.stall_steps!r}, must be an "
@@ -499,9 +503,10 @@ def _advance(cell: HalfCell, step: Step, h: float, per_mA_g: float, protocol: Pr
             # shortest step is the cut-off record (a cycler's first sample).
             cell.restore(snap)
             rep = _solve(cell, step, protocol.dt_min_s, per_mA_g)
-            if excess(cell.cell_voltage_V) < -protocol.cutoff_tol_V:
+            f_m = excess(cell.cell_voltage_V)
+            if f_m <= protocol.cutoff_tol_V:
                 return rep, protocol.dt_min_s
-            lo, f_lo = protocol.dt_min_s, excess(cell.cell_voltage_V)
+            lo, f_lo = protocol.dt_min_s, f_m
             continue
         cell.restore(snap)
         rep = _solve(cell, step, guess, per_mA_g)
@@ -511,5 +516,10 @@ def _advance(cell: HalfCell, step: Step, h: float, per_mA_g: float, protocol: Pr
         if f_g > 0:
             lo, f_lo = guess, f_g
         else:
+            if lo == 0.0 and abs(f_g - f_hi) <= protocol.cutoff_tol_V:
+                # the voltage past the cut-off does not move as the step shrinks: the drop
+                # is instantaneous; go straight to the shortest step
+                hi, f_hi = 2.0 * protocol.dt_min_s, f_g
+                continue
             hi, f_hi = guess, f_g
     return rep, guess
