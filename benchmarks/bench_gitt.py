@@ -118,10 +118,10 @@ def main() -> None:
             "spe_diffusivity_cm2_s": params.spe.diffusivity.value,
             "d_geometric_median_cm2_s": statistics.median(geo) if geo else None,
             "d_interface_median_cm2_s": statistics.median(inter) if inter else None,
-            "de_s_over_de_t_median": statistics.median(
-                [p.de_s_over_de_t for p in pulses if p.de_s_over_de_t is not None])
+            "de_s_de_t_median_ratio": statistics.median(
+                [p.de_s_de_t_ratio for p in pulses if p.de_s_de_t_ratio is not None])
             if pulses else None,
-            "solid_diffusion_number_interface": solid_diffusion_number(
+            "solid_diffusion_interface_number": solid_diffusion_number(
                 case.gitt.pulse_s, params.solid_diffusivity.value, volume / area),
             "de_t_V": [p.de_t_V for p in pulses], "de_s_V": [p.de_s_V for p in pulses],
             "ir_drop_V": [p.ir_drop_V for p in pulses],
@@ -145,9 +145,9 @@ def main() -> None:
             d = r["d_geometric_median_cm2_s"]
             print(f"{r['variant']:48s} {_f(d):>14s} "
                   f"{(_f(d / ref) if d is not None and ref else '-'):>7s} "
-                  f"{_f(r['de_s_over_de_t_median']):>8s} "
+                  f"{_f(r['de_s_de_t_median_ratio']):>8s} "
                   f"{_f(r['d_interface_median_cm2_s']):>15s} "
-                  f"{_f(r['solid_diffusion_number_interface']):>9s} "
+                  f"{_f(r['solid_diffusion_interface_number']):>9s} "
                   f"{r['seconds_per_pulse_and_rest']:>8.1f}")
         OUT.mkdir(parents=True, exist_ok=True)
         path = OUT / ("bench_gitt_quick.json" if args.quick else "bench_gitt.json")

@@ -149,7 +149,7 @@ def run_gitt(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
                 "pulses_count": len(pulses),
                 "active_volume_per_area_um": volume / cross,
                 "active_volume_per_interface_um": volume / area if area > 0 else None,
-                "connected_interface_area_per_area": area / cross,
+                "connected_interface_area_ratio": area / cross,
                 "max_charge_balance_rel": max((r.charge_balance_rel for r in res.records),
                                               default=0.0),
                 "max_li_balance_rel": max((r.li_balance_rel for r in res.records),
@@ -164,13 +164,13 @@ def run_gitt(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
                 "diffusivity_interface_median_cm2_s": _median(
                     [p.d_interface_cm2_s for p in pulses]),
                 # near 1: the pulses saw a uniform electrode, Eq. 2 gave its bound only
-                "de_s_over_de_t_median": _median([p.de_s_over_de_t for p in pulses]),
+                "de_s_de_t_median_ratio": _median([p.de_s_de_t_ratio for p in pulses]),
                 # tau D_s / (V/S)^2 with the model's own solid diffusivity: Eq. 2 can
                 # recover D_s only where this is << 1
-                "solid_diffusion_number_interface": (solid_diffusion_number(
+                "solid_diffusion_interface_number": (solid_diffusion_number(
                     case.gitt.pulse_s, params.solid_diffusivity.value, volume / area)
                     if area > 0 else None),
-                "solid_diffusion_number_geometric": solid_diffusion_number(
+                "solid_diffusion_geometric_number": solid_diffusion_number(
                     case.gitt.pulse_s, params.solid_diffusivity.value, volume / cross),
                 "pulses": [p.as_row() for p in pulses]})
             summary[kind] = entry
@@ -225,11 +225,11 @@ def print_gitt(summary: dict[str, Any], kinds: Sequence[str] = KINDS) -> None:
         lambda e: _text((e["diffusivity_geometric_range_cm2_s"] or [None])[0]))
     row("D, geometric area, max [cm2/s]",
         lambda e: _text((e["diffusivity_geometric_range_cm2_s"] or [None, None])[1]))
-    row("  dE_s / dE_t, median (<< 1 for Eq. 2)", lambda e: _text(e["de_s_over_de_t_median"]))
+    row("  dE_s / dE_t, median (<< 1 for Eq. 2)", lambda e: _text(e["de_s_de_t_median_ratio"]))
     row("D, connected wire surface, median [cm2/s]",
         lambda e: _text(e["diffusivity_interface_median_cm2_s"]))
     row("  tau D_s / (V/S)^2 of the wires (<< 1?)",
-        lambda e: _text(e["solid_diffusion_number_interface"]))
+        lambda e: _text(e["solid_diffusion_interface_number"]))
     paper = summary["paper"]["gradient"]
     lo, hi = paper["diffusivity_range_cm2_s"]
     print(f"paper (gradient, Fig. 3h-i): {paper['capacity_mAh_g']:g} mAh/g, D {lo:g}-{hi:g} "

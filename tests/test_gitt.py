@@ -94,7 +94,7 @@ def test_gitt_on_a_planar_slab_recovers_the_solid_diffusivity(slab: TaggedMesh,
         assert p.tau_s == pytest.approx(tau_s, rel=1e-9)
         # the transient dominates the steady change: the short-time regime, with teeth
         # (sqrt(pi tau D) / (2 L) = 0.18, 0.09, 0.04: Eq. 2 read backwards)
-        assert p.de_s_over_de_t == pytest.approx(
+        assert p.de_s_de_t_ratio == pytest.approx(
             math.sqrt(math.pi * tau_s * d_s * 1e8) / (2 * SLAB_UM), rel=0.01)
         assert 0 < p.ir_drop_V < 1e-3  # fast kinetics and electrolyte
 
@@ -112,7 +112,7 @@ def test_gitt_of_a_fast_solid_saturates_at_the_body_size_over_tau(slab: TaggedMe
         d_um2_s = d * 1e8
         assert p.d_geometric_cm2_s == pytest.approx(
             ceiling / (1 + SLAB_UM**2 / (3 * d_um2_s * tau)) ** 2, rel=0.01)
-        assert p.de_s_over_de_t > 0.99  # it says so itself
+        assert p.de_s_de_t_ratio > 0.99  # it says so itself
         estimates.append(p.d_geometric_cm2_s)
     # ten times the diffusivity, 1.6 % more apparent diffusivity
     assert estimates[1] / estimates[0] == pytest.approx(1.0, abs=0.02)
@@ -153,13 +153,13 @@ def test_eq2_on_given_voltages(sign: float) -> None:
     assert p2.d_geometric_cm2_s == pytest.approx(expected, rel=1e-12)
     assert gitt_diffusivity_cm2_s(60.0, 4.0, 0.009, 0.010) == pytest.approx(expected)
     assert p2.d_interface_cm2_s == pytest.approx(expected * (0.025 / 4.0) ** 2, rel=1e-12)
-    assert p1.de_s_over_de_t == pytest.approx(1.0) and p2.de_s_over_de_t == pytest.approx(0.9)
+    assert p1.de_s_de_t_ratio == pytest.approx(1.0) and p2.de_s_de_t_ratio == pytest.approx(0.9)
     assert p2.capacity_mAh_g == 5 and p2.pulse == 2
     # a rested voltage that rose over a discharge pulse (dE_s < 0): no diffusivity
     recs[3] = _rec(1, 660, v0 + sign * 0.001, 600, 3)
     q = analyse_gitt(recs, stopped, proto, v0, active_volume_per_area_um=4.0,
                      active_volume_per_interface_um=0.025)[0]
-    assert q.de_s_V < 0 and q.d_geometric_cm2_s is None and q.de_s_over_de_t is None
+    assert q.de_s_V < 0 and q.d_geometric_cm2_s is None and q.de_s_de_t_ratio is None
 
 
 def test_gitt_runs_to_the_cutoff_with_short_first_steps(slab: TaggedMesh) -> None:
@@ -398,7 +398,7 @@ def test_gitt_of_a_single_wire_saturates_at_its_radius_over_tau(wire: TaggedMesh
             1 + radius**2 / (8 * d_um2_s * tau)) ** 2
         # measured: 0.9967 of it for both, the square of the chord error of V/S (0.9983)
         assert q.d_interface_cm2_s == pytest.approx(bound, rel=0.02)
-        assert q.de_s_over_de_t > 0.99
+        assert q.de_s_de_t_ratio > 0.99
         assert solid_diffusion_number(tau, d, volume / area) > 10
         estimates.append(q.d_interface_cm2_s)
     assert estimates[1] / estimates[0] == pytest.approx(1.0, abs=0.02)

@@ -19,7 +19,7 @@ is the short-time limit of diffusion into a body of volume V and surface S under
 flux: it holds when tau D / (V/S)^2 << 1 and when the open-circuit voltage is linear over
 one step. In that regime dE_t >> dE_s; as tau D / (V/S)^2 grows the body becomes uniform
 during the pulse, dE_s / dE_t tends to 1 and Eq. 2 tends to the uniform-body limit
-4 (V/S)^2 / (pi tau), whatever D is (``de_s_over_de_t`` is reported per pulse: near 1, the
+4 (V/S)^2 / (pi tau), whatever D is (``de_s_de_t_ratio`` is reported per pulse: near 1, the
 pulse measured no diffusivity).
 
 Two contact areas are reported, because the paper does not say which it used:
@@ -100,7 +100,7 @@ class GittPulse:
     polarization_V: float  # rested after - pulse end (total overpotential at the end)
     #: << 1: the short-time regime of Eq. 2; near 1: uniform during the pulse (Eq. 2 gives
     #: its bound 4 (V/S)^2 / (pi tau), not a diffusivity)
-    de_s_over_de_t: float | None
+    de_s_de_t_ratio: float | None
     #: dV/dt at the end of the rest (V/s): far from 0, the rest was too short for dE_s to be
     #: the steady-state change Eq. 2 assumes
     rest_end_slope_V_s: float
@@ -154,7 +154,7 @@ def analyse_gitt(records: Sequence[Record], stopped_by: Sequence[str], protocol:
             pulse_end_voltage_V=end.voltage_V, first_dt_s=first.dt_s, tau_s=tau,
             ir_drop_V=sign * (before - first.voltage_V), de_s_V=de_s, de_t_V=de_t,
             polarization_V=sign * (rested.voltage_V - end.voltage_V),
-            de_s_over_de_t=de_s / de_t if de_t > 0 and de_s > 0 else None,
+            de_s_de_t_ratio=de_s / de_t if de_t > 0 and de_s > 0 else None,
             rest_end_slope_V_s=((rested.voltage_V - rr[-2].voltage_V) / rested.dt_s
                                 if len(rr) > 1 else math.nan),
             d_geometric_cm2_s=d_geo, d_interface_cm2_s=d_int))
