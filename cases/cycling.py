@@ -18,7 +18,6 @@ separator layer of ``section.separator_um``, and write, per cathode:
 from __future__ import annotations
 
 import csv
-import dataclasses
 import logging
 import math
 import shutil
@@ -45,7 +44,7 @@ from fem.electrochem.protocol import (
     run_protocol,
 )
 from meshes.adapter import TaggedMesh, build_on_root, distribute_voxels
-from meshes.spec import CaseSpec, SpecError, spec_to_dict
+from meshes.spec import CaseSpec, SpecError, spec_to_dict, with_seed
 from meshes.tags import phase_names
 from meshes.voxels import cathode_layers_um, periodic_caveat, voxelize_case
 
@@ -474,9 +473,7 @@ def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
 def _with_seed(case: CaseSpec, seed: int) -> CaseSpec:
     """The case with the realization seed of its geometry (``box.seed`` for 3D columns,
     ``section.seed`` for 2D sections) set to ``seed``."""
-    if case.electrochemistry.geometry == "box":
-        return dataclasses.replace(case, box=dataclasses.replace(case.box, seed=seed))
-    return dataclasses.replace(case, section=dataclasses.replace(case.section, seed=seed))
+    return with_seed(case, seed, "box" if case.electrochemistry.geometry == "box" else "section")
 
 
 def _first_seed(case: CaseSpec) -> int:

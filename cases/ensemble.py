@@ -11,7 +11,6 @@ which the phase percolates. Tortuosity factors are averaged over percolating see
 from __future__ import annotations
 
 import csv
-import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -25,7 +24,7 @@ from scipy import stats
 from cases.output import atomic_result_dir, write_json
 from cases.study import _build, solve_section
 from meshes.build import KINDS
-from meshes.spec import CaseSpec, spec_to_dict
+from meshes.spec import CaseSpec, spec_to_dict, with_seed
 
 __all__ = ["mean_ci95", "nested_get", "run_ensemble", "summarize"]
 
@@ -91,8 +90,7 @@ def run_ensemble(case: CaseSpec, out: Path, n_seeds: int, comm: MPI.Comm = MPI.C
     per_seed: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
     with atomic_result_dir(out, comm) as folder:
         for i in range(n_seeds):
-            seeded = dataclasses.replace(
-                case, section=dataclasses.replace(case.section, seed=s0 + i))
+            seeded = with_seed(case, s0 + i, "section")
             for kind in KINDS:
                 if comm.rank == 0:
                     log.info(f"[seed {s0 + i}, {kind}]")

@@ -4,8 +4,9 @@ Question: in 3D, where wires can connect through the thickness, do the gradient 
 the tape-cast cathode differ in their electron and ion paths as the paper argues?
 
 Method: for each cathode and seed, the box of ``[box]`` (lateral size, height, depth of its
-centre in the composite layer, voxel size) is cut from the same realization as the 2D
-sections and voxelized (:mod:`meshes.voxels`); one hexahedral cell per voxel. With
+centre in the composite layer, voxel size) is cut from the realization of its window
+(``section.method = "box"`` gives 2D sections of that very realization) and voxelized
+(:mod:`meshes.voxels`); one hexahedral cell per voxel. With
 ``box.mesh = "conforming"`` (gradient membrane; rGO sheets with insulating sides) the box
 is instead a conforming tetrahedral mesh fitted to the wires and sheets
 (:mod:`meshes.conforming`; no label image is written, the mesh statistics and the designed
@@ -21,7 +22,10 @@ contacts are in the summary). On it:
   collector side; box reaching the top: separator side), in S per cm of band length;
 * the percolation report of the 2D study (wire network to the box's bottom face, SPE to its
   top face, dead active material) -- for a box inside the cathode the faces stand in for
-  the collector and separator sides;
+  the collector and separator sides; with k > 1 on the whole phase image k times finer
+  (:func:`fem.microstructure.image_percolation`, up to
+  :data:`meshes.voxels.MAX_PERCOLATION_VOXELS` voxels), where wires that pass closer than
+  a coarse voxel no longer touch and the rGO flakes stay whole;
 * with several seeds: mean and 95 % confidence interval (Student t) of every number;
 * with several depths (``z_center_fraction`` values): the depth profile through the cathode.
 
@@ -55,7 +59,7 @@ from fem.conduction import (
     conductivity_tensor,
     surface_iv,
 )
-from fem.microstructure import percolation_report
+from fem.microstructure import image_percolation, percolation_report
 from fem.parameters import default_conductivities
 from meshes.adapter import (
     build_on_root,
@@ -65,12 +69,15 @@ from meshes.adapter import (
 )
 from meshes.build import KINDS
 from meshes.conforming import check_conforming_scope, mesh_conforming_box
-from meshes.spec import CaseSpec, spec_to_dict
+from meshes.spec import CaseSpec, spec_to_dict, with_seed
 from meshes.tags import phase_names
 from meshes.voxels import (
+    MAX_PERCOLATION_VOXELS,
     cathode_layers_um,
     check_electronic_image,
     electronic_image,
+    fine_phase_image,
+    fine_phase_image_voxels,
     periodic_caveat,
     sheet_caveat,
     voxelize_case,
@@ -152,6 +159,7 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
     params = default_conductivities()
     periodic = case.box.sides == "periodic"
     fine: dict[str, Any] = {}
+    fine_perc: dict[str, float] | None = None
     if case.box.mesh == "voxels" and case.box.electronic_subdivisions > 1:
         # the electronic tensor on finer voxels: a mesh of the electronic voxels only
         t1 = time.perf_counter()
@@ -163,13 +171,20 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
                                          periodic=periodic)
         coarse_flakes = sheet_caveat(dataclasses.replace(case, box=dataclasses.replace(
             case.box, electronic_subdivisions=1)), kind)
-        fine = {"electronic_voxel_um": case.box.voxel_um / case.box.electronic_subdivisions,
-                # the percolation report stays on the phase image
-                "percolation_caveat": None if coarse_flakes is None else (
-                    f"the percolation report (electronic connectivity, dead active fraction) "
-                    f"is on the {case.box.voxel_um:g} um phase image, where the rGO flakes "
-                    f"fall apart; the electronic tensor is on "
-                    f"{case.box.voxel_um / case.box.electronic_subdivisions:g} um voxels"),
+        fine_um = case.box.voxel_um / case.box.electronic_subdivisions
+        # the percolation report on the whole phase image at the finer voxels, when it fits
+        fine_perc = (build_on_root(comm, lambda: image_percolation(
+            fine_phase_image(case, kind).labels, periodic))
+            if fine_phase_image_voxels(case, kind) <= MAX_PERCOLATION_VOXELS else None)
+        fine_perc = comm.bcast(fine_perc, root=0)
+        fine = {"electronic_voxel_um": fine_um,
+                "percolation_voxel_um": case.box.voxel_um if fine_perc is None else fine_um,
+                "percolation_caveat": None if coarse_flakes is None or fine_perc is not None
+                else (f"the percolation report (electronic connectivity, dead active "
+                      f"fraction) is on the {case.box.voxel_um:g} um phase image, where the "
+                      f"rGO flakes fall apart (its {fine_um:g} um image would exceed "
+                      f"{MAX_PERCOLATION_VOXELS:.2g} voxels); the electronic tensor is on "
+                      f"{fine_um:g} um voxels"),
                 "electronic_cells_count": int(comm.allreduce(
                     tm_e.mesh.topology.index_map(3).size_local, op=MPI.SUM)),
                 "electronic_image": comm.bcast(None if solids is None else solids.stats,
@@ -210,6 +225,8 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
             tm.mesh.topology.create_connectivity(2, 3)
             f.write_meshtags(tm.cell_tags, tm.mesh.geometry)
     perc = {k: v for k, v in dataclasses.asdict(report).items() if k != "depth_profile"}
+    if fine_perc is not None:
+        perc = fine_perc
     return {
         "cathode": kind, "seed": case.box.seed, "z_center_fraction": case.box.z_center_fraction,
         "box_z_um": [tm.z_offset_um, tm.z_offset_um + tm.thickness_um],
@@ -279,8 +296,9 @@ def run_rve(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD, *,
             for f in depth_list:
                 runs: list[dict[str, Any]] = []
                 for s in range(case.box.seed, case.box.seed + seeds):
-                    sub = dataclasses.replace(case, box=dataclasses.replace(
-                        case.box, seed=s, z_center_fraction=f))
+                    seeded = with_seed(case, s, "box")
+                    sub = dataclasses.replace(seeded, box=dataclasses.replace(
+                        seeded.box, z_center_fraction=f))
                     tag = f"_seed{s}_z{f:g}".replace(".", "p")
                     r = rve_numbers(sub, kind, comm, staging, tag,
                                     write_mesh=not per_depth and not runs)

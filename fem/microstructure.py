@@ -22,12 +22,15 @@ from mpi4py import MPI  # isort: split
 
 import dolfinx
 import numpy as np
+from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from fem.percolation import cell_components, components_touching, local_cell_sizes
 from meshes.adapter import TaggedMesh
 from meshes.tags import ELECTRONIC_PHASES, IONIC_PHASES, Phase
 
-__all__ = ["DepthProfile", "PercolationReport", "percolation_report"]
+__all__ = ["DepthProfile", "PercolationReport", "image_percolation", "percolation_report"]
 
 
 @dataclass(frozen=True)
@@ -143,3 +146,74 @@ def _depth_profile(msh: dolfinx.mesh.Mesh, area: np.ndarray, thickness_um: float
             spe_connected_fraction=binned(is_ion & ion_ok) / spe,
             active_fraction=binned(is_nw & el_ok & nw_access) / nw,
         )
+
+
+def _image_components(mask: np.ndarray, periodic: bool) -> tuple[np.ndarray, int]:
+    """Face-connected components of a 3D mask (labels 1..n, 0 outside), joined across the
+    x and y faces when ``periodic``: the cells of a voxel mesh and their shared facets."""
+    labels, n = ndimage.label(mask)
+    if not periodic or n == 0:
+        return labels, n
+    a = np.concatenate([labels[0].ravel(), labels[:, 0].ravel()])
+    b = np.concatenate([labels[-1].ravel(), labels[:, -1].ravel()])
+    tie = (a > 0) & (b > 0)
+    graph = coo_matrix((np.ones(int(tie.sum())), (a[tie], b[tie])), shape=(n + 1, n + 1))
+    count, merged = connected_components(graph, directed=False)
+    # renumber the merged components 1..m (0 stays outside)
+    keep = np.unique(merged[1:])
+    new = np.zeros(count, dtype=np.int64)
+    new[keep] = np.arange(1, len(keep) + 1)
+    lut = new[merged]
+    lut[0] = 0
+    return lut[labels], len(keep)
+
+
+def _nonzero_ids(values: np.ndarray) -> np.ndarray:
+    ids = np.unique(values)
+    return ids[ids != 0]
+
+
+def image_percolation(labels: np.ndarray, periodic: bool = False) -> dict[str, float]:
+    """:func:`percolation_report` of a voxel image's hexahedral mesh, computed on the image
+    (no mesh): the same components (voxels sharing a face; across the x and y faces too when
+    ``periodic``), the collector side the bottom voxel layer, the separator side the top one,
+    and ion access through faces inside the image. Cheap enough for images far finer than a
+    mesh could be (a few seconds for 1e7 voxels on one process). Without the depth profile.
+    """
+    if labels.ndim != 3:
+        raise ValueError(f"labels: a 3D image expected, got shape {labels.shape}")
+    is_el = np.isin(labels, [int(p) for p in ELECTRONIC_PHASES])
+    is_ion = np.isin(labels, [int(p) for p in IONIC_PHASES])
+    is_nw = labels == int(Phase.NANOWIRE)
+    el, n_el = _image_components(is_el, periodic)
+    el_ok = np.isin(el, _nonzero_ids(el[:, :, 0])) & is_el
+    ion, n_ion = _image_components(is_ion, periodic)
+    ion_ok = np.isin(ion, _nonzero_ids(ion[:, :, -1])) & is_ion
+    nw, n_nw = _image_components(is_nw, periodic)
+    hits: list[np.ndarray] = []
+    for axis in range(3):  # faces inside the image (not across a periodic seam)
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+        w0, w1 = nw[tuple(lo)], nw[tuple(hi)]
+        hits.append(w0[(w0 > 0) & ion_ok[tuple(hi)]])
+        hits.append(w1[(w1 > 0) & ion_ok[tuple(lo)]])
+    access = is_nw & np.isin(nw, _nonzero_ids(np.concatenate(hits)))
+    n_el_cells, n_ion_cells, n_nw_cells = is_el.sum(), is_ion.sum(), is_nw.sum()
+
+    def frac(num: int, den: int) -> float:
+        return float(num) / float(den) if den > 0 else 0.0
+
+    active = frac(int(np.count_nonzero(access & el_ok)), int(n_nw_cells))
+    return {
+        "electronic_connected_fraction": frac(int(el_ok.sum()), int(n_el_cells)),
+        "nanowire_electronic_connected_fraction": frac(int((el_ok & is_nw).sum()),
+                                                       int(n_nw_cells)),
+        "ionic_connected_fraction": frac(int(ion_ok.sum()), int(n_ion_cells)),
+        "nanowire_ion_accessible_fraction": frac(int(access.sum()), int(n_nw_cells)),
+        "active_fraction": active,
+        "dead_active_fraction": 1.0 - active if n_nw_cells > 0 else 0.0,
+        "n_nanowire_particles_count": int(n_nw),
+        "n_electronic_clusters_count": int(n_el),
+        "n_ionic_clusters_count": int(n_ion),
+    }

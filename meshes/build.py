@@ -16,11 +16,12 @@ import numpy as np
 import shapely
 
 from meshes.fill import gaussian_field, gradient_fill, label_pore_cells
-from meshes.gmsh2d import mesh_section
+from meshes.gmsh2d import TriMesh, mesh_section
 from meshes.realization import realize_gradient, realize_homogeneous
 from meshes.section import Region, Section, add_separator, assemble_section, cut_realization
 from meshes.spec import CaseSpec, derive_gradient, derive_homogeneous
 from meshes.tags import Phase
+from meshes.voxels import BoxFill, box_section_source
 
 __all__ = ["KINDS", "SectionMesh", "build_section"]
 
@@ -165,6 +166,58 @@ def _grid(case: CaseSpec) -> float:
     return 0.05 * case.section.mesh_size_fine_um
 
 
+def _pore_fill(case: CaseSpec, kind: str, section: Section, tri: TriMesh, centroids: np.ndarray,
+               pore: np.ndarray, box_fill: BoxFill | None) -> np.ndarray:
+    """True where a pore triangle (centroids (n, 2), x and z) is SPE."""
+    sec = case.section
+    if box_fill is not None:
+        # the box's own rule on the plane y = y0: the section and the box's voxel image
+        # split the pore alike wherever they share it
+        y0 = sec.plane_y_fraction * case.box.size_um
+        return box_fill.spe(np.column_stack([centroids[:, 0], np.full(len(centroids), y0),
+                                             centroids[:, 1]]))
+    area = None
+    if kind == "gradient":
+        g = case.gradient
+        corr = g.fill_correlation_um
+        fill: np.ndarray | float = gradient_fill(centroids[:, 1],
+                                                 lean_zone_um=g.lean_zone_um,
+                                                 fill_min=g.fill_min)
+    else:
+        h = case.homogeneous
+        d = derive_homogeneous(h)
+        corr = h.peo_cluster_correlation_um
+        fill = d.spe_volume_fraction / (d.spe_volume_fraction + d.void_volume_fraction)
+        p = tri.points_um[tri.cells[pore]]
+        d1, d2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+        area = 0.5 * np.abs(d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0])
+    # The field lives on the cathode box (without the separator): the same microstructure
+    # with and without a separator layer.
+    cathode_box = (section.width_um, section.thickness_um - section.separator_um)
+    gfield = gaussian_field(centroids, cathode_box, corr, sec.seed)
+    return label_pore_cells(gfield, fill, area)
+
+
+def _box_section(case: CaseSpec, kind: str) -> tuple[Section, BoxFill, dict[str, float]]:
+    """The plane y = ``section.plane_y_fraction`` x ``box.size_um`` of the full-thickness box
+    of ``case.box`` (its realization, periodic sides on the torus, uncalibrated) and the fill
+    rule of the box's voxel image."""
+    real, rule = box_section_source(case, kind)
+    if kind == "gradient":
+        coating, contact = case.gradient.coating_thickness_um, case.gradient.contact_width_um
+    else:
+        coating, contact = 0.0, case.homogeneous.contact_width_um
+    section = cut_realization(real, y_um=case.section.plane_y_fraction * case.box.size_um,
+                              coating_thickness_um=coating, contact_width_um=contact,
+                              grid_um=_grid(case))
+    z0, z1 = section.composite_z_um
+    got = section.regions[Region.NANOWIRE].area / (section.width_um * (z1 - z0))
+    target = real.target_fractions["nanowire"]
+    return section, rule, {"nanowire_area_fraction_target": target,
+                           "nanowire_area_fraction_realized": got,
+                           "nanowire_density_factor": 1.0}
+
+
 def build_section(case: CaseSpec, kind: str, *, threads: int = 1) -> SectionMesh:
     """Build the tagged section mesh of one cathode (``kind`` in :data:`KINDS`).
 
@@ -176,8 +229,11 @@ def build_section(case: CaseSpec, kind: str, *, threads: int = 1) -> SectionMesh
     t0 = time.perf_counter()
     window = (0.0, sec.width_um, 0.0, 0.0)
     calibration: dict[str, float] = {}
+    box_fill: BoxFill | None = None
     if sec.method == "sticks":
         section = _sticks_section(case, kind)
+    elif sec.method == "box":
+        section, box_fill, calibration = _box_section(case, kind)
     elif kind == "gradient":
         g = case.gradient
         section, calibration = _calibrated(
@@ -208,27 +264,7 @@ def build_section(case: CaseSpec, kind: str, *, threads: int = 1) -> SectionMesh
     for region, ph in direct.items():
         phase[tri.region == region] = ph
     pore = tri.region == Region.PORE
-    if kind == "gradient":
-        g = case.gradient
-        corr = g.fill_correlation_um
-        fill: np.ndarray | float = gradient_fill(centroids[pore, 1],
-                                                 lean_zone_um=g.lean_zone_um,
-                                                 fill_min=g.fill_min)
-        area = None
-    else:
-        h = case.homogeneous
-        d = derive_homogeneous(h)
-        corr = h.peo_cluster_correlation_um
-        fill = d.spe_volume_fraction / (d.spe_volume_fraction + d.void_volume_fraction)
-        p = tri.points_um[tri.cells[pore]]
-        d1, d2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
-        area = 0.5 * np.abs(d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0])
-    # The field lives on the cathode box (without the separator): the same microstructure
-    # with and without a separator layer.
-    cathode_box = (section.width_um, section.thickness_um - section.separator_um)
-    gfield = gaussian_field(centroids[pore], cathode_box, corr,
-                            sec.seed)
-    spe = label_pore_cells(gfield, fill, area)
+    spe = _pore_fill(case, kind, section, tri, centroids[pore], pore, box_fill)
     phase[np.nonzero(pore)[0]] = np.where(spe, Phase.SPE, Phase.VOID)
 
     stats = {"geometry_time_s": t_geom, "mesh_time_s": tri.mesh_time_s,

@@ -1,7 +1,7 @@
 """Conforming tetrahedral meshes of 3D boxes of the gradient membrane (Gmsh, OCC kernel).
 
-The box is cut from the same realization (spec + seed) as the voxel boxes
-(:mod:`meshes.voxels`) and the 2D sections. Every wire is a flat-ended OCC cylinder; the
+The box is cut from the same realization (spec + seed, window) as the voxel box of the
+same ``[box]`` (:mod:`meshes.voxels`). Every wire is a flat-ended OCC cylinder; the
 cylinders and the box are fragmented in one OCC call, so every wire/polymer interface and
 every wire/wire contact is a surface shared by the cells on both sides. In a box that
 reaches the polymer-lean zone (f < 1) the 20 nm SPE coating of every wire is a mesh surface

@@ -63,7 +63,10 @@ def gaussian_field(points_um: np.ndarray, extent_um: tuple[float, ...],
         else:
             axes.append(o + (np.arange(n) - 4) * s)
     interp = RegularGridInterpolator(tuple(axes), field)
-    return np.asarray(interp(pts))
+    # in chunks: the interpolator's work arrays are several times the points' size
+    chunk = 1 << 21
+    return np.concatenate([np.asarray(interp(pts[i:i + chunk]))
+                           for i in range(0, len(pts), chunk)] or [np.zeros(0)])
 
 
 def gradient_fill(z_um: np.ndarray, *, lean_zone_um: float, fill_min: float) -> np.ndarray:

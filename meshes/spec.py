@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ __all__ = [
     "derive_homogeneous",
     "load_case",
     "read_case_toml",
+    "with_seed",
 ]
 
 
@@ -199,8 +200,12 @@ class SectionSpec(_Spec):
 
     width_um: float = _num(10.0, 0.5, 1000.0, "um")
     #: cut: plane section of a 3D realization (ellipses and stripes);
-    #: sticks: 2D stick-network analogue (wires as strips in the section plane)
-    method: str = _choice("cut", ("cut", "sticks"))
+    #: sticks: 2D stick-network analogue (wires as strips in the section plane);
+    #: box: the plane y = plane_y_fraction x box.size_um of the full-thickness box of
+    #: [box] (same realization and pore fill as its voxel image; no calibration)
+    method: str = _choice("cut", ("cut", "sticks", "box"))
+    #: method = "box": where the plane lies across the box (0 and 1: its y faces)
+    plane_y_fraction: float = _num(0.5, 0.0, 1.0, "1")
     #: element size at interfaces (resolve the coating) and far from them
     mesh_size_fine_um: float = _num(0.04, 0.001, 10.0, "um")
     mesh_size_coarse_um: float = _num(0.5, 0.001, 100.0, "um")
@@ -374,6 +379,25 @@ class CaseSpec(_Spec):
     #: :func:`fem.electrochem.protocol.protocol_from_dict` when a cycling command runs
     protocol: dict[str, Any] = field(default_factory=dict)
 
+    def _check(self) -> None:
+        sec, box = self.section, self.box
+        if sec.method != "box":
+            return
+        why = "with section.method = 'box' (the section is a plane of the box)"
+        if abs(sec.width_um - box.size_um) > 1e-9 * box.size_um:
+            raise SpecError(f"section.width_um = {sec.width_um:g}: must equal box.size_um = "
+                            f"{box.size_um:g} {why}")
+        if sec.seed != box.seed:
+            raise SpecError(f"section.seed = {sec.seed}: must equal box.seed = {box.seed} "
+                            f"{why}")
+        thickness = max(self.gradient.thickness_um, self.homogeneous.al_foil_thickness_um
+                        + derive_homogeneous(self.homogeneous).thickness_um)
+        if box.height_um < thickness:
+            raise SpecError(f"box.height_um = {box.height_um:g}: must be >= {thickness:.4g} um "
+                            f"(the whole thickness of both cathodes) {why}")
+        if box.mesh != "voxels":
+            raise SpecError(f"box.mesh = {box.mesh!r}: must be 'voxels' {why}")
+
 
 # --------------------------------------------------------------------------- derived
 
@@ -504,6 +528,20 @@ def load_case(source: str | Path | dict[str, Any]) -> CaseSpec:
     """Read a case TOML file (or an already parsed dict) into a validated :class:`CaseSpec`."""
     data = source if isinstance(source, dict) else read_case_toml(source)
     return _build(CaseSpec, data, "")
+
+
+def with_seed(case: CaseSpec, seed: int, where: str) -> CaseSpec:
+    """``case`` with the realization seed of its ``where`` ("box" or "section") set to
+    ``seed``. With ``section.method = "box"`` the section is a plane of the box, and both
+    seeds move together."""
+    if where not in ("box", "section"):
+        raise ValueError(f"where = {where!r}: must be 'box' or 'section'")
+    box, sec = case.box, case.section
+    if where == "box" or sec.method == "box":
+        box = replace(box, seed=seed)
+    if where == "section" or sec.method == "box":
+        sec = replace(sec, seed=seed)
+    return replace(case, box=box, section=sec)
 
 
 def spec_to_dict(spec: Any) -> dict[str, Any]:

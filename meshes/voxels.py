@@ -1,7 +1,7 @@
 """Phase-label images (voxels) of a 3D box cut from a realization.
 
-The same realization (spec + seed) that gives the 2D sections (:mod:`meshes.section`) is
-sampled at voxel centres: a voxel takes the phase of the object that contains its centre
+The realization of the box's window (spec + seed, :mod:`meshes.realization`) is sampled at
+voxel centres: a voxel takes the phase of the object that contains its centre
 (nanowire before rGO before carbon black), the layer it lies in outside the composite layer
 (Al foil below, SPE skin above), and otherwise it is pore. The pore is split like the 2D
 sections (:mod:`meshes.fill`):
@@ -11,7 +11,12 @@ sections (:mod:`meshes.fill`):
   any resolution;
 * the rest is SPE where Phi(g) < f: f(z) of the gradient membrane, or the tape-cast cathode's
   SPE share of the pore space (quantile threshold: the realised share is exact);
-  g a unit-variance Gaussian random field with the spec's correlation length.
+  g a unit-variance Gaussian random field with the spec's correlation length, sampled on
+  the box (:class:`BoxFill`).
+
+A 2D section with ``section.method = "box"`` (:func:`box_section_source`) is a plane of the
+box: the same realization and the same fill rule, so it agrees with the image wherever they
+meet. Other 2D sections are realizations of their own window (and calibrated in density).
 
 Centre sampling converges to the exact geometry as the voxel size drops; objects thinner than
 a voxel (rGO sheets of 20 nm at 25 nm voxels) are partly lost, which is why the realised
@@ -41,11 +46,11 @@ from meshes.realization import (
 from meshes.spec import BoxSpec, CaseSpec, SpecError, derive_homogeneous
 from meshes.tags import ELECTRONIC_PHASES, Phase
 
-__all__ = ["MAX_ELECTRONIC_VOXELS", "VoxelImage", "box_window", "cathode_layers_um",
-           "check_electronic_image", "electronic_image",
-           "lateral_shifts",
-           "periodic_caveat", "periodic_images", "sheet_caveat", "voxelize", "voxelize_case",
-           "write_image"]
+__all__ = ["MAX_ELECTRONIC_VOXELS", "MAX_PERCOLATION_VOXELS", "BoxFill", "VoxelImage",
+           "box_section_source", "box_window", "cathode_layers_um", "check_electronic_image",
+           "electronic_image", "fine_phase_image", "fine_phase_image_voxels",
+           "lateral_shifts", "periodic_caveat", "periodic_images", "sheet_caveat", "voxelize",
+           "voxelize_case", "write_image"]
 
 #: wires are sampled in pieces of at most this many radii (keeps every bounding box small)
 _PIECE_RADII = 8.0
@@ -230,6 +235,40 @@ def _solid_labels(real: Realization, origin: np.ndarray, shape: tuple[int, int, 
     return labels, pore, in_composite
 
 
+@dataclass(frozen=True)
+class BoxFill:
+    """How the pore of a box image (outside the coating) is split into SPE and void, as a
+    function of position in the realization's frame: SPE where Phi(g) < f(z) (``fill`` =
+    "gradient") or where g <= ``threshold`` (``fill`` = "share": the image's quantile, so
+    the image holds exactly its SPE share), g the box's Gaussian field. A 2D section cut
+    from the box's realization (``section.method = "box"``) applies the same rule, so the
+    section and the image agree on every pore point they share."""
+
+    fill: str
+    origin_um: tuple[float, float, float]
+    extent_um: tuple[float, float, float]
+    correlation_um: float
+    seed: int
+    periodic: bool
+    fill_min: float = 1.0
+    lean_zone_um: float = 0.0
+    threshold: float = math.inf
+
+    def field(self, points_um: np.ndarray) -> np.ndarray:
+        """The unit-variance Gaussian field g at ``points_um`` (n, 3)."""
+        return gaussian_field(points_um, self.extent_um, self.correlation_um, self.seed,
+                              origin_um=self.origin_um,
+                              periodic_axes=(0, 1) if self.periodic else ())
+
+    def spe(self, points_um: np.ndarray) -> np.ndarray:
+        """True where a pore point (n, 3) outside the coating is SPE."""
+        g = self.field(points_um)
+        if self.fill == "gradient":
+            return np.asarray(special.ndtr(g) < gradient_fill(
+                points_um[:, 2], lean_zone_um=self.lean_zone_um, fill_min=self.fill_min))
+        return np.asarray(g <= self.threshold)
+
+
 def voxelize(real: Realization, origin_um: tuple[float, float, float],
              shape: tuple[int, int, int], voxel_um: float, *, coating_um: float,
              fill: str, fill_min: float = 1.0, lean_zone_um: float = 0.0,
@@ -242,10 +281,27 @@ def voxelize(real: Realization, origin_um: tuple[float, float, float],
     ``periodic``: the image is periodic in x and y (:func:`periodic_images`; the coating and
     the fill field wrap around too), for periodic boundary conditions.
     """
+    return _voxelize(real, origin_um, shape, voxel_um, coating_um=coating_um, fill=fill,
+                     fill_min=fill_min, lean_zone_um=lean_zone_um, spe_share=spe_share,
+                     correlation_um=correlation_um, seed=seed, periodic=periodic)[0]
+
+
+def _voxelize(real: Realization, origin_um: tuple[float, float, float],
+              shape: tuple[int, int, int], voxel_um: float, *, coating_um: float,
+              fill: str, fill_min: float, lean_zone_um: float, spe_share: float,
+              correlation_um: float, seed: int, periodic: bool
+              ) -> tuple[VoxelImage, BoxFill, Realization]:
+    """:func:`voxelize`, and its fill rule and (periodic: on the torus) realization."""
+    if fill not in ("gradient", "share"):
+        raise ValueError(f"fill = {fill!r}: must be 'gradient' or 'share'")
     origin = np.asarray(origin_um, dtype=np.float64)
     h = float(voxel_um)
     if periodic:
         real = periodic_images(real, origin, np.array(shape, dtype=np.float64) * h)
+    rule = BoxFill(fill=fill, origin_um=(float(origin[0]), float(origin[1]), float(origin[2])),
+                   extent_um=(float(shape[0] * h), float(shape[1] * h), float(shape[2] * h)),
+                   correlation_um=correlation_um, seed=seed, periodic=periodic,
+                   fill_min=fill_min, lean_zone_um=lean_zone_um)
     labels, pore, in_composite = _solid_labels(real, origin, shape, h)
     solid_any = (labels != int(Phase.VOID)) & in_composite[None, None, :]
     spe = np.zeros(shape, dtype=bool)
@@ -260,30 +316,31 @@ def voxelize(real: Realization, origin_um: tuple[float, float, float],
     idx = np.nonzero(rest)
     if len(idx[0]):
         pts = np.column_stack([origin[k] + (idx[k] + 0.5) * h for k in range(3)])
-        extent = tuple(float(n * h) for n in shape)
-        g = gaussian_field(pts, extent, correlation_um, seed,
-                           origin_um=tuple(float(o) for o in origin),
-                           periodic_axes=(0, 1) if periodic else ())
         if fill == "gradient":
-            f = gradient_fill(pts[:, 2], lean_zone_um=lean_zone_um, fill_min=fill_min)
-            filled = special.ndtr(g) < f
-        elif fill == "share":
+            filled = rule.spe(pts)
+        else:
             # the SPE share of the *whole* pore space (coating included) is the spec's
+            g = rule.field(pts)
             n_target = round(spe_share * pore.sum()) - int(spe.sum())
             order = np.argsort(g)
+            n = min(max(0, n_target), len(g))
             filled = np.zeros(len(g), dtype=bool)
-            filled[order[:max(0, n_target)]] = True
-        else:
-            raise ValueError(f"fill = {fill!r}: must be 'gradient' or 'share'")
+            filled[order[:n]] = True
+            # the same split as a threshold on g, for points off the voxel centres
+            rule = replace(rule, threshold=math.inf if n == len(g)
+                           else float(g[order[n - 1]]) if n > 0 else -math.inf)
         spe[idx[0][filled], idx[1][filled], idx[2][filled]] = True
+    elif fill == "share":
+        rule = replace(rule, threshold=math.inf if spe_share > 0.0 else -math.inf)
     labels[spe] = int(Phase.SPE)
     # the composite layer of the *image*: the voxel planes between which the voxel centres
     # lie in it (so that electrodes placed on its faces lie on mesh facets)
     layers = np.nonzero(in_composite)[0]
     comp = ((layers[0] * h, (layers[-1] + 1) * h) if len(layers) else (0.0, 0.0))
-    return VoxelImage(labels=labels, voxel_um=h,
-                      origin_um=(float(origin[0]), float(origin[1]), float(origin[2])),
-                      kind=real.kind, composite_z_um=(float(comp[0]), float(comp[1])))
+    image = VoxelImage(labels=labels, voxel_um=h,
+                       origin_um=(float(origin[0]), float(origin[1]), float(origin[2])),
+                       kind=real.kind, composite_z_um=(float(comp[0]), float(comp[1])))
+    return image, rule, real
 
 
 def cathode_layers_um(case: CaseSpec, kind: str) -> tuple[float, float, float]:
@@ -420,6 +477,39 @@ def check_electronic_image(case: CaseSpec, kind: str) -> None:
                         f"{MAX_ELECTRONIC_VOXELS:.0e} (lower it or shrink the box)")
 
 
+#: the most voxels of the whole finer phase image that the rve's percolation report is
+#: computed on (about 100 bytes per voxel on rank 0: 6.4e7 is the default 5 um box at
+#: 12.5 nm, about 6 GB)
+MAX_PERCOLATION_VOXELS = 6.4e7
+
+#: the finest voxel a box may have (``box.voxel_um``'s lower bound)
+_MIN_VOXEL_UM = 0.005
+
+
+def _fine_case(case: CaseSpec) -> CaseSpec:
+    box = case.box
+    return replace(case, box=replace(box, voxel_um=box.voxel_um / box.electronic_subdivisions,
+                                     electronic_subdivisions=1))
+
+
+def fine_phase_image_voxels(case: CaseSpec, kind: str) -> float:
+    """Voxel count of :func:`fine_phase_image` (inf when its voxel would be finer than
+    ``box.voxel_um`` allows); cheap, no realization is drawn."""
+    k = case.box.electronic_subdivisions
+    if case.box.voxel_um / k < _MIN_VOXEL_UM * (1 - 1e-12):
+        return math.inf
+    _, shape = _box_shape(case, kind)
+    n_sep = round(case.box.separator_um / case.box.voxel_um)
+    return float(shape[0] * shape[1] * (shape[2] + n_sep)) * k**3
+
+
+def fine_phase_image(case: CaseSpec, kind: str) -> VoxelImage:
+    """The whole phase image of ``case.box`` on voxels ``box.electronic_subdivisions`` times
+    finer (:func:`voxelize_case` of that voxel size: the same realization, fill field and
+    separator layer), for reports that need every phase at the finer resolution."""
+    return voxelize_case(_fine_case(case), kind)
+
+
 def _case_box(case: CaseSpec, kind: str) -> tuple[Realization, tuple[float, float, float],
                                                   tuple[int, int, int]]:
     """The realization, box corner (realization frame, um) and voxel counts of
@@ -484,25 +574,39 @@ def electronic_image(case: CaseSpec, kind: str) -> VoxelImage:
     return replace(img, stats=stats)
 
 
-def voxelize_case(case: CaseSpec, kind: str) -> VoxelImage:
-    """The voxel image of ``case.box`` for one cathode (``kind`` gradient or homogeneous)."""
+def _case_image(case: CaseSpec, kind: str) -> tuple[VoxelImage, BoxFill, Realization]:
+    """The phase image of ``case.box`` for one cathode before its separator layer, its fill
+    rule and its realization (periodic sides: on the torus)."""
     box: BoxSpec = case.box
     real, origin, shape = _case_box(case, kind)
     h = box.voxel_um
     if kind == "gradient":
         g = case.gradient
-        img = voxelize(real, origin, shape, h, coating_um=g.coating_thickness_um,
-                       fill="gradient", fill_min=g.fill_min, lean_zone_um=g.lean_zone_um,
-                       correlation_um=g.fill_correlation_um, seed=box.seed,
-                       periodic=box.sides == "periodic")
-    else:
-        hs = case.homogeneous
-        d = derive_homogeneous(hs)
-        img = voxelize(real, origin, shape, h, coating_um=0.0, fill="share",
-                       spe_share=d.spe_volume_fraction
-                       / (d.spe_volume_fraction + d.void_volume_fraction),
-                       correlation_um=hs.peo_cluster_correlation_um, seed=box.seed,
-                       periodic=box.sides == "periodic")
+        return _voxelize(real, origin, shape, h, coating_um=g.coating_thickness_um,
+                         fill="gradient", fill_min=g.fill_min, lean_zone_um=g.lean_zone_um,
+                         spe_share=1.0, correlation_um=g.fill_correlation_um, seed=box.seed,
+                         periodic=box.sides == "periodic")
+    hs = case.homogeneous
+    d = derive_homogeneous(hs)
+    return _voxelize(real, origin, shape, h, coating_um=0.0, fill="share", fill_min=1.0,
+                     lean_zone_um=0.0,
+                     spe_share=d.spe_volume_fraction
+                     / (d.spe_volume_fraction + d.void_volume_fraction),
+                     correlation_um=hs.peo_cluster_correlation_um, seed=box.seed,
+                     periodic=box.sides == "periodic")
+
+
+def box_section_source(case: CaseSpec, kind: str) -> tuple[Realization, BoxFill]:
+    """The realization of ``case.box`` (periodic sides: on the torus) and the fill rule of
+    its phase image, for 2D sections cut from the box (``section.method = "box"``)."""
+    _, rule, real = _case_image(case, kind)
+    return real, rule
+
+
+def voxelize_case(case: CaseSpec, kind: str) -> VoxelImage:
+    """The voxel image of ``case.box`` for one cathode (``kind`` gradient or homogeneous)."""
+    h = case.box.voxel_um
+    img, _, real = _case_image(case, kind)
     img = _with_separator(case, kind, img, h)
     fr = img.fractions()
     zc0, zc1 = img.composite_z_um

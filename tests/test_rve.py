@@ -3,6 +3,7 @@ partition independence, the rve command and its bad input."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -144,6 +145,77 @@ def test_box_and_section_of_one_realization_agree() -> None:
     near = shapely.dwithin(region.boundary, shapely.points(gx[disagree], gz[disagree]), h)
     assert np.all(near)
     assert disagree.mean() < 0.02
+
+
+@pytest.mark.parametrize("sides", ["insulating", "periodic"])
+def test_section_of_the_box_is_a_plane_of_its_image(sides: str) -> None:
+    """section.method = "box": the 2D section is the plane y = y0 of the case's box, solids
+    and pore fill alike. At the voxel centres of the image's layer through y0, the section's
+    phase equals the image's, except (a) next to a solid voxel (one of its 26 neighbours),
+    where the image's coating (at least one voxel) and its sampled outlines differ from the
+    section's exact ones, or (b) where the fill rule changes between the voxel centre and
+    the centroid of the section's triangle there (the image is labelled at voxel centres,
+    the section at centroids). Away from the solids the image's pore is exactly the box's
+    fill rule, the tape-cast SPE share through the image's quantile threshold included."""
+    import matplotlib.tri as mtri
+    from scipy import ndimage
+
+    from meshes.build import build_section
+    from meshes.voxels import BoxFill, box_section_source
+
+    h, j = 0.1, 4  # the plane through the centres of the fifth voxel layer
+    case = load_case({"box": {"size_um": 1.0, "height_um": 100.0, "voxel_um": h, "seed": 1,
+                              "sides": sides},
+                      "section": {"method": "box", "width_um": 1.0, "seed": 1,
+                                  "plane_y_fraction": (j + 0.5) * h,
+                                  "mesh_size_coarse_um": 0.1}})
+    y0 = (j + 0.5) * h
+    for kind in ("gradient", "homogeneous"):
+        sec = build_section(case, kind)
+        assert sec.stats["nanowire_density_factor"] == 1.0  # the box's own realization
+        img = voxelize_case(case, kind)
+        _, rule = box_section_source(case, kind)
+        pore_phases = [int(Phase.SPE), int(Phase.VOID)]
+        solid = ~np.isin(img.labels, pore_phases)
+        pad = 2 if sides == "periodic" else 0  # periodic: the solids across a face count
+        wrapped = np.pad(solid, ((pad, pad), (pad, pad), (0, 0)), mode="wrap")
+        # next to a solid voxel: one of its 26 neighbours
+        near = ndimage.binary_dilation(wrapped, np.ones((3, 3, 3), dtype=bool))[
+            pad:wrapped.shape[0] - pad, pad:wrapped.shape[1] - pad]
+        # the image's pore outside the coating (gradient: next to the solids) is the rule
+        # at the voxel centres
+        zc0, zc1 = img.composite_z_um
+        idx = np.nonzero(~solid & ~near if kind == "gradient" else ~solid)
+        pts = np.column_stack([img.origin_um[q] + (idx[q] + 0.5) * h for q in range(3)])
+        inside = (pts[:, 2] - img.origin_um[2] > zc0) & (pts[:, 2] - img.origin_um[2] < zc1)
+        assert inside.sum() > 500
+        assert np.array_equal(rule.spe(pts[inside]),
+                              img.labels[idx][inside] == int(Phase.SPE))
+        # the section at the voxel centres of the layer through y0
+        nx, _, nz = img.labels.shape
+        xs = img.origin_um[0] + (np.arange(nx) + 0.5) * h
+        zs = img.origin_um[2] + (np.arange(nz) + 0.5) * h
+        gx, gz = np.meshgrid(xs, zs, indexing="ij")
+        tri = mtri.Triangulation(sec.points_um[:, 0], sec.points_um[:, 1], sec.cells)
+        found = tri.get_trifinder()(gx.ravel(), gz.ravel()).reshape(gx.shape)
+        assert np.all(found >= 0)
+        in_section = sec.phase[found]
+        in_image = img.labels[:, j, :]
+        centroid = sec.points_um[sec.cells[found]].mean(axis=-2)
+
+        def rule_at(x: np.ndarray, z: np.ndarray, rule: BoxFill = rule) -> np.ndarray:
+            return rule.spe(np.column_stack([x.ravel(), np.full(x.size, y0), z.ravel()])
+                            ).reshape(x.shape)
+
+        rule_differs = rule_at(gx, gz) != rule_at(centroid[..., 0], centroid[..., 1])
+        disagree = in_section != in_image
+        both_pore = np.isin(in_section, pore_phases) & np.isin(in_image, pore_phases)
+        explained = near[:, j, :] | (both_pore & rule_differs)
+        assert np.all(explained[disagree]), (kind, int(np.sum(disagree & ~explained)))
+        assert disagree.mean() < 0.04
+        # the plane holds the box's solids: the image's phases are found in the section
+        for ph in (Phase.NANOWIRE, Phase.SPE, Phase.VOID):
+            assert np.mean(in_section[in_image == ph] == ph) > 0.9
 
 
 def test_full_thickness_box_holds_the_layers() -> None:
@@ -315,13 +387,55 @@ def test_electronic_image_nests_in_the_phase_image() -> None:
             assert np.any(np.all(coarse.labels == int(Phase.AL_FOIL), axis=(0, 1)))
 
 
+@pytest.mark.parametrize("periodic", [False, True])
+def test_image_percolation_is_the_report_of_the_voxel_mesh(periodic: bool) -> None:
+    """image_percolation (components on the image, no mesh) gives the percolation report of
+    the image's hexahedral mesh: every fraction to 1e-12 and every component count, on
+    random 7 x 5 x 6 label images (no two axes alike; the phases drawn with a bias that
+    makes clusters) and on boxes of both cathodes (foil, separator, lean zone)."""
+    from fem.microstructure import image_percolation, percolation_report
+
+    rng = np.random.default_rng(11)
+    images = []
+    for _ in range(4):
+        raw = rng.integers(1, 8, size=(7, 5, 6)).astype(np.uint8)
+        raw[rng.uniform(size=raw.shape) < 0.5] = int(Phase.SPE)
+        images.append(raw)
+    sides = "periodic" if periodic else "insulating"
+    for kind, box in (("gradient", {"size_um": 0.6, "height_um": 0.6, "z_center_fraction": 0.0,
+                                    "voxel_um": 0.05, "seed": 2, "sides": sides}),
+                      ("homogeneous", {"size_um": 0.5, "height_um": 100.0, "voxel_um": 0.1,
+                                       "seed": 1, "separator_um": 0.2, "sides": sides})):
+        images.append(voxelize_case(load_case({"box": box}), kind).labels)
+    dead = []
+    for labels in images:
+        image = VoxelImage(labels, 0.1, (0.0, 0.0, 0.0), "gradient",
+                           (0.0, 0.1 * labels.shape[2]))
+        tm = distribute_voxels(COMM, image)
+        shape = labels.shape
+        report = dataclasses.asdict(percolation_report(
+            tm, periodic={0: 0.1 * shape[0], 1: 0.1 * shape[1]} if periodic else None))
+        report.pop("depth_profile")
+        got = image_percolation(labels, periodic)
+        assert got.keys() == report.keys()
+        for key, value in report.items():
+            assert got[key] == pytest.approx(value, rel=1e-12, abs=1e-15), key
+        dead.append(got["dead_active_fraction"])
+    # not only the trivial answers
+    assert any(0.0 < d < 1.0 for d in dead) and len(set(dead)) > 2
+
+
 def test_rve_with_finer_electronic_voxels_keeps_the_rest_on_the_phase_image(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """rve_numbers with box.electronic_subdivisions = 4: the electronic tensor is the one
-    of the 4x finer image (CG + GAMG against MUMPS on it, 1e-6), the ionic tensor and the
-    image statistics are those of the phase image (unchanged by the option), and the solids
-    image is written next to the phase image."""
+    of the 4x finer image (CG + GAMG against MUMPS on it, 1e-6), the percolation report that
+    of the whole 4x finer phase image (the report of its voxel mesh), the ionic tensor and
+    the image statistics are those of the phase image (unchanged by the option), and the
+    solids image is written next to the phase image. Above MAX_PERCOLATION_VOXELS the report
+    stays on the phase image, and says so."""
+    import cases.rve
     from cases.rve import rve_numbers
+    from fem.microstructure import percolation_report
 
     box = {"size_um": 0.6, "height_um": 0.6, "seed": 5, "voxel_um": 0.05}
     coarse = rve_numbers(load_case({"box": box}), "gradient", COMM)
@@ -332,12 +446,27 @@ def test_rve_with_finer_electronic_voxels_keeps_the_rest_on_the_phase_image(
         r["ionic"].pop("solve_time_s")
     assert finer["ionic"] == coarse["ionic"] and finer["image"] == coarse["image"]
     assert "electronic_voxel_um" not in coarse and finer["rgo_caveat"] is None
-    # the percolation report stays on the 50 nm image, which breaks the flakes: said so
-    assert "percolation report" in (finer["percolation_caveat"] or "")
     assert coarse["rgo_caveat"] is not None
     full = voxelize_case(load_case({"box": {**box, "voxel_um": 0.0125}}), "gradient")
-    ref = conductivity_tensor(distribute_voxels(COMM, full),
-                              default_conductivities().electronic(),
+    full_mesh = distribute_voxels(COMM, full)
+    # the percolation report is that of the whole 12.5 nm image's mesh
+    report = dataclasses.asdict(percolation_report(full_mesh))
+    report.pop("depth_profile")
+    assert finer["percolation_caveat"] is None
+    assert finer["percolation_voxel_um"] == pytest.approx(0.0125)
+    assert finer["percolation"].keys() == report.keys()
+    for key, value in report.items():
+        assert finer["percolation"][key] == pytest.approx(value, rel=1e-12, abs=1e-15), key
+    assert finer["percolation"] != coarse["percolation"]
+    # too large a finer image: the report stays on the 50 nm image, which breaks the
+    # flakes, and the run says so
+    monkeypatch.setattr(cases.rve, "MAX_PERCOLATION_VOXELS", 1.0)
+    capped = rve_numbers(load_case({"box": {**box, "electronic_subdivisions": 2}}),
+                         "gradient", COMM)
+    assert "percolation report" in (capped["percolation_caveat"] or "")
+    assert capped["percolation"] == coarse["percolation"]
+    assert capped["percolation_voxel_um"] == pytest.approx(0.05)
+    ref = conductivity_tensor(full_mesh, default_conductivities().electronic(),
                               petsc_options=dict(DEFAULT_PETSC_OPTIONS))
     got = np.array(finer["electronic"]["tensor_S_cm"])
     assert np.allclose(got, ref.tensor_S_cm, rtol=1e-6, atol=1e-6 * np.abs(got).max())

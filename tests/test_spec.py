@@ -15,6 +15,7 @@ from meshes.spec import (
     derive_gradient,
     derive_homogeneous,
     load_case,
+    with_seed,
 )
 
 
@@ -73,6 +74,16 @@ def test_homogeneous_volumes_close_mass_balance() -> None:
         ({"section": {"method": "voxel"}}, "section.method = 'voxel': must be one of"),
         ({"section": {"seed": 1.5}}, "section.seed = 1.5: must be an integer"),
         ({"section": {"width_um": float("nan")}}, "section.width_um = nan"),
+        ({"section": {"method": "box"}, "box": {"height_um": 100}},
+         "section.width_um = 10: must equal box.size_um = 5"),
+        ({"section": {"method": "box", "width_um": 5, "seed": 1}, "box": {"height_um": 100}},
+         "section.seed = 1: must equal box.seed = 0"),
+        ({"section": {"method": "box", "width_um": 5}}, "box.height_um = 5: must be >= 34"),
+        ({"section": {"method": "box", "width_um": 0.5},
+          "box": {"size_um": 0.5, "height_um": 100, "mesh": "conforming",
+                  "conforming_size_um": 0.1}},
+         "box.mesh = 'conforming': must be 'voxels'"),
+        ({"section": {"plane_y_fraction": 1.5}}, "section.plane_y_fraction = 1.5"),
     ],
 )
 def test_bad_input_one_line_error(data: dict, fragment: str) -> None:
@@ -94,3 +105,17 @@ def test_specs_are_frozen() -> None:
     with pytest.raises(AttributeError):
         nw.diameter_um = 0.2  # type: ignore[misc]
     assert math.isclose(nw.diameter_um, 0.1)
+
+
+def test_seeds_of_a_section_of_the_box_move_together() -> None:
+    """With section.method = "box" the section is a plane of the box: setting the seed of
+    either geometry sets both; otherwise only the one named."""
+    case = load_case({"section": {"method": "box", "width_um": 1, "seed": 2},
+                      "box": {"size_um": 1, "height_um": 100, "seed": 2}})
+    for where in ("box", "section"):
+        moved = with_seed(case, 7, where)
+        assert (moved.box.seed, moved.section.seed) == (7, 7)
+    plain = load_case({"box": {"seed": 2}})
+    assert (with_seed(plain, 7, "box").box.seed, with_seed(plain, 7, "box").section.seed) == (7, 0)
+    assert (with_seed(plain, 7, "section").box.seed,
+            with_seed(plain, 7, "section").section.seed) == (2, 7)
