@@ -21,6 +21,13 @@ flakes), the electronic tensor of the ``--rve-voxel-um`` image, the one on a mes
 electronic voxels ``--subdivisions`` times finer, and the one of the whole image at that
 finer voxel size (the reference it must equal); cells and wall time of each.
 
+Part 4 (percolation report against the voxel size): for ``--perc-seeds`` boxes of
+``--perc-size-um`` at mid-depth of both cathodes, the percolation report
+(:func:`fem.microstructure.image_percolation`, on the image: no mesh) of the phase image at
+``--rve-voxel-um`` and at 2 and 4 times finer voxels (the report ``cathodefem rve`` gives
+with ``box.electronic_subdivisions`` = 2 or 4); mean per voxel size and the time per image.
+Runs on rank 0 only.
+
 ``--parts`` picks the parts (default ``1,2,3``). Writes ``benchmarks/out/rve.json``.
 """
 
@@ -128,6 +135,48 @@ def finer_electronic(size: float, voxel: float, k: int, seeds: int, comm: MPI.Co
             "max_finer_vs_whole_rel": max(r["finer_vs_whole_rel"] for r in rows)}
 
 
+PERCOLATION_KEYS = ("nanowire_electronic_connected_fraction",
+                    "nanowire_ion_accessible_fraction", "dead_active_fraction",
+                    "n_nanowire_particles_count")
+
+
+def percolation_resolution(size: float, voxel: float, seeds: int, comm: MPI.Comm) -> dict:
+    """Part 4: the percolation report of one box per seed at voxel, voxel / 2 and / 4."""
+    from fem.microstructure import image_percolation
+
+    out: dict = {"size_um": size, "voxels_um": [voxel, voxel / 2, voxel / 4], "runs": []}
+    if comm.rank != 0:
+        return out
+    print(f"\nPart 4: percolation report, {size:g} um boxes at mid-depth, seeds "
+          f"0-{seeds - 1}, on the image (rank 0)", flush=True)
+    print(f"{'cathode':12s} {'seed':>4s} {'voxel um':>9s} {'NW to bottom':>12s} "
+          f"{'NW ion-acc':>10s} {'dead':>7s} {'NW pieces':>9s} {'s':>6s}", flush=True)
+    for kind in ("gradient", "homogeneous"):
+        for seed in range(seeds):
+            for h in out["voxels_um"]:
+                case = load_case({"box": {"size_um": size, "height_um": size, "seed": seed,
+                                          "voxel_um": h}})
+                t0 = time.perf_counter()
+                report = image_percolation(voxelize_case(case, kind).labels)
+                dt = time.perf_counter() - t0
+                out["runs"].append({"cathode": kind, "seed": seed, "voxel_um": h,
+                                    "time_s": dt, **report})
+                print(f"{kind:12s} {seed:4d} {h:9.4f} "
+                      f"{report['nanowire_electronic_connected_fraction']:12.4f} "
+                      f"{report['nanowire_ion_accessible_fraction']:10.4f} "
+                      f"{report['dead_active_fraction']:7.4f} "
+                      f"{report['n_nanowire_particles_count']:9d} {dt:6.1f}", flush=True)
+    out["mean"] = {}
+    print(f"\nmean over seeds: {', '.join(PERCOLATION_KEYS)}")
+    for kind in ("gradient", "homogeneous"):
+        for h in out["voxels_um"]:
+            rows = [r for r in out["runs"] if r["cathode"] == kind and r["voxel_um"] == h]
+            mean = {k: float(np.mean([r[k] for r in rows])) for k in PERCOLATION_KEYS}
+            out["mean"][f"{kind} {h:g}"] = mean
+            print(f"{kind:12s} {h:9.4f} " + " ".join(f"{v:10.4g}" for v in mean.values()))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="coarse resolutions, small RVE")
@@ -137,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sub-size-um", type=float, default=1.0, help="boxes of part 3")
     ap.add_argument("--sub-seeds", type=int, default=10, help="boxes of part 3")
     ap.add_argument("--subdivisions", type=int, default=4, help="k of part 3")
+    ap.add_argument("--perc-size-um", type=float, default=3.0, help="boxes of part 4")
+    ap.add_argument("--perc-seeds", type=int, default=10, help="boxes of part 4")
     ap.add_argument("--parts", default="1,2,3", help="comma-separated parts to run")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
@@ -155,11 +206,17 @@ def main(argv: list[str] | None = None) -> int:
     if 3 in parts:
         sub = finer_electronic(0.6 if args.quick else args.sub_size_um, args.rve_voxel_um,
                                args.subdivisions, 2 if args.quick else args.sub_seeds, comm)
+    perc: dict | None = None
+    if 4 in parts:
+        perc = percolation_resolution(1.0 if args.quick else args.perc_size_um,
+                                      args.rve_voxel_um, 2 if args.quick else args.perc_seeds,
+                                      comm)
     if comm.rank == 0:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({
             "ranks": comm.size, "machine": platform.platform(), "quick": args.quick,
-            "convergence": conv, "rve": rve, "finer_electronic": sub}, indent=2) + "\n")
+            "convergence": conv, "rve": rve, "finer_electronic": sub,
+            "percolation_resolution": perc}, indent=2) + "\n")
         print(f"\nwritten {args.out}")
     return 0
 

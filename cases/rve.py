@@ -341,7 +341,11 @@ def print_rve(summary: dict[str, Any]) -> None:
             sides = summary.get("case", {}).get("box", {}).get("sides", "insulating")
             box = summary.get("case", {}).get("box", {})
             k = box.get("electronic_subdivisions", 1)
-            voxels = (f", electronic tensor on {box['voxel_um'] / k:g} um voxels, the rest on "
+            fine_perc = all(r.get("percolation_voxel_um") == box["voxel_um"] / k
+                            for r in entry.get("runs", [{}]))
+            what = "electronic tensor and percolation report" if fine_perc else \
+                "electronic tensor"
+            voxels = (f", {what} on {box['voxel_um'] / k:g} um voxels, the rest on "
                       f"{box['voxel_um']:g} um" if k > 1 and box.get("mesh") == "voxels" else "")
             print(f"\n{kind}, depth {entry['z_center_fraction']:g}, {st['runs_count']} seed(s), "
                   f"{sides} sides{voxels}")

@@ -628,7 +628,8 @@ for kind in ("gradient", "homogeneous"):
         case.box, electronic_subdivisions=2)), kind, MPI.COMM_WORLD,
         petsc_options=dict(DEFAULT_PETSC_OPTIONS))
     out[kind] = [r["electronic"]["tensor_S_cm"], r["ionic"]["tensor_S_cm"],
-                 fine["electronic"]["tensor_S_cm"], r["percolation"]["dead_active_fraction"]]
+                 fine["electronic"]["tensor_S_cm"], r["percolation"]["dead_active_fraction"],
+                 fine["percolation"]["dead_active_fraction"], fine["percolation_voxel_um"]]
 if MPI.COMM_WORLD.rank == 0:
     print("RESULT " + json.dumps(out))
 """
@@ -646,6 +647,9 @@ def test_two_ranks_give_the_one_rank_tensors(tmp_path: Path) -> None:
             assert np.allclose(a, b, rtol=1e-8, atol=1e-12 * max(np.abs(a).max(), 1e-30))
         assert np.abs(np.array(one[kind][2])).max() > 0.0
         assert one[kind][3] == pytest.approx(two[kind][3], abs=1e-12)
+        # the percolation report of the 2x finer phase image, on every rank
+        assert one[kind][4] == pytest.approx(two[kind][4], abs=1e-12)
+        assert one[kind][5] == two[kind][5] == pytest.approx(0.04)
 
 
 def test_rve_command_writes_tensors_images_and_statistics(tmp_path: Path) -> None:
