@@ -19,7 +19,7 @@ from meshes.fill import gaussian_field, gradient_fill, label_pore_cells
 from meshes.gmsh2d import TriMesh, mesh_section
 from meshes.realization import realize_gradient, realize_homogeneous
 from meshes.section import Region, Section, add_separator, assemble_section, cut_realization
-from meshes.spec import CaseSpec, derive_gradient, derive_homogeneous
+from meshes.spec import CaseSpec, SpecError, derive_gradient, derive_homogeneous
 from meshes.tags import Phase
 from meshes.voxels import BoxFill, box_section_source
 
@@ -78,7 +78,7 @@ def _sticks_section(case: CaseSpec, kind: str) -> Section:
         d = derive_homogeneous(h)
         nw, phi = h.nanowire, d.nanowire_volume_fraction
         z0, z1 = h.al_foil_thickness_um, h.al_foil_thickness_um + d.thickness_um
-        thickness, coating, contact = z1, 0.0, h.contact_width_um
+        thickness, coating, contact = z1, h.spe_film_thickness_um, h.contact_width_um
         layers = (z0,)
         cb_phi, cb_d = d.carbon_black_volume_fraction, h.carbon_black_aggregate_diameter_um
         rgo_phi = d.rgo_volume_fraction
@@ -166,6 +166,12 @@ def _grid(case: CaseSpec) -> float:
     return 0.05 * case.section.mesh_size_fine_um
 
 
+def _areas_um2(tri: TriMesh, mask: np.ndarray) -> np.ndarray:
+    p = tri.points_um[tri.cells[mask]]
+    d1, d2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    return np.asarray(0.5 * np.abs(d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]))
+
+
 def _pore_fill(case: CaseSpec, kind: str, section: Section, tri: TriMesh, centroids: np.ndarray,
                pore: np.ndarray, box_fill: BoxFill | None) -> np.ndarray:
     """True where a pore triangle (centroids (n, 2), x and z) is SPE."""
@@ -187,10 +193,18 @@ def _pore_fill(case: CaseSpec, kind: str, section: Section, tri: TriMesh, centro
         h = case.homogeneous
         d = derive_homogeneous(h)
         corr = h.peo_cluster_correlation_um
-        fill = d.spe_volume_fraction / (d.spe_volume_fraction + d.void_volume_fraction)
-        p = tri.points_um[tri.cells[pore]]
-        d1, d2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
-        area = 0.5 * np.abs(d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0])
+        share = d.spe_volume_fraction / (d.spe_volume_fraction + d.void_volume_fraction)
+        area = _areas_um2(tri, pore)
+        # the wetting film (the coating region, SPE) is part of the SPE share of the pore
+        film = float(_areas_um2(tri, tri.region == Region.COATING).sum())
+        rest = float(area.sum())
+        fill = share if film == 0.0 else (share * (rest + film) - film) / rest if rest > 0 \
+            else 0.0
+        if fill < 0.0:
+            raise SpecError(
+                f"homogeneous.spe_film_thickness_um = {h.spe_film_thickness_um:g}: the film "
+                f"takes {film / (rest + film):.2f} of the pore of this section, more than the "
+                f"SPE share {share:.2f}; must be thinner")
     # The field lives on the cathode box (without the separator): the same microstructure
     # with and without a separator layer.
     cathode_box = (section.width_um, section.thickness_um - section.separator_um)
@@ -206,7 +220,8 @@ def _box_section(case: CaseSpec, kind: str) -> tuple[Section, BoxFill, dict[str,
     if kind == "gradient":
         coating, contact = case.gradient.coating_thickness_um, case.gradient.contact_width_um
     else:
-        coating, contact = 0.0, case.homogeneous.contact_width_um
+        coating, contact = (case.homogeneous.spe_film_thickness_um,
+                            case.homogeneous.contact_width_um)
     section = cut_realization(real, y_um=case.section.plane_y_fraction * case.box.size_um,
                               coating_thickness_um=coating, contact_width_um=contact,
                               grid_um=_grid(case))
@@ -226,6 +241,12 @@ def build_section(case: CaseSpec, kind: str, *, threads: int = 1) -> SectionMesh
     if kind not in KINDS:
         raise ValueError(f"kind = {kind!r}: must be one of {list(KINDS)}")
     sec = case.section
+    film = case.homogeneous.spe_film_thickness_um
+    if kind == "homogeneous" and 0.0 < film < 0.5 * sec.mesh_size_fine_um:
+        # thinner pieces of the film would be merged into their neighbours as slivers
+        raise SpecError(f"section.mesh_size_fine_um = {sec.mesh_size_fine_um:g}: must be <= "
+                        f"{2 * film:g} (2 x homogeneous.spe_film_thickness_um) to resolve "
+                        f"the wetting film")
     t0 = time.perf_counter()
     window = (0.0, sec.width_um, 0.0, 0.0)
     calibration: dict[str, float] = {}
@@ -246,7 +267,8 @@ def build_section(case: CaseSpec, kind: str, *, threads: int = 1) -> SectionMesh
         h = case.homogeneous
         section, calibration = _calibrated(
             lambda f, full: cut_realization(
-                realize_homogeneous(h, window, sec.seed, f), y_um=0.0, coating_thickness_um=0.0,
+                realize_homogeneous(h, window, sec.seed, f), y_um=0.0,
+                coating_thickness_um=h.spe_film_thickness_um if full else 0.0,
                 contact_width_um=h.contact_width_um, grid_um=_grid(case)),
             derive_homogeneous(h).nanowire_volume_fraction)
     section = add_separator(section, sec.separator_um)

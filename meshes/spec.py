@@ -179,6 +179,11 @@ class HomogeneousSpec(_Spec):
     carbon_black_aggregate_diameter_um: float = _num(0.3, 0.02, 10.0, "um")
     #: correlation length of the PEO-rich / PEO-lean clusters in the pore space
     peo_cluster_correlation_um: float = _num(1.0, 0.01, 100.0, "um", lo_open=True)
+    #: film of PEO/LiTFSI wetting every solid of the cast layer, taken from its SPE share
+    #: (the rest of the SPE forms the PEO-rich clusters). 0: no wetting, the polymer only in
+    #: clusters (the default). ASSUMPTION, a hypothesis to test: the paper does not say how
+    #: the PEO of the tape-cast cathode wets its particles (README, "Wetting film")
+    spe_film_thickness_um: float = _num(0.0, 0.0, 0.5, "um")
     #: modelled Al foil slab under the cast layer (an equipotential; real foil ~15 um)
     al_foil_thickness_um: float = _num(1.0, 0.0, 100.0, "um", lo_open=True)
     contact_width_um: float = _num(0.02, 0.0, 1.0, "um")

@@ -235,6 +235,16 @@ def _solid_labels(real: Realization, origin: np.ndarray, shape: tuple[int, int, 
     return labels, pore, in_composite
 
 
+class FilmTooThickError(ValueError):
+    """The coating of a "share" image takes more of the pore than the SPE share."""
+
+    def __init__(self, coated_fraction: float, share: float) -> None:
+        super().__init__(f"the coating takes {coated_fraction:.2f} of the pore, more than the "
+                         f"SPE share {share:.2f}")
+        self.coated_fraction = coated_fraction
+        self.share = share
+
+
 @dataclass(frozen=True)
 class BoxFill:
     """How the pore of a box image (outside the coating) is split into SPE and void, as a
@@ -322,6 +332,8 @@ def _voxelize(real: Realization, origin_um: tuple[float, float, float],
             # the SPE share of the *whole* pore space (coating included) is the spec's
             g = rule.field(pts)
             n_target = round(spe_share * pore.sum()) - int(spe.sum())
+            if n_target < 0:
+                raise FilmTooThickError(float(spe.sum()) / float(pore.sum()), spe_share)
             order = np.argsort(g)
             n = min(max(0, n_target), len(g))
             filled = np.zeros(len(g), dtype=bool)
@@ -588,12 +600,19 @@ def _case_image(case: CaseSpec, kind: str) -> tuple[VoxelImage, BoxFill, Realiza
                          periodic=box.sides == "periodic")
     hs = case.homogeneous
     d = derive_homogeneous(hs)
-    return _voxelize(real, origin, shape, h, coating_um=0.0, fill="share", fill_min=1.0,
-                     lean_zone_um=0.0,
-                     spe_share=d.spe_volume_fraction
-                     / (d.spe_volume_fraction + d.void_volume_fraction),
-                     correlation_um=hs.peo_cluster_correlation_um, seed=box.seed,
-                     periodic=box.sides == "periodic")
+    try:
+        return _voxelize(real, origin, shape, h, coating_um=hs.spe_film_thickness_um,
+                         fill="share", fill_min=1.0, lean_zone_um=0.0,
+                         spe_share=d.spe_volume_fraction
+                         / (d.spe_volume_fraction + d.void_volume_fraction),
+                         correlation_um=hs.peo_cluster_correlation_um, seed=box.seed,
+                         periodic=box.sides == "periodic")
+    except FilmTooThickError as e:
+        raise SpecError(
+            f"homogeneous.spe_film_thickness_um = {hs.spe_film_thickness_um:g}: at "
+            f"box.voxel_um = {h:g} the film (at least one voxel) takes "
+            f"{e.coated_fraction:.2f} of the pore, more than the SPE share {e.share:.2f}; "
+            f"use finer voxels or a thinner film") from None
 
 
 def box_section_source(case: CaseSpec, kind: str) -> tuple[Realization, BoxFill]:

@@ -128,3 +128,50 @@ def test_facet_tags(small_meshes: dict[str, SectionMesh]) -> None:
     for f in (Facet.BOTTOM, Facet.TOP, Facet.LEFT, Facet.RIGHT, Facet.ACTIVE_ELECTROLYTE,
               Facet.CATHODE_COLLECTOR):
         assert int(f) in tags
+
+
+def _solid_void_edges(cells: np.ndarray, phase: np.ndarray) -> int:
+    """Edges shared by a solid triangle (wire, rGO, carbon black) and a void one."""
+    e = np.sort(np.concatenate([cells[:, [0, 1]], cells[:, [1, 2]], cells[:, [2, 0]]]), axis=1)
+    owner = np.tile(np.arange(len(cells)), 3)
+    order = np.lexsort((e[:, 1], e[:, 0]))
+    e, owner = e[order], owner[order]
+    same = np.all(e[1:] == e[:-1], axis=1)
+    a, b = phase[owner[:-1][same]], phase[owner[1:][same]]
+    solid = np.isin(a, [Phase.NANOWIRE, Phase.RGO, Phase.CARBON_BLACK]), \
+        np.isin(b, [Phase.NANOWIRE, Phase.RGO, Phase.CARBON_BLACK])
+    return int(np.sum(solid[0] & (b == Phase.VOID)) + np.sum(solid[1] & (a == Phase.VOID)))
+
+
+def test_tape_cast_wetting_film_is_part_of_the_spe_share(
+        small_meshes: dict[str, SectionMesh]) -> None:
+    """homogeneous.spe_film_thickness_um: a PEO film around every solid of the cast layer,
+    taken from its SPE share: the SPE share of the pore (film included) is still the spec's,
+    no solid borders a void any more (without the film many do), and a film that would need
+    more than the share, or thinner than the mesh resolves, is a one-line error."""
+    from meshes.spec import SpecError
+
+    plain = small_meshes["homogeneous"]
+    assert _solid_void_edges(plain.cells, plain.phase) > 100
+    data = {**SMALL, "section": {**SMALL["section"], "mesh_size_fine_um": 0.04},
+            "homogeneous": {**SMALL["homogeneous"], "spe_film_thickness_um": 0.02}}
+    m = build_section(load_case(data), "homogeneous")
+    d = derive_homogeneous(load_case(data).homogeneous)
+    f = m.area_fractions(m.composite_z_um)
+    share = d.spe_volume_fraction / (d.spe_volume_fraction + d.void_volume_fraction)
+    assert f["spe"] / (f["spe"] + f["void"]) == pytest.approx(share, abs=0.02)
+    assert _solid_void_edges(m.cells, m.phase) == 0
+    # the solids are those of the same realization (the film only takes pore)
+    assert f["nanowire"] == pytest.approx(
+        plain.area_fractions(plain.composite_z_um)["nanowire"], rel=0.05)
+    with pytest.raises(SpecError) as err:
+        build_section(load_case({**SMALL, "homogeneous": {**SMALL["homogeneous"],
+                                                          "spe_film_thickness_um": 0.2}}),
+                      "homogeneous")
+    assert "homogeneous.spe_film_thickness_um = 0.2" in str(err.value)
+    assert "\n" not in str(err.value)
+    # a film thinner than half the finest element would be merged away in places
+    with pytest.raises(SpecError, match=r"section\.mesh_size_fine_um = 0\.05: must be <= 0\.02"):
+        build_section(load_case({**SMALL, "homogeneous": {**SMALL["homogeneous"],
+                                                          "spe_film_thickness_um": 0.01}}),
+                      "homogeneous")

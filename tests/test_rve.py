@@ -18,7 +18,7 @@ from fem.conduction import DEFAULT_PETSC_OPTIONS, conductivity_tensor
 from fem.parameters import default_conductivities
 from meshes.adapter import distribute_electronic_voxels, distribute_voxels
 from meshes.realization import Realization, Sheets, Spheres, Wires
-from meshes.spec import BoxSpec, CaseSpec, SpecError, load_case
+from meshes.spec import BoxSpec, CaseSpec, SpecError, derive_homogeneous, load_case
 from meshes.tags import ELECTRONIC_PHASES, Phase
 from meshes.voxels import (
     VoxelImage,
@@ -794,3 +794,36 @@ def test_voxels_too_coarse_for_the_rgo_flakes_break_them_and_warn() -> None:
     assert sheet_caveat(load_case({"gradient": {"rgo_wt_fraction": 0.0}}), "gradient") is None
     # the tape-cast cathode's isotropic flakes need finer voxels still
     assert "above 0.0115 um" in (sheet_caveat(load_case({}), "homogeneous") or "")
+
+
+def test_tape_cast_wetting_film_in_the_image(tmp_path: Path) -> None:
+    """homogeneous.spe_film_thickness_um in 3D: every pore voxel within the film (at least
+    one voxel) of a solid is SPE, taken from the SPE share, which stays exact; no solid
+    voxel borders a void one (without the film many do). Voxels too coarse for the share
+    are a one-line error of the rve command: exit 2, no result folder."""
+    box = {"size_um": 0.6, "height_um": 0.6, "voxel_um": 0.0125, "seed": 2}
+    solids = [int(Phase.NANOWIRE), int(Phase.RGO), int(Phase.CARBON_BLACK)]
+    from scipy import ndimage
+
+    d = derive_homogeneous(load_case({"box": box}).homogeneous)
+    share = d.spe_volume_fraction / (d.spe_volume_fraction + d.void_volume_fraction)
+
+    touching = []
+    for film in (0.0, 0.01):
+        img = voxelize_case(load_case({"box": box,
+                                       "homogeneous": {"spe_film_thickness_um": film}}),
+                            "homogeneous")
+        fr = img.fractions()
+        assert fr["spe"] / (fr["spe"] + fr["void"]) == pytest.approx(share, abs=2e-5)
+        touching.append(int(np.count_nonzero(
+            ndimage.binary_dilation(np.isin(img.labels, solids))
+            & (img.labels == int(Phase.VOID)))))
+    assert touching[0] > 1000 and touching[1] == 0
+    proc = _cli("rve", "--cathode", "homogeneous", "--set", "box.size_um=1", "--set",
+                "box.height_um=1", "--set", "box.voxel_um=0.1", "--set",
+                "homogeneous.spe_film_thickness_um=0.02", "--out", str(tmp_path / "r"),
+                cwd=tmp_path)
+    assert proc.returncode == 2
+    err = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(err) == 1 and "homogeneous.spe_film_thickness_um = 0.02" in err[0]
+    assert not (tmp_path / "r").exists()
