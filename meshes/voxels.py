@@ -290,6 +290,9 @@ def voxelize(real: Realization, origin_um: tuple[float, float, float],
     realization's frame) or "share" (SPE share ``spe_share`` of the pore space).
     ``periodic``: the image is periodic in x and y (:func:`periodic_images`; the coating and
     the fill field wrap around too), for periodic boundary conditions.
+    With "share", a coating that takes more of the pore than ``spe_share`` is kept whole and
+    the rest of the pore is void (``spe_share = 0``: coating only); cases raise instead
+    (:func:`voxelize_case`).
     """
     return _voxelize(real, origin_um, shape, voxel_um, coating_um=coating_um, fill=fill,
                      fill_min=fill_min, lean_zone_um=lean_zone_um, spe_share=spe_share,
@@ -299,9 +302,12 @@ def voxelize(real: Realization, origin_um: tuple[float, float, float],
 def _voxelize(real: Realization, origin_um: tuple[float, float, float],
               shape: tuple[int, int, int], voxel_um: float, *, coating_um: float,
               fill: str, fill_min: float, lean_zone_um: float, spe_share: float,
-              correlation_um: float, seed: int, periodic: bool
+              correlation_um: float, seed: int, periodic: bool, strict_share: bool = False
               ) -> tuple[VoxelImage, BoxFill, Realization]:
-    """:func:`voxelize`, and its fill rule and (periodic: on the torus) realization."""
+    """:func:`voxelize`, and its fill rule and (periodic: on the torus) realization.
+
+    ``strict_share``: raise :class:`FilmTooThickError` when the coating alone exceeds
+    ``spe_share`` (a film taken from the SPE share cannot be larger than the share)."""
     if fill not in ("gradient", "share"):
         raise ValueError(f"fill = {fill!r}: must be 'gradient' or 'share'")
     origin = np.asarray(origin_um, dtype=np.float64)
@@ -332,7 +338,7 @@ def _voxelize(real: Realization, origin_um: tuple[float, float, float],
             # the SPE share of the *whole* pore space (coating included) is the spec's
             g = rule.field(pts)
             n_target = round(spe_share * pore.sum()) - int(spe.sum())
-            if n_target < 0:
+            if n_target < 0 and strict_share:
                 raise FilmTooThickError(float(spe.sum()) / float(pore.sum()), spe_share)
             order = np.argsort(g)
             n = min(max(0, n_target), len(g))
@@ -606,7 +612,7 @@ def _case_image(case: CaseSpec, kind: str) -> tuple[VoxelImage, BoxFill, Realiza
                          spe_share=d.spe_volume_fraction
                          / (d.spe_volume_fraction + d.void_volume_fraction),
                          correlation_um=hs.peo_cluster_correlation_um, seed=box.seed,
-                         periodic=box.sides == "periodic")
+                         periodic=box.sides == "periodic", strict_share=True)
     except FilmTooThickError as e:
         raise SpecError(
             f"homogeneous.spe_film_thickness_um = {hs.spe_film_thickness_um:g}: at "
