@@ -46,7 +46,7 @@ from fem.electrochem.protocol import (
 from meshes.adapter import TaggedMesh, build_on_root, distribute_voxels
 from meshes.spec import CaseSpec, SpecError, spec_to_dict, with_seed
 from meshes.tags import phase_names
-from meshes.voxels import cathode_layers_um, periodic_caveat, voxelize_case
+from meshes.voxels import cathode_layers_um, film_caveat, periodic_caveat, voxelize_case
 
 __all__ = ["PAPER_RATE_CAPABILITY", "checkpoint_folder", "run_cycling", "run_rate_ensemble",
            "run_rate_study"]
@@ -306,14 +306,17 @@ def _check_geometry(case: CaseSpec, kinds: Sequence[str]) -> None:
 def _build_box(comm: MPI.Comm, case: CaseSpec, kind: str) -> tuple[TaggedMesh, dict[str, Any]]:
     """The 3D voxel column of ``case.box`` (whole cathode plus separator) as hexahedra."""
     caveat = periodic_caveat(case, kind)
-    if caveat and comm.rank == 0:
-        log.warning(caveat)
+    film = film_caveat(case, kind)
+    for message in (caveat, film):
+        if message and comm.rank == 0:
+            log.warning(message)
     image = build_on_root(comm, lambda: voxelize_case(case, kind))
     info = None
     if image is not None:
         info = {"voxel_um": image.voxel_um, "size_um": list(image.size_um),
                 "cells_count": int(image.labels.size), "phase_fractions": image.fractions(),
                 "periodic_sides": case.box.sides == "periodic", "periodic_caveat": caveat,
+                "film_caveat": film,
                 **image.stats}
     info = comm.bcast(info, root=0)
     return distribute_voxels(comm, image), info

@@ -26,6 +26,10 @@ contacts are in the summary). On it:
   (:func:`fem.microstructure.image_percolation`, up to
   :data:`meshes.voxels.MAX_PERCOLATION_VOXELS` voxels), where wires that pass closer than
   a coarse voxel no longer touch and the rGO flakes stay whole;
+* on voxel boxes, the reacting wire surface in voxel faces, on the same image as the
+  percolation report (:func:`fem.microstructure.wire_surface_report`): the share of the wire
+  surface that borders polymer connected to the top face, and of that the share on wires
+  connected to the bottom face (the half cell's ideal and resolved reacting interface);
 * with several seeds: mean and 95 % confidence interval (Student t) of every number;
 * with several depths (``z_center_fraction`` values): the depth profile through the cathode.
 
@@ -59,7 +63,7 @@ from fem.conduction import (
     conductivity_tensor,
     surface_iv,
 )
-from fem.microstructure import image_percolation, percolation_report
+from fem.microstructure import image_percolation, percolation_report, wire_surface_report
 from fem.parameters import default_conductivities
 from meshes.adapter import (
     build_on_root,
@@ -76,6 +80,7 @@ from meshes.voxels import (
     cathode_layers_um,
     check_electronic_image,
     electronic_image,
+    film_caveat,
     fine_phase_image,
     fine_phase_image_voxels,
     periodic_caveat,
@@ -129,7 +134,8 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
     options = petsc_options if petsc_options is not None else ITERATIVE_PETSC_OPTIONS
     caveat = periodic_caveat(case, kind)
     flakes = sheet_caveat(case, kind)
-    for message in (caveat, flakes):
+    film = film_caveat(case, kind)
+    for message in (caveat, flakes, film):
         if message and comm.rank == 0:
             _warn_once(message)
     t0 = time.perf_counter()
@@ -142,6 +148,7 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
             render_conforming_3d(box.points_um, box.cells, box.phase,
                                  out / f"{kind}_rve_3d.png")
         tm = distribute_conforming(comm, box)
+        wire_surface = None  # voxel faces: voxel boxes only
         stats_ = comm.bcast(None if box is None else {
             **box.stats, "contacts": dataclasses.asdict(box.contacts)}, root=0)
     else:
@@ -156,6 +163,8 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
                 render_rve_3d(image.labels, image.voxel_um, kind, out / f"{kind}_rve_3d.png")
         tm = distribute_voxels(comm, image)
         stats_ = comm.bcast(image.stats if image is not None else None, root=0)
+        wire_surface = comm.bcast(None if image is None else wire_surface_report(
+            image.labels, case.box.sides == "periodic"), root=0)
     params = default_conductivities()
     periodic = case.box.sides == "periodic"
     fine: dict[str, Any] = {}
@@ -173,10 +182,13 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
             case.box, electronic_subdivisions=1)), kind)
         fine_um = case.box.voxel_um / case.box.electronic_subdivisions
         # the percolation report on the whole phase image at the finer voxels, when it fits
-        fine_perc = (build_on_root(comm, lambda: image_percolation(
-            fine_phase_image(case, kind).labels, periodic))
-            if fine_phase_image_voxels(case, kind) <= MAX_PERCOLATION_VOXELS else None)
-        fine_perc = comm.bcast(fine_perc, root=0)
+        if fine_phase_image_voxels(case, kind) <= MAX_PERCOLATION_VOXELS:
+            def fine_reports() -> tuple[dict[str, float], dict[str, float]]:
+                labels = fine_phase_image(case, kind).labels
+                return (image_percolation(labels, periodic),
+                        wire_surface_report(labels, periodic))
+
+            fine_perc, wire_surface = comm.bcast(build_on_root(comm, fine_reports), root=0)
         fine = {"electronic_voxel_um": fine_um,
                 "percolation_voxel_um": case.box.voxel_um if fine_perc is None else fine_um,
                 "percolation_caveat": None if coarse_flakes is None or fine_perc is not None
@@ -231,11 +243,12 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
         "cathode": kind, "seed": case.box.seed, "z_center_fraction": case.box.z_center_fraction,
         "box_z_um": [tm.z_offset_um, tm.z_offset_um + tm.thickness_um],
         "mesh": case.box.mesh, "sides": case.box.sides,
-        "periodic_caveat": caveat, "rgo_caveat": flakes, "image": stats_,
+        "periodic_caveat": caveat, "rgo_caveat": flakes, "film_caveat": film,
+        "image": stats_,
         "cells_count": int(comm.allreduce(tm.mesh.topology.index_map(3).size_local,
                                           op=MPI.SUM)),
         "electronic": _tensor_entry(electronic), "ionic": _tensor_entry(ionic), **fine,
-        "percolation": perc, "surface_iv": surface,
+        "percolation": perc, "wire_surface": wire_surface, "surface_iv": surface,
         # building the box on rank 0: voxelizing, or the conforming design and Gmsh
         ("voxelize_time_s" if case.box.mesh == "voxels" else "conforming_mesh_time_s"): t_build,
         "total_time_s": time.perf_counter() - t0,
@@ -252,8 +265,19 @@ QUANTITIES: list[tuple[str, tuple[str, ...]]] = [
      ("percolation", "nanowire_electronic_connected_fraction")),
     ("nanowire_ion_accessible_fraction", ("percolation", "nanowire_ion_accessible_fraction")),
     ("dead_active_fraction", ("percolation", "dead_active_fraction")),
+    ("wire_surface_connected_ratio", ("wire_surface", "wire_surface_connected_ratio")),
+    ("wire_surface_active_ratio", ("wire_surface", "wire_surface_active_ratio")),
     ("nanowire_fraction", ("image", "nanowire_fraction")),
 ]
+
+
+def _value(run: dict[str, Any], path: tuple[str, ...]) -> float:
+    """The number at ``path`` of a run; NaN where the run has none (the voxel-face
+    quantities of a conforming box)."""
+    try:
+        return float(nested_get(run, path))
+    except (KeyError, TypeError):
+        return float("nan")
 
 
 def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -261,7 +285,7 @@ def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     Tortuosity factors are averaged over the runs where that direction percolates."""
     out: dict[str, Any] = {"runs_count": len(runs)}
     for name, path in QUANTITIES:
-        x = np.asarray([nested_get(r, path) for r in runs], dtype=float)
+        x = np.asarray([_value(r, path) for r in runs], dtype=float)
         out[name] = mean_ci95(x[np.isfinite(x)])
     for c in ("electronic", "ionic"):
         for a in AXES:
@@ -334,7 +358,9 @@ def print_rve(summary: dict[str, Any]) -> None:
              ("ionic_tortuosity_factor_z", "ionic tortuosity z"),
              ("nanowire_electronic_connected_fraction", "NW connected to bottom face"),
              ("nanowire_ion_accessible_fraction", "NW ion-accessible"),
-             ("dead_active_fraction", "dead active fraction")]
+             ("dead_active_fraction", "dead active fraction"),
+             ("wire_surface_connected_ratio", "NW surface on connected SPE"),
+             ("wire_surface_active_ratio", "NW surface reacting (resolved)")]
     for kind in KINDS:
         for entry in summary.get(kind, []):
             st = entry["statistics"]
@@ -351,6 +377,8 @@ def print_rve(summary: dict[str, Any]) -> None:
                   f"{sides} sides{voxels}")
             for key, label in names:
                 q = st[key]
+                if q["samples_count"] == 0 and key.startswith("wire_surface"):  # conforming
+                    continue
                 ci = (f" [{q['ci95_low']:.3g}, {q['ci95_high']:.3g}]"
                       if q["samples_count"] > 1 else "")
                 print(f"  {label:34s} {q['mean']:.4g}{ci}")

@@ -30,7 +30,8 @@ from fem.percolation import cell_components, components_touching, local_cell_siz
 from meshes.adapter import TaggedMesh
 from meshes.tags import ELECTRONIC_PHASES, IONIC_PHASES, Phase
 
-__all__ = ["DepthProfile", "PercolationReport", "image_percolation", "percolation_report"]
+__all__ = ["DepthProfile", "PercolationReport", "image_percolation", "percolation_report",
+           "wire_surface_report"]
 
 
 @dataclass(frozen=True)
@@ -216,4 +217,62 @@ def image_percolation(labels: np.ndarray, periodic: bool = False) -> dict[str, f
         "n_nanowire_particles_count": int(n_nw),
         "n_electronic_clusters_count": int(n_el),
         "n_ionic_clusters_count": int(n_ion),
+    }
+
+
+def wire_surface_report(labels: np.ndarray, periodic: bool = False) -> dict[str, float]:
+    """How much of the wire surface of a voxel image can react, counted in voxel faces.
+
+    The faces between a nanowire voxel and a voxel of another phase (inside the image; a
+    periodic seam is not a face, as in the half cell) are the wire surface. Of those:
+
+    - ``wire_electrolyte_faces_count``: the other voxel is ionic (SPE or separator): the
+      half cell's interface facets (:class:`fem.electrochem.halfcell.HalfCell`
+      ``interface_facets_count`` on the image's hexahedral mesh);
+    - ``wire_electrolyte_connected_faces_count``: and the ionic voxel belongs to a component
+      that reaches the top (separator) layer: the half cell's
+      ``connected_interface_facets_count`` with ``electronic="ideal"``;
+    - ``wire_electrolyte_active_faces_count``: and the wire voxel's electronic component
+      reaches the bottom (collector) layer: the same count with ``electronic="resolved"``.
+
+    The ``*_ratio`` keys divide by the wire surface; unlike the per-particle fractions of
+    :func:`image_percolation` they do not count a cluster of touching wires as reached
+    whole when the polymer touches it anywhere, so they can be compared across voxel sizes
+    (the staircase surface of a voxelized wire is larger than the wire's; the ratios divide
+    that out to first order)."""
+    if labels.ndim != 3:
+        raise ValueError(f"labels: a 3D image expected, got shape {labels.shape}")
+    is_el = np.isin(labels, [int(p) for p in ELECTRONIC_PHASES])
+    is_ion = np.isin(labels, [int(p) for p in IONIC_PHASES])
+    is_nw = labels == int(Phase.NANOWIRE)
+    el, _ = _image_components(is_el, periodic)
+    el_ok = np.isin(el, _nonzero_ids(el[:, :, 0])) & is_el
+    del el
+    ion, _ = _image_components(is_ion, periodic)
+    ion_ok = np.isin(ion, _nonzero_ids(ion[:, :, -1])) & is_ion
+    del ion
+    counts = np.zeros(4, dtype=np.int64)
+    for axis in range(3):
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+        for a, b in ((tuple(lo), tuple(hi)), (tuple(hi), tuple(lo))):
+            wire = is_nw[a] & ~is_nw[b]  # a wire voxel, its neighbour b of another phase
+            ion_b = wire & is_ion[b]
+            conn = ion_b & ion_ok[b]
+            counts += [np.count_nonzero(wire), np.count_nonzero(ion_b),
+                       np.count_nonzero(conn), np.count_nonzero(conn & el_ok[a])]
+    surface, ion_faces, connected, active = (int(c) for c in counts)
+
+    def ratio(num: int) -> float:
+        return num / surface if surface > 0 else 0.0
+
+    return {
+        "wire_surface_faces_count": surface,
+        "wire_electrolyte_faces_count": ion_faces,
+        "wire_electrolyte_connected_faces_count": connected,
+        "wire_electrolyte_active_faces_count": active,
+        "wire_surface_electrolyte_ratio": ratio(ion_faces),
+        "wire_surface_connected_ratio": ratio(connected),
+        "wire_surface_active_ratio": ratio(active),
     }

@@ -102,8 +102,10 @@ def facet_tags_from_phases(msh: dolfinx.mesh.Mesh, phase: np.ndarray, width_um: 
 
     found[Facet.ACTIVE_ELECTROLYTE] = interior[pair(Phase.NANOWIRE, ionic)]
     found[Facet.ELECTRONIC_CONTACT] = interior[electronic & ~pair(Phase.AL_FOIL, np.arange(8))]
+    # a wire touching the separator is an active/electrolyte facet (it reacts), not a
+    # cathode/separator one
     found[Facet.CATHODE_SEPARATOR] = interior[
-        pair(Phase.SEPARATOR, np.setdiff1d(np.arange(1, 8), [Phase.SEPARATOR]))]
+        pair(Phase.SEPARATOR, np.setdiff1d(np.arange(1, 8), [Phase.SEPARATOR, Phase.NANOWIRE]))]
     found[Facet.CATHODE_COLLECTOR] = interior[
         pair(Phase.AL_FOIL, np.setdiff1d(np.arange(1, 8), [Phase.AL_FOIL]))]
     values = np.full(n_facets, -1, dtype=np.int32)

@@ -52,8 +52,9 @@ def facet_edges(section: SectionMesh) -> dict[Facet, np.ndarray]:
     electronic = np.isin(a, ELECTRONIC_PHASES) & np.isin(b, ELECTRONIC_PHASES) & (a != b)
     out[Facet.ACTIVE_ELECTROLYTE] = inner[pair(Phase.NANOWIRE, ionic)]
     out[Facet.ELECTRONIC_CONTACT] = inner[electronic & ~pair(Phase.AL_FOIL, others)]
-    out[Facet.CATHODE_SEPARATOR] = inner[pair(Phase.SEPARATOR,
-                                              [q for q in others if q != Phase.SEPARATOR])]
+    # a wire touching the separator is an active/electrolyte facet (it reacts)
+    out[Facet.CATHODE_SEPARATOR] = inner[pair(
+        Phase.SEPARATOR, [q for q in others if q not in (Phase.SEPARATOR, Phase.NANOWIRE)])]
     out[Facet.CATHODE_COLLECTOR] = inner[pair(Phase.AL_FOIL,
                                               [q for q in others if q != Phase.AL_FOIL])]
     return out

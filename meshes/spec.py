@@ -182,7 +182,7 @@ class HomogeneousSpec(_Spec):
     #: film of PEO/LiTFSI wetting every solid of the cast layer, taken from its SPE share
     #: (the rest of the SPE forms the PEO-rich clusters). 0: no wetting, the polymer only in
     #: clusters (the default). ASSUMPTION, a hypothesis to test: the paper does not say how
-    #: the PEO of the tape-cast cathode wets its particles (README, "Wetting film")
+    #: the PEO of the tape-cast cathode wets its particles (README, "Tape-cast wetting film")
     spe_film_thickness_um: float = _num(0.0, 0.0, 0.5, "um")
     #: modelled Al foil slab under the cast layer (an equipotential; real foil ~15 um)
     al_foil_thickness_um: float = _num(1.0, 0.0, 100.0, "um", lo_open=True)

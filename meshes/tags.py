@@ -45,7 +45,7 @@ class Facet(IntEnum):
     BACK = 16  # y = D (3D)
     ACTIVE_ELECTROLYTE = 21  # active material / SPE: where the reaction happens
     ELECTRONIC_CONTACT = 22  # electronic conductor / other electronic conductor
-    CATHODE_SEPARATOR = 23  # cathode / separator layer
+    CATHODE_SEPARATOR = 23  # cathode (not a wire: that is ACTIVE_ELECTROLYTE) / separator
     CATHODE_COLLECTOR = 24  # cathode / Al current collector
 
     @property

@@ -344,13 +344,17 @@ def test_interrupted_rate_study_keeps_finished_rates_as_incomplete(tmp_path: Pat
 
 
 def test_blocked_column_ends_at_zero_capacity_without_petsc_warnings(tmp_path: Path) -> None:
-    # Seed 3 of the 3D tape-cast column (cases/data/rate3d.toml) holds no PEO path from the
-    # separator to any wire: the discharge ends at once ("blocked", 0 mAh/g), the solver is
-    # never set up, and its options must not be reported as unused by PETSc at exit.
+    # Seed 3 of the 3D tape-cast column (cases/data/rate3d.toml) with resolved electronics:
+    # the only wire faces the polymer connects to the separator (14, at the separator itself)
+    # belong to wires not connected to the foil (fem.microstructure.wire_surface_report), so
+    # no interface facet can pass current: the discharge ends at once ("blocked",
+    # 0 mAh/g), the solver is never set up, and its options must not be reported as unused
+    # by PETSc at exit.
     case = Path(__file__).resolve().parent.parent / "cases" / "data" / "rate3d.toml"
     out = tmp_path / "blocked"
     r = _run(["rate", str(case), "--rates", "300", "--cathode", "homogeneous",
-              "--set", "box.seed=3", "--out", str(out), "-q"], tmp_path)
+              "--set", "box.seed=3", "--set", "electrochemistry.electronic=resolved",
+              "--out", str(out), "-q"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     [row] = json.loads((out / "summary.json").read_text())["homogeneous"]["rates"]
     assert row["stopped_by"] == "blocked" and row["capacity_mAh_g"] == 0.0

@@ -348,11 +348,12 @@ def test_gitt_protocol_of_a_case_without_a_protocol_table() -> None:
 
 
 def test_gitt_reports_a_blocked_column(tmp_path: Path) -> None:
-    # Seed 3 of the 3D tape-cast column holds no polymer path from the separator to a wire
+    # Seed 3 of the 3D tape-cast column with resolved electronics passes no current
     # (tests/test_cycling_cli.py): blocked, no pulse, exit status 0, and it says so.
     out = tmp_path / "blocked"
     r = run_cli(["gitt", str(REPO / "cases" / "data" / "rate3d.toml"), "--cathode",
-                 "homogeneous", "--set", "box.seed=3", "--out", str(out)], tmp_path)
+                 "homogeneous", "--set", "box.seed=3", "--set",
+                 "electrochemistry.electronic=resolved", "--out", str(out)], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     h = json.loads((out / "summary.json").read_text())["homogeneous"]
     assert h["status"] == "blocked" and h["connected_interface_facets_count"] == 0

@@ -267,11 +267,12 @@ def test_eis_runs_on_2d_sections_and_reports_a_blocked_column(tmp_path: Path) ->
     assert g["status"] == "completed" and len(g["frequency_Hz"]) == 5
     assert "active_mass_per_um_depth_g" in g
     assert g["cross_section_um2"] == pytest.approx(1.5)  # the section's width (per um depth)
-    # Seed 3 of the 3D tape-cast column holds no polymer path from the separator to a wire
+    # Seed 3 of the 3D tape-cast column with resolved electronics passes no current
     # (tests/test_cycling_cli.py): blocked, no spectrum, and it says so.
     out = tmp_path / "blocked"
     r = run_cli(["eis", str(REPO / "cases" / "data" / "rate3d.toml"), "--cathode",
                  "homogeneous", "--set", "box.seed=3", "--set", "eis.points_per_decade=1",
+                 "--set", "electrochemistry.electronic=resolved",
                  "--out", str(out)], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     h = json.loads((out / "summary.json").read_text())["homogeneous"]

@@ -425,6 +425,59 @@ def test_image_percolation_is_the_report_of_the_voxel_mesh(periodic: bool) -> No
     assert any(0.0 < d < 1.0 for d in dead) and len(set(dead)) > 2
 
 
+@pytest.mark.parametrize("periodic", [False, True])
+def test_wire_surface_report_counts_the_half_cell_interface(periodic: bool) -> None:
+    """wire_surface_report (on the image, no mesh) counts the half cell's interface facets
+    on the image's hexahedral mesh: all of them, those connected to the anode (electronic
+    "ideal") and those connected to both the anode and the collector ("resolved"), on
+    random clustered 9 x 7 x 10 images (Al foil below, separator on top) and on full
+    columns of both cathodes."""
+    from fem.electrochem.halfcell import HalfCell
+    from fem.electrochem.parameters import default_parameters
+    from fem.microstructure import wire_surface_report
+
+    rng = np.random.default_rng(5)
+    images = []
+    phases = np.array([Phase.SPE, Phase.VOID, Phase.NANOWIRE, Phase.RGO, Phase.CARBON_BLACK])
+    for _ in range(3):
+        raw = phases[rng.choice(5, size=(9, 7, 10), p=[0.3, 0.3, 0.25, 0.1, 0.05])]
+        raw = raw.astype(np.uint8)
+        raw[:, :, 0] = Phase.AL_FOIL
+        raw[:, :, -1] = Phase.SEPARATOR
+        images.append(raw)
+    sides = "periodic" if periodic else "insulating"
+    for kind in ("gradient", "homogeneous"):
+        images.append(voxelize_case(load_case({"box": {
+            "size_um": 0.5, "height_um": 100.0, "voxel_um": 0.1, "seed": 3,
+            "separator_um": 0.2, "sides": sides}}), kind).labels)
+    params = default_parameters()
+    teeth = []
+    for labels in images:
+        shape = labels.shape
+        image = VoxelImage(labels, 0.1, (0.0, 0.0, 0.0), "gradient", (0.0, 0.1 * shape[2]))
+        per = {0: 0.1 * shape[0], 1: 0.1 * shape[1]} if periodic else None
+        got = wire_surface_report(labels, periodic)
+        for mode, key in (("ideal", "wire_electrolyte_connected_faces_count"),
+                          ("resolved", "wire_electrolyte_active_faces_count")):
+            if mode == "resolved" and not np.isin(labels[:, :, 0], ELECTRONIC_PHASES).any():
+                # no collector: nothing is active (and the resolved half cell refuses)
+                assert got[key] == 0
+                continue
+            cell = HalfCell(distribute_voxels(COMM, image), params, electronic=mode,
+                            periodic=per)
+            assert got["wire_electrolyte_faces_count"] == cell.interface_facets_count
+            assert got[key] == cell.connected_interface_facets_count, mode
+        assert (got["wire_surface_faces_count"] >= got["wire_electrolyte_faces_count"]
+                >= got["wire_electrolyte_connected_faces_count"]
+                >= got["wire_electrolyte_active_faces_count"])
+        teeth.append((got["wire_electrolyte_connected_faces_count"]
+                      < got["wire_electrolyte_faces_count"],
+                      got["wire_electrolyte_active_faces_count"]
+                      < got["wire_electrolyte_connected_faces_count"]))
+    # some images lose interface to each connection, not only the trivial answers
+    assert any(t[0] for t in teeth) and any(t[1] for t in teeth)
+
+
 def test_rve_with_finer_electronic_voxels_keeps_the_rest_on_the_phase_image(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """rve_numbers with box.electronic_subdivisions = 4: the electronic tensor is the one
@@ -435,7 +488,7 @@ def test_rve_with_finer_electronic_voxels_keeps_the_rest_on_the_phase_image(
     stays on the phase image, and says so."""
     import cases.rve
     from cases.rve import rve_numbers
-    from fem.microstructure import percolation_report
+    from fem.microstructure import percolation_report, wire_surface_report
 
     box = {"size_um": 0.6, "height_um": 0.6, "seed": 5, "voxel_um": 0.05}
     coarse = rve_numbers(load_case({"box": box}), "gradient", COMM)
@@ -458,6 +511,11 @@ def test_rve_with_finer_electronic_voxels_keeps_the_rest_on_the_phase_image(
     for key, value in report.items():
         assert finer["percolation"][key] == pytest.approx(value, rel=1e-12, abs=1e-15), key
     assert finer["percolation"] != coarse["percolation"]
+    # the reacting wire surface is counted on the same image as the percolation report
+    assert finer["wire_surface"] == wire_surface_report(full.labels)
+    phase = voxelize_case(load_case({"box": box}), "gradient")
+    assert coarse["wire_surface"] == wire_surface_report(phase.labels)
+    assert finer["wire_surface"] != coarse["wire_surface"]
     # too large a finer image: the report stays on the 50 nm image, which breaks the
     # flakes, and the run says so
     monkeypatch.setattr(cases.rve, "MAX_PERCOLATION_VOXELS", 1.0)
@@ -680,6 +738,12 @@ def test_rve_command_writes_tensors_images_and_statistics(tmp_path: Path) -> Non
     for picture in ("gradient_rve.png", "gradient_rve_3d.png"):
         assert (out / picture).stat().st_size > 10_000
     assert "gradient" in proc.stdout and "ionic sigma_zz" in proc.stdout
+    assert "NW surface on connected SPE" in proc.stdout
+    for d in depths:
+        ratios = [r["wire_surface"]["wire_surface_connected_ratio"] for r in d["runs"]]
+        assert all(0.0 < x < 1.0 for x in ratios)
+        assert d["statistics"]["wire_surface_connected_ratio"]["mean"] == pytest.approx(
+            np.mean(ratios))
 
 
 @pytest.mark.parametrize("args, field", [
@@ -733,6 +797,11 @@ def test_rve_command_on_a_conforming_box(tmp_path: Path) -> None:
     assert run["image"]["sheets_count"] == 1 and run["image"]["rgo_fraction"] > 0.0
     assert run["ionic"]["sigma_zz_S_cm"] > 0 and run["electronic"]["sigma_yy_S_cm"] > 0
     assert (out / "gradient_mesh.xdmf").exists() and not list(out.glob("*.tif"))
+    # voxel faces: no wire-surface count on a conforming mesh, and no line for it
+    assert run["wire_surface"] is None
+    st = json.loads((out / "summary.json").read_text())["gradient"][0]["statistics"]
+    assert st["wire_surface_connected_ratio"]["samples_count"] == 0
+    assert "NW surface" not in proc.stdout
 
 
 def test_conforming_box_at_the_top_face_gives_its_surface_iv(tmp_path: Path) -> None:
@@ -827,3 +896,41 @@ def test_tape_cast_wetting_film_in_the_image(tmp_path: Path) -> None:
     err = [line for line in proc.stderr.splitlines() if "error" in line]
     assert len(err) == 1 and "homogeneous.spe_film_thickness_um = 0.02" in err[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_one_voxel_film_does_not_connect_along_the_surface() -> None:
+    """film_caveat: a tape-cast film thinner than sqrt(2) voxels is the one-voxel shell of
+    face neighbours, whose voxels touch only along edges where the voxelized surface steps.
+    On a 0.6 um box at 10 nm voxels the film voxels of an 8 nm film fall apart into many
+    face-connected pieces (the largest holds far less than the film), though through edges
+    they are one sheet; a 15 nm film (above sqrt(2) voxels) is face-connected as a real film
+    is. The caveat fires for the first only, and never for the membrane or without a film."""
+    from scipy import ndimage
+
+    from meshes.voxels import film_caveat
+
+    box = {"size_um": 0.6, "height_um": 0.6, "voxel_um": 0.01, "seed": 2}
+    solids = [int(Phase.NANOWIRE), int(Phase.RGO), int(Phase.CARBON_BLACK)]
+    faces = ndimage.generate_binary_structure(3, 1)
+    edges = ndimage.generate_binary_structure(3, 2)
+    largest, pieces = {}, {}
+    for film in (0.008, 0.015):
+        case = load_case({"box": box, "homogeneous": {"spe_film_thickness_um": film}})
+        labels = voxelize_case(case, "homogeneous").labels
+        solid = np.isin(labels, solids)
+        near = ndimage.distance_transform_edt(~solid, sampling=0.01) <= film
+        shell = (near | ndimage.binary_dilation(solid)) & (labels == int(Phase.SPE))
+        for name, structure in (("faces", faces), ("edges", edges)):
+            comp, pieces[film, name] = ndimage.label(shell, structure=structure)
+            largest[film, name] = np.bincount(comp.ravel())[1:].max() / shell.sum()
+        message = film_caveat(case, "homogeneous")
+        assert (message is not None) == (film < math.sqrt(2.0) * 0.01), film
+        assert film_caveat(case, "gradient") is None
+    assert "homogeneous.spe_film_thickness_um = 0.008" in (film_caveat(load_case({
+        "box": box, "homogeneous": {"spe_film_thickness_um": 0.008}}), "homogeneous") or "")
+    assert film_caveat(load_case({"box": box}), "homogeneous") is None
+    # through edges one sheet either way; through faces only the thicker film
+    assert largest[0.008, "edges"] > 0.9 and largest[0.015, "edges"] > 0.9
+    assert largest[0.015, "faces"] > 0.9
+    assert largest[0.008, "faces"] < 0.7
+    assert pieces[0.008, "faces"] > 10 * pieces[0.015, "faces"]
