@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from mpi4py import MPI  # isort: split
 
@@ -174,6 +175,43 @@ def _nonzero_ids(values: np.ndarray) -> np.ndarray:
     return ids[ids != 0]
 
 
+class _ImageReach(NamedTuple):
+    is_el: np.ndarray  # electronic voxels
+    is_ion: np.ndarray  # ionic voxels
+    is_nw: np.ndarray  # nanowire voxels
+    el_ok: np.ndarray  # electronic voxels whose component reaches the bottom (collector) layer
+    ion_ok: np.ndarray  # ionic voxels whose component reaches the top (separator) layer
+    n_el: int  # electronic components
+    n_ion: int  # ionic components
+
+
+def _image_reach(labels: np.ndarray, periodic: bool) -> _ImageReach:
+    """The phase masks of a 3D image and which electronic and ionic voxels reach their side."""
+    if labels.ndim != 3:
+        raise ValueError(f"labels: a 3D image expected, got shape {labels.shape}")
+    is_el = np.isin(labels, [int(p) for p in ELECTRONIC_PHASES])
+    is_ion = np.isin(labels, [int(p) for p in IONIC_PHASES])
+    el, n_el = _image_components(is_el, periodic)
+    el_ok = np.isin(el, _nonzero_ids(el[:, :, 0])) & is_el
+    del el
+    ion, n_ion = _image_components(is_ion, periodic)
+    ion_ok = np.isin(ion, _nonzero_ids(ion[:, :, -1])) & is_ion
+    return _ImageReach(is_el, is_ion, labels == int(Phase.NANOWIRE), el_ok, ion_ok,
+                       int(n_el), int(n_ion))
+
+
+def _face_pairs() -> list[tuple[tuple[slice, ...], tuple[slice, ...]]]:
+    """Index pairs (a, b) of face-neighbour voxels inside an image, each face both ways
+    round: ``x[a][i]`` and ``x[b][i]`` share a face (never across a periodic seam)."""
+    pairs = []
+    for axis in range(3):
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+        pairs += [(tuple(lo), tuple(hi)), (tuple(hi), tuple(lo))]
+    return pairs
+
+
 def image_percolation(labels: np.ndarray, periodic: bool = False) -> dict[str, float]:
     """:func:`percolation_report` of a voxel image's hexahedral mesh, computed on the image
     (no mesh): the same components (voxels sharing a face; across the x and y faces too when
@@ -181,24 +219,13 @@ def image_percolation(labels: np.ndarray, periodic: bool = False) -> dict[str, f
     and ion access through faces inside the image. Cheap enough for images far finer than a
     mesh could be (a few seconds for 1e7 voxels on one process). Without the depth profile.
     """
-    if labels.ndim != 3:
-        raise ValueError(f"labels: a 3D image expected, got shape {labels.shape}")
-    is_el = np.isin(labels, [int(p) for p in ELECTRONIC_PHASES])
-    is_ion = np.isin(labels, [int(p) for p in IONIC_PHASES])
-    is_nw = labels == int(Phase.NANOWIRE)
-    el, n_el = _image_components(is_el, periodic)
-    el_ok = np.isin(el, _nonzero_ids(el[:, :, 0])) & is_el
-    ion, n_ion = _image_components(is_ion, periodic)
-    ion_ok = np.isin(ion, _nonzero_ids(ion[:, :, -1])) & is_ion
+    r = _image_reach(labels, periodic)
+    is_el, is_ion, is_nw, el_ok, ion_ok = r.is_el, r.is_ion, r.is_nw, r.el_ok, r.ion_ok
     nw, n_nw = _image_components(is_nw, periodic)
     hits: list[np.ndarray] = []
-    for axis in range(3):  # faces inside the image (not across a periodic seam)
-        lo = [slice(None)] * 3
-        hi = [slice(None)] * 3
-        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
-        w0, w1 = nw[tuple(lo)], nw[tuple(hi)]
-        hits.append(w0[(w0 > 0) & ion_ok[tuple(hi)]])
-        hits.append(w1[(w1 > 0) & ion_ok[tuple(lo)]])
+    for a, b in _face_pairs():
+        w = nw[a]
+        hits.append(w[(w > 0) & ion_ok[b]])
     access = is_nw & np.isin(nw, _nonzero_ids(np.concatenate(hits)))
     n_el_cells, n_ion_cells, n_nw_cells = is_el.sum(), is_ion.sum(), is_nw.sum()
 
@@ -215,8 +242,8 @@ def image_percolation(labels: np.ndarray, periodic: bool = False) -> dict[str, f
         "active_fraction": active,
         "dead_active_fraction": 1.0 - active if n_nw_cells > 0 else 0.0,
         "n_nanowire_particles_count": int(n_nw),
-        "n_electronic_clusters_count": int(n_el),
-        "n_ionic_clusters_count": int(n_ion),
+        "n_electronic_clusters_count": r.n_el,
+        "n_ionic_clusters_count": r.n_ion,
     }
 
 
@@ -240,28 +267,15 @@ def wire_surface_report(labels: np.ndarray, periodic: bool = False) -> dict[str,
     whole when the polymer touches it anywhere, so they can be compared across voxel sizes
     (the staircase surface of a voxelized wire is larger than the wire's; the ratios divide
     that out to first order)."""
-    if labels.ndim != 3:
-        raise ValueError(f"labels: a 3D image expected, got shape {labels.shape}")
-    is_el = np.isin(labels, [int(p) for p in ELECTRONIC_PHASES])
-    is_ion = np.isin(labels, [int(p) for p in IONIC_PHASES])
-    is_nw = labels == int(Phase.NANOWIRE)
-    el, _ = _image_components(is_el, periodic)
-    el_ok = np.isin(el, _nonzero_ids(el[:, :, 0])) & is_el
-    del el
-    ion, _ = _image_components(is_ion, periodic)
-    ion_ok = np.isin(ion, _nonzero_ids(ion[:, :, -1])) & is_ion
-    del ion
+    r = _image_reach(labels, periodic)
+    is_ion, is_nw, el_ok, ion_ok = r.is_ion, r.is_nw, r.el_ok, r.ion_ok
     counts = np.zeros(4, dtype=np.int64)
-    for axis in range(3):
-        lo = [slice(None)] * 3
-        hi = [slice(None)] * 3
-        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
-        for a, b in ((tuple(lo), tuple(hi)), (tuple(hi), tuple(lo))):
-            wire = is_nw[a] & ~is_nw[b]  # a wire voxel, its neighbour b of another phase
-            ion_b = wire & is_ion[b]
-            conn = ion_b & ion_ok[b]
-            counts += [np.count_nonzero(wire), np.count_nonzero(ion_b),
-                       np.count_nonzero(conn), np.count_nonzero(conn & el_ok[a])]
+    for a, b in _face_pairs():
+        wire = is_nw[a] & ~is_nw[b]  # a wire voxel, its neighbour b of another phase
+        ion_b = wire & is_ion[b]
+        conn = ion_b & ion_ok[b]
+        counts += [np.count_nonzero(wire), np.count_nonzero(ion_b),
+                   np.count_nonzero(conn), np.count_nonzero(conn & el_ok[a])]
     surface, ion_faces, connected, active = (int(c) for c in counts)
 
     def ratio(num: int) -> float:
