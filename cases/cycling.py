@@ -63,9 +63,13 @@ PAPER_RATE_CAPABILITY = {
 
 class _Progress:
     """Rank-0 progress (step, time, voltage, capacity): a rich line on a terminal, a log line
-    every ``LOG_EVERY`` time steps otherwise (batch jobs); silent on other ranks."""
+    every ``LOG_EVERY`` time steps otherwise (batch jobs), and after any time step that ends
+    ``LOG_EVERY_S`` seconds of wall time or more after the last line (a 3D column can take
+    minutes per step); silent on other ranks."""
 
     LOG_EVERY = 10
+    LOG_EVERY_S = 300.0
+    clock = staticmethod(time.perf_counter)
 
     def __init__(self, comm: MPI.Comm, title: str, enabled: bool) -> None:
         self.bar: Any = None
@@ -79,6 +83,7 @@ class _Progress:
             self.bar.start()
             self.task = self.bar.add_task(title)
         self.title = title
+        self.last_line = self.clock()
 
     def update(self, r: Record) -> None:
         text = (f"{self.title}: step {r.step} ({r.label}) t = {r.time_s:9.1f} s  "
@@ -86,8 +91,10 @@ class _Progress:
         self.count += 1
         if self.bar is not None:
             self.bar.update(self.task, description=text)
-        elif self.log and self.count % self.LOG_EVERY == 0:
+        elif self.log and (self.count % self.LOG_EVERY == 0
+                           or self.clock() - self.last_line >= self.LOG_EVERY_S):
             log.info(text)
+            self.last_line = self.clock()
 
     def close(self) -> None:
         if self.bar is not None:

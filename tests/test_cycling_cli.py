@@ -442,3 +442,35 @@ except KeyboardInterrupt:
     assert r.returncode == 130, r.stderr[-2000:]
     assert "ADIOS2" not in r.stderr and "terminate called" not in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_batch_progress_logs_every_ten_steps_and_after_five_quiet_minutes(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # Off a terminal (a batch job) the progress is a log line every 10 time steps, and
+    # after any step that ends 300 s or more of wall time after the last line.
+    import logging
+
+    from mpi4py import MPI
+
+    from cases.cycling import _Progress
+    from fem.electrochem.protocol import Record
+
+    now = [0.0]
+    monkeypatch.setattr(_Progress, "clock", staticmethod(lambda: now[0]))
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    bar = _Progress(MPI.COMM_SELF, "run", True)
+    rec = Record(step=0, label="cc", time_s=1.0, voltage_V=3.0, current_mA_g=300.0,
+                 capacity_mAh_g=1.0, mean_theta=0.1, dt_s=1.0, newton_iterations=3,
+                 charge_balance_rel=0.0, li_balance_rel=0.0)
+    logged = []
+    with caplog.at_level(logging.INFO, logger="cathodefem"):
+        for k in range(1, 29):
+            now[0] += 299.0 if k == 24 else 1.0  # step 24 ends 299 s after step 23
+            n = len(caplog.records)
+            bar.update(rec)
+            if len(caplog.records) > n:
+                logged.append(k)
+    bar.close()
+    # 10 and 20 by count; 24 ends 302 s after the line of step 20, the later ones do not
+    assert logged == [10, 20, 24]
+    assert "run: step 0 (cc)" in caplog.records[-1].getMessage()
