@@ -5,6 +5,7 @@
     python benchmarks/bench_echem.py --cathode homogeneous --rate 300
     python benchmarks/bench_echem.py --refinement --ranks 1   # 3D solver study, 3 meshes
     python benchmarks/bench_echem.py --box --rate 300   # 3D column of rate3d.toml, 1 and 2 ranks
+    python benchmarks/bench_echem.py --profile --cathode homogeneous --rate 300 --size-um 2
 
 Prints a table and writes benchmarks/out/bench_echem.json. Measured per rank count: mesh size
 and unknowns, time steps, Newton iterations, linear solves (one per iteration, plus one per
@@ -16,7 +17,10 @@ solver (and times it against MUMPS) on one 3D voxel half cell meshed at three re
 the same geometry, and writes benchmarks/out/bench_echem_refinement.json. ``--box`` runs the
 full discharge on the 3D voxel column of ``cases/data/rate3d.toml`` (block-GAMG Krylov
 solver, equipotential electronic network; target: a 3D discharge in <= 30 min) and writes
-benchmarks/out/bench_echem_box.json.
+benchmarks/out/bench_echem_box.json. ``--profile`` splits the wall time of the first time
+steps of a wider rate3d.toml column into Jacobian assembly, residual assembly,
+preconditioner setup (GAMG hierarchies), Krylov iterations and the rest, and writes
+benchmarks/out/bench_echem_profile.json.
 """
 
 from __future__ import annotations
@@ -108,6 +112,84 @@ def refinement_table(rows: list[dict]) -> None:
               f"{r['s_per_solve']:>7.3f} {r['wall_s']:>7.1f} {r['voltage_V']:>12.9f}")
 
 
+def profile_worker(args: argparse.Namespace) -> None:
+    """The first ``args.steps`` time steps (1, 2, 4, ... s) of a galvanostatic discharge of
+    a rate3d.toml column of ``args.size_um`` width: where the time of a step goes."""
+    from petsc4py import PETSc
+
+    from fem.electrochem.halfcell import ITERATIVE_PETSC_OPTIONS, HalfCell
+    from fem.electrochem.parameters import default_parameters
+    from meshes.adapter import build_on_root, distribute_voxels
+    from meshes.spec import load_case, read_case_toml
+    from meshes.voxels import voxelize_case
+
+    comm = MPI.COMM_WORLD
+    data = read_case_toml(ROOT / "cases" / "data" / "rate3d.toml")
+    data["box"] = {**data["box"], "size_um": args.size_um, "seed": args.seed}
+    case = load_case(data)
+    image = build_on_root(comm, lambda: voxelize_case(case, args.cathode))
+    tm = distribute_voxels(comm, image)
+    cell = HalfCell(tm, default_parameters(), electronic=case.electrochemistry.electronic,
+                    petsc_options=ITERATIVE_PETSC_OPTIONS)
+    if not cell.can_pass_current:
+        if comm.rank == 0:
+            print("RESULT " + json.dumps({"blocked": True}))
+        return
+    PETSc.Log.begin()
+    krylov = PETSc.Log.Event("KSPSolve")
+    cell.set_equilibrium(case.protocol["initial_theta"])
+    current = cell.current_for(args.rate)
+    comm.barrier()
+    t0 = time.perf_counter()
+    dt, newton = 1.0, 0
+    for _ in range(args.steps):
+        newton += cell.solve_step(dt, current=current).newton_iterations
+        cell.accept()
+        dt *= 2.0
+    total = time.perf_counter() - t0
+
+    def slowest(value: float) -> float:
+        return float(comm.allreduce(value, op=MPI.MAX))
+
+    t = {k: slowest(v) for k, v in cell.timing_s.items()}
+    krylov_s = slowest(krylov.getPerfInfo()["time"])
+    row = {
+        "ranks": comm.size, "cathode": args.cathode, "size_um": args.size_um,
+        "seed": args.seed, "rate_mA_g": args.rate,
+        "cells_count": tm.mesh.topology.index_map(tm.mesh.topology.dim).size_global,
+        "dofs_count": sum(V.dofmap.index_map.size_global for V in cell.spaces),
+        "connected_interface_facets_count": cell.connected_interface_facets_count,
+        "time_steps_count": args.steps, "newton_iterations_count": newton,
+        "jacobian_assemblies_count": cell.jacobian_assemblies,
+        "linear_solves_count": cell.linear_solves,
+        "krylov_iterations_count": cell.linear_iterations,
+        "total_s": total,
+        "jacobian_assembly_s": t["jacobian_assembly"],
+        "residual_assembly_s": t["residual_assembly"],
+        "preconditioner_setup_s": t["linear_solve"] - krylov_s,
+        "krylov_s": krylov_s,
+        "voltage_V": cell.cell_voltage_V,
+    }
+    row["other_s"] = total - sum(row[k] for k in ("jacobian_assembly_s",
+                                                  "residual_assembly_s",
+                                                  "preconditioner_setup_s", "krylov_s"))
+    if comm.rank == 0:
+        print("RESULT " + json.dumps(row))
+
+
+def profile_table(rows: list[dict]) -> None:
+    print(f"\n{'ranks':>5} {'cells':>7} {'dofs':>8} {'Newton':>6} {'J asm':>5} "
+          f"{'its':>5} {'total s':>8} {'J asm s':>8} {'F asm s':>8} {'PC set s':>8} "
+          f"{'Krylov s':>8} {'other s':>8} {'V':>8}")
+    for r in rows:
+        print(f"{r['ranks']:>5} {r['cells_count']:>7} {r['dofs_count']:>8} "
+              f"{r['newton_iterations_count']:>6} {r['jacobian_assemblies_count']:>5} "
+              f"{r['krylov_iterations_count']:>5} {r['total_s']:>8.1f} "
+              f"{r['jacobian_assembly_s']:>8.1f} {r['residual_assembly_s']:>8.1f} "
+              f"{r['preconditioner_setup_s']:>8.1f} {r['krylov_s']:>8.1f} "
+              f"{r['other_s']:>8.1f} {r['voltage_V']:>8.4f}")
+
+
 def worker(args: argparse.Namespace) -> None:
     from fem.electrochem.halfcell import HalfCell
     from fem.electrochem.parameters import default_parameters
@@ -192,10 +274,38 @@ def main() -> None:
                          "a 3D voxel half cell at three mesh refinements (and MUMPS)")
     ap.add_argument("--direct-max-level", type=int, default=2,
                     help="--refinement: run MUMPS up to this level too (default 2)")
+    ap.add_argument("--profile", action="store_true",
+                    help="where the time of a 3D column step goes: the first --steps steps "
+                         "of a rate3d.toml column of --size-um width")
+    ap.add_argument("--size-um", type=float, default=2.0, help="--profile: column width")
+    ap.add_argument("--seed", type=int, default=1, help="--profile: realization seed")
+    ap.add_argument("--steps", type=int, default=3, help="--profile: time steps")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.profile and not (0.5 <= args.size_um <= 20 and 1 <= args.steps <= 50):
+        sys.exit(f"bench_echem: --size-um = {args.size_um} must be in [0.5, 20] um and "
+                 f"--steps = {args.steps} in [1, 50]")
     if args.worker:
-        refinement_worker(args) if args.refinement else worker(args)
+        if args.profile:
+            profile_worker(args)
+        else:
+            refinement_worker(args) if args.refinement else worker(args)
+        return
+    if args.profile:
+        rows = [_run_worker(n, ["--profile", "--cathode", args.cathode, "--rate",
+                                str(args.rate), "--size-um", str(args.size_um),
+                                "--seed", str(args.seed), "--steps", str(args.steps)])
+                for n in (int(r) for r in args.ranks.split(","))]
+        if any(r.get("blocked") for r in rows):
+            sys.exit("bench_echem: the column has no path for the current (blocked): choose "
+                     "another seed or width")
+        print(f"\n{args.cathode} column {args.size_um:g} x {args.size_um:g} um (seed "
+              f"{args.seed}), first {args.steps} steps (1, 2, 4, ... s) at {args.rate:g} mA/g; "
+              f"seconds of the slowest rank")
+        profile_table(rows)
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / "bench_echem_profile.json").write_text(json.dumps({"rows": rows}, indent=2)
+                                                       + "\n")
         return
     if args.refinement:
         all_rows = []

@@ -537,6 +537,10 @@ class HalfCell:
         self.linear_iterations = 0  # Krylov iterations (0 with the direct solver)
         self.linear_iterations_max = 0  # most Krylov iterations of one solve
         self.jacobian_assemblies = 0
+        #: wall time (s, this rank) in Jacobian assembly, residual assembly and linear
+        #: solves (with the preconditioner setup: LU factorisation, GAMG hierarchy)
+        self.timing_s = {"jacobian_assembly": 0.0, "residual_assembly": 0.0,
+                         "linear_solve": 0.0}
         self._jacobian_fresh = False  # True while A is the factorised Jacobian to reuse
         self._border_fresh = False  # True while w2 = A^-1 B belongs to that Jacobian
         self._active_volume: float | None = None
@@ -601,12 +605,14 @@ class HalfCell:
         """F(u) into ``b``, with ``b = u - 0`` on the collector rows. The Dirichlet value
         is 0 and the iterate holds it, so the lifting of dolfinx's generic residual
         (a product with the Jacobian columns, a third of the assembly time) is zero."""
+        t0 = time.perf_counter()
         la_petsc._zero_vector(self.b)
         self.b.setAttr("_blocks", self._blocks)
         fem_petsc.assemble_vector(self.b, self.F)
         la_petsc._ghost_update(self.b, PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
         fem_petsc.set_bc(self.b, [self.bcs if k == 1 else [] for k in range(4)], self.x, -1.0)
         la_petsc._ghost_update(self.b, PETSc.InsertMode.INSERT, PETSc.ScatterMode.FORWARD)
+        self.timing_s["residual_assembly"] += time.perf_counter() - t0
 
     def _assemble_vec(self, vec: PETSc.Vec, forms: list) -> None:
         la_petsc._zero_vector(vec)
@@ -678,6 +684,7 @@ class HalfCell:
                                    PETSc.ScatterMode.FORWARD)
             self._assemble_residual()
             if not self._jacobian_fresh:
+                t_jac = time.perf_counter()
                 petsc.assemble_jacobian(None, self.x, self.A, None, self.u, self.J, None,
                                         self.bcs)
                 if self._pmap is None:
@@ -686,6 +693,7 @@ class HalfCell:
                     self._Ar = (self.A.PtAP(self._pmap.P) if self._Ar is None
                                 else self.A.PtAP(self._pmap.P, result=self._Ar))
                     self.ksp.setOperators(self._Ar)
+                self.timing_s["jacobian_assembly"] += time.perf_counter() - t_jac
                 self.jacobian_assemblies += 1
                 self._jacobian_fresh = True
                 self._border_fresh = False
@@ -743,12 +751,14 @@ class HalfCell:
     def _linear_solve(self, rhs: PETSc.Vec, out: PETSc.Vec) -> None:
         """out = J^-1 rhs with the present Jacobian; on a periodic box for the periodic dofs
         (rhs restricted by P^T, the solution prolongated by P)."""
+        t0 = time.perf_counter()
         if self._pmap is None:
             self.ksp.solve(rhs, out)
-            return
-        self._pmap.P.multTranspose(rhs, self._br)
-        self.ksp.solve(self._br, self._xr)
-        self._pmap.P.mult(self._xr, out)
+        else:
+            self._pmap.P.multTranspose(rhs, self._br)
+            self.ksp.solve(self._br, self._xr)
+            self._pmap.P.mult(self._xr, out)
+        self.timing_s["linear_solve"] += time.perf_counter() - t0
 
     def free(self) -> None:
         """Release the solver's options and destroy its PETSc objects (Jacobian, vectors,
