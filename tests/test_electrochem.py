@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import ufl
 
-from fem.electrochem.halfcell import HalfCell, NewtonFailure
+from fem.electrochem.halfcell import MAX_DAMPED_ITERATIONS, HalfCell, NewtonFailure
 from fem.electrochem.parameters import (
     FARADAY_C_MOL,
     CellParameters,
@@ -565,6 +565,22 @@ def test_3d_planar_cell_and_conservation() -> None:
     assert len(res.records) > 3
     assert max(r.charge_balance_rel for r in res.records) < 1e-8
     assert max(r.li_balance_rel for r in res.records) < 1e-8
+
+
+def test_newton_gives_up_after_a_run_of_damped_iterations(pillar: TaggedMesh) -> None:
+    # Far above what the cell can carry, every update is capped: Newton stops after
+    # MAX_DAMPED_ITERATIONS + 1 capped iterations (not at the iteration limit), keeping the
+    # state of the step start.
+    cell = HalfCell(pillar, default_parameters())
+    cell.set_equilibrium(0.05)
+    before = [f.x.array.copy() for f in cell.u]
+    with pytest.raises(NewtonFailure, match=f"{MAX_DAMPED_ITERATIONS + 1} damped iterations"):
+        cell.solve_step(100.0, current=cell.current_for(1e6), max_iterations=100)
+    for f, a in zip(cell.u, before, strict=True):
+        assert np.array_equal(f.x.array, a)
+    # the same cell then takes an ordinary step
+    rep = cell.solve_step(1.0, current=cell.current_for(300.0))
+    assert rep.newton_iterations < 25
 
 
 def test_user_petsc_options_reach_the_linear_solver(pillar: TaggedMesh) -> None:

@@ -76,6 +76,13 @@ _ACTIVE, _ELECTRONIC, _IONIC = 1, 2, 3  # integration-domain ids (cells)
 _GAMMA, _ANODE = 1, 2  # integration-domain ids (facets)
 _GAMMA_CONNECTED = 3  # the interface facets through which current can flow
 
+#: Newton gives up (and the time step is cut) after this many consecutive iterations whose
+#: update had to be capped (0.2 V for potentials, 0.2 c_max or c0 for concentrations). A
+#: change of the cell voltage by 2 V (a current switched on at the open-circuit voltage)
+#: takes 10 capped iterations; in the collapse of a 3D column at a limiting current the
+#: capped iterations go on with updates of 10-20 V until the iteration limit.
+MAX_DAMPED_ITERATIONS = 12
+
 DEFAULT_PETSC_OPTIONS: dict[str, str] = {
     "ksp_type": "preonly",
     "pc_type": "lu",
@@ -678,6 +685,7 @@ class HalfCell:
         petsc = fem_petsc
         solves0, assemblies0 = self.linear_solves, self.jacobian_assemblies
         previous = np.inf
+        damped = 0  # consecutive iterations whose update was capped
         for it in range(1, max_iterations + 1):
             petsc.assign(self.u, self.x)
             la_petsc._ghost_update(self.x, PETSc.InsertMode.INSERT,
@@ -731,6 +739,13 @@ class HalfCell:
             # use floored concentrations, so such iterates are harmless.)
             step = max(self._scaled_update(du), abs(d_pa))
             damp = min(1.0, 0.2 / max(step, 1e-300))
+            damped = damped + 1 if damp < 1.0 else 0
+            if damped > MAX_DAMPED_ITERATIONS:
+                # Still taking capped steps: this iterate is not near a solution (seen when
+                # the voltage collapses at a limiting current), and a shorter time step is
+                # cheaper than the remaining iterations.
+                self._fail(snap, f"Newton stagnated: {damped} damped iterations in a row "
+                                 f"(updates of {step:.3g} capped to 0.2)")
             self.x.axpy(damp, du)
             petsc.assign(self.x, self.u)
             for f in self.u:
