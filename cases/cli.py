@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 import tomllib
@@ -210,9 +211,18 @@ def _run_electrochemistry(args: argparse.Namespace, case: Any, out: Path, comm: 
     if args.command == "cycle":
         if args.checkpoint_every < 0:
             raise ValueError(f"--checkpoint-every {args.checkpoint_every}: must be >= 0")
-        summary = cycling.run_cycling(case, out, comm, kinds=kinds, progress=progress,
-                                      checkpoint_every=args.checkpoint_every,
-                                      resume=args.resume)
+        try:
+            summary = cycling.run_cycling(case, out, comm, kinds=kinds, progress=progress,
+                                          checkpoint_every=args.checkpoint_every,
+                                          resume=args.resume)
+        except KeyboardInterrupt:
+            ck = cycling.checkpoint_folder(out)
+            if comm.rank == 0:
+                where = (f"continue from the last checkpoint (in {ck}) with --resume"
+                         if ck.is_dir()
+                         else "nothing was kept (--checkpoint-every N keeps the state)")
+                print(f"cathodefem: interrupted; {where}", file=sys.stderr)
+            return 130
         statuses = {k: summary[k]["status"] for k in kinds}
     else:
         try:
@@ -235,7 +245,8 @@ def _run_electrochemistry(args: argparse.Namespace, case: Any, out: Path, comm: 
                 done = "seeds" if args.seeds != 1 else "rates"
                 kept = incomplete_path(out)
                 fresh = kept.is_dir() and kept.stat().st_mtime >= started  # not an old one
-                where = (f"the finished {done} are in {kept}" if fresh
+                where = (f"the finished {done}, and the records of the interrupted one "
+                         f"up to the interrupt, are in {kept}" if fresh
                          else f"no {done[:-1]} had finished; nothing was kept")
                 print(f"cathodefem: interrupted; {where}", file=sys.stderr)
             return 130
@@ -324,6 +335,16 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from meshes.spec import SpecError
 
+    # SIGTERM (a batch job's time limit, `kill`) stops a run like Ctrl-C: finished parts
+    # and the records up to the interrupt are kept in <out>.incomplete. PETSc installs its
+    # own SIGTERM handler (abort, nothing kept) when it initializes, so it is initialized
+    # first and then replaced.
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_DFL:
+        from mpi4py import MPI  # isort: split
+        from petsc4py import PETSc  # noqa: F401
+
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return _run(args)
     except (SpecError, ValueError) as e:
@@ -332,6 +353,19 @@ def main(argv: list[str] | None = None) -> int:
         if MPI.COMM_WORLD.rank == 0:
             print(f"cathodefem: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        from mpi4py import MPI
+
+        if MPI.COMM_WORLD.rank == 0:
+            print("cathodefem: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if previous == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

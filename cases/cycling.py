@@ -21,7 +21,9 @@ import csv
 import logging
 import math
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -124,6 +126,51 @@ class _FieldWriter:
             w.close()
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """A run interrupted (Ctrl-C, SIGTERM) between or inside time steps; ``records`` are
+    the accepted steps up to the interrupt (already written to the run's CSV)."""
+
+    def __init__(self, records: list[Record], wall_s: float) -> None:
+        super().__init__()
+        self.records = records
+        self.wall_s = wall_s
+
+
+class _DeferredStop:
+    """While a run steps in time: the first SIGINT (Ctrl-C) or SIGTERM (a batch job's time
+    limit) asks it to stop after the current time step; :meth:`requested` (collective) tells
+    every rank at the same point, so no rank is left waiting inside a collective operation
+    (an immediate KeyboardInterrupt on 2 ranks leaves one rank in VTX close and the other in
+    a ghost update: a hang). A second signal stops at once."""
+
+    def __init__(self, comm: MPI.Comm) -> None:
+        self.comm = comm
+        self.asked = False
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _DeferredStop:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.getsignal(sig)
+                signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+        if self.comm.rank == 0:
+            print(f"cathodefem: {signal.Signals(signum).name}: stopping after this time step "
+                  f"(again: at once)", file=sys.stderr, flush=True)
+
+    def requested(self) -> bool:
+        return bool(self.comm.allreduce(self.asked, op=MPI.LOR))
+
+
 def _write_records(path: Path, records: Sequence[Record]) -> None:
     with path.open("w", newline="") as f:
         cols = list(Record.__dataclass_fields__)
@@ -193,15 +240,24 @@ def _run_one(comm: MPI.Comm, cell: HalfCell, protocol: Protocol, folder: Path, c
     status = "completed"
     try:
         try:
-            if checkpoint is None:
-                res = run_protocol(cell, protocol, on_record=on_record)
-            else:
-                ck_dir, every, resume = checkpoint
-                res = run_protocol(cell, protocol, on_record=on_record, checkpoint_dir=ck_dir,
-                                   checkpoint_every=every, resume=resume)
+            with _DeferredStop(comm) as stop:
+                if checkpoint is None:
+                    res = run_protocol(cell, protocol, on_record=on_record,
+                                       stop_requested=stop.requested)
+                else:
+                    ck_dir, every, resume = checkpoint
+                    res = run_protocol(cell, protocol, on_record=on_record,
+                                       checkpoint_dir=ck_dir, checkpoint_every=every,
+                                       resume=resume, stop_requested=stop.requested)
         except ProtocolError as e:
             status = f"stopped: {e}"
             res = RunResult(records=seen)
+        except KeyboardInterrupt as e:
+            # Ctrl-C or SIGTERM (_DeferredStop): the records up to the interrupt are written
+            # and travel with the exception
+            if comm.rank == 0:
+                _write_records(folder / csv_name, seen)
+            raise RunInterrupted(seen, time.perf_counter() - t0) from e
         finally:
             bar.close()
         wall = time.perf_counter() - t0
@@ -437,27 +493,28 @@ def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
                 if comm.rank == 0:
                     sub.mkdir()
                 comm.barrier()
-                res, status, wall = _run_one(comm, cell, protocol, sub, "discharge.csv",
-                                             f"{kind} {rate:g} mA/g", ec.fields_every,
-                                             progress)
+                try:
+                    res, status, wall = _run_one(comm, cell, protocol, sub, "discharge.csv",
+                                                 f"{kind} {rate:g} mA/g", ec.fields_every,
+                                                 progress)
+                except RunInterrupted as e:
+                    # kept in <out>.incomplete: this rate's records up to the interrupt
+                    # (discharge.csv) and its entry, marked interrupted, with the voltage
+                    # breakdown and salt minimum of its last step
+                    t_end = e.records[-1].time_s if e.records else 0.0
+                    entry["rates"].append({
+                        **_rate_entry(rate, e.records, f"interrupted at t = {t_end:.6g} s",
+                                      "interrupted", e.wall_s),
+                        "overpotentials_at_end_V": _breakdown_at(e.records, 1.0)})
+                    if comm.rank == 0:
+                        write_json(folder / "summary.json", summary)
+                    raise
                 recs = res.records
                 q = recs[-1].capacity_mAh_g if recs else 0.0
                 use = _utilization(cell, protocol.initial_theta, sub / "particles.csv")
                 entry["rates"].append({
-                    "rate_mA_g": float(rate), "capacity_mAh_g": q, "status": status,
-                    "stopped_by": res.stopped_by[0] if res.stopped_by else "not run",
-                    "energy_mWh_g": sum(r.voltage_V * r.current_mA_g * r.dt_s / 3600
-                                        for r in recs),
-                    "mean_voltage_V": (sum(r.voltage_V * r.dt_s for r in recs)
-                                       / max(sum(r.dt_s for r in recs), 1e-300)
-                                       if recs else None),
-                    "time_steps_count": len(recs),
-                    "newton_iterations_count": sum(r.newton_iterations for r in recs),
-                    "wall_time_s": wall,
-                    "max_charge_balance_rel": max((r.charge_balance_rel for r in recs),
-                                                  default=0.0),
-                    "max_li_balance_rel": max((r.li_balance_rel for r in recs), default=0.0),
-                    "min_electrolyte_concentration_mol_m3": _min_salt(recs),
+                    **_rate_entry(rate, recs, status,
+                                  res.stopped_by[0] if res.stopped_by else "not run", wall),
                     "utilization": use,
                     "overpotentials_at_half_capacity_V": _breakdown_at(recs, 0.5),
                 })
@@ -556,6 +613,24 @@ def run_rate_ensemble(case: CaseSpec, out: Path, rates_mA_g: Sequence[float], se
             _write_ensemble_table(folder / "rate_capability.csv", summary, kinds)
             rate_capability_figure(summary, folder / "rate_capability.png")
     return summary
+
+
+def _rate_entry(rate: float, recs: Sequence[Record], status: str, stopped_by: str,
+                wall_s: float) -> dict[str, Any]:
+    """The summary entry of one discharge (finished or interrupted) from its records."""
+    return {
+        "rate_mA_g": float(rate), "capacity_mAh_g": recs[-1].capacity_mAh_g if recs else 0.0,
+        "status": status, "stopped_by": stopped_by,
+        "energy_mWh_g": sum(r.voltage_V * r.current_mA_g * r.dt_s / 3600 for r in recs),
+        "mean_voltage_V": (sum(r.voltage_V * r.dt_s for r in recs)
+                           / max(sum(r.dt_s for r in recs), 1e-300) if recs else None),
+        "time_steps_count": len(recs),
+        "newton_iterations_count": sum(r.newton_iterations for r in recs),
+        "wall_time_s": wall_s,
+        "max_charge_balance_rel": max((r.charge_balance_rel for r in recs), default=0.0),
+        "max_li_balance_rel": max((r.li_balance_rel for r in recs), default=0.0),
+        "min_electrolyte_concentration_mol_m3": _min_salt(recs),
+    }
 
 
 def _write_ensemble_table(path: Path, summary: dict[str, Any], kinds: Sequence[str]) -> None:

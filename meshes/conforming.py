@@ -83,6 +83,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from meshes.fill import gaussian_field, gradient_fill
+from meshes.gmsh_session import initialize_gmsh
 from meshes.realization import Sheets, Wires, realize_gradient
 from meshes.rods import rod_contacts, segment_closest_points
 from meshes.sheet_design import SheetPieces, SheetReport, design_sheets, sheets_near_box
@@ -1233,7 +1234,7 @@ def _occ_mesh(lo: np.ndarray, hi: np.ndarray, seg: WireSegments, fine: float, co
     import gmsh
 
     t0 = time.perf_counter()
-    gmsh.initialize(interruptible=False)
+    initialize_gmsh()
     try:
         return _occ_mesh_in_session(gmsh, lo, hi, seg, fine, coarse, threads, t0, periodic,
                                     planes_z, wire_top_z, shells, sheets, sheet_coat)

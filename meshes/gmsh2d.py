@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 
+from meshes.gmsh_session import initialize_gmsh
 from meshes.section import Region, Section
 
 __all__ = ["TriMesh", "mesh_section", "triangle_quality"]
@@ -167,7 +168,7 @@ def mesh_section(section: Section, *, size_fine_um: float, size_coarse_um: float
         section, spacing_um=4 * size_fine_um, tile_um=tile_um,
         min_width_um=0.2 * size_fine_um, min_area_um2=(0.5 * size_fine_um) ** 2)
 
-    gmsh.initialize(interruptible=False)
+    initialize_gmsh()
     try:
         gmsh.option.setNumber("General.Terminal",
                               int(os.environ.get("CATHODEFEM_GMSH_VERBOSE", "0")))

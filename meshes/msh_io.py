@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from meshes.build import SectionMesh
+from meshes.gmsh_session import initialize_gmsh
 from meshes.tags import ELECTRONIC_PHASES, Facet, Phase
 
 __all__ = ["facet_edges", "write_msh"]
@@ -64,7 +65,7 @@ def write_msh(section: SectionMesh, path: Path) -> None:
     """Write ``path`` (.msh, format 4.1) with one discrete entity per phase and facet tag."""
     import gmsh
 
-    gmsh.initialize(interruptible=False)
+    initialize_gmsh()
     try:
         gmsh.option.setNumber("General.Terminal", 0)
         gmsh.model.add(f"{section.kind}_section")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import mpiexec, run_cli
 
 #: A thin gradient membrane (NW fraction as in the paper: loading scaled with thickness) with
 #: a 2 um separator, coarse enough that a discharge takes seconds.
@@ -403,19 +403,28 @@ def test_interrupted_ensemble_keeps_the_finished_rate_of_its_first_seed(
     assert not (tmp_path / "a").exists()
 
 
-def test_interrupt_during_a_discharge_exits_cleanly(tmp_path: Path) -> None:
-    # Ctrl-C in the middle of a discharge (here: raised from the third time step): the
-    # field files (ADIOS2) must be closed before the result folder is renamed, or ADIOS2
-    # aborts the process at exit (status 134) writing into the vanished staging folder.
+@pytest.mark.parametrize(("ranks", "signals", "kept_steps"), [(1, 1, 3), (2, 1, 3), (1, 2, 2)])
+def test_interrupt_during_a_discharge_keeps_its_records(tmp_path: Path, ranks: int,
+                                                         signals: int, kept_steps: int) -> None:
+    # SIGTERM (a batch job's time limit; Ctrl-C takes the same path) sent to rank 0 in the
+    # middle of a discharge, as the third time step is recorded: the run stops after that
+    # step on every rank (on 2 ranks an immediate stop hung, one rank waiting in a collective
+    # the other had left); a second signal stops at once, before the step is recorded. The
+    # command exits with status 130; the result folder is not written, and <out>.incomplete
+    # keeps the records of the interrupted discharge and its summary entry, marked
+    # interrupted. The field files
+    # (ADIOS2) must be closed before the staging folder is renamed, or ADIOS2 aborts the
+    # process at exit (status 134) writing into the vanished folder.
     case = tmp_path / "rate.toml"
     case.write_text(TINY)
+    out = tmp_path / "out"
     script = tmp_path / "interrupt.py"
     script.write_text(f"""
-import sys
+import os, signal, sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
 from mpi4py import MPI
 import cases.cycling as cycling
-from cases.cli import load_case_with_overrides
+from cases.cli import main
 
 real = cycling.run_protocol
 
@@ -423,25 +432,96 @@ def interrupted(cell, protocol, on_record=None, **kw):
     seen = []
     def rec(r):
         seen.append(r)
+        if len(seen) == 3 and MPI.COMM_WORLD.rank == 0:
+            for _ in range({signals}):
+                os.kill(os.getpid(), signal.SIGTERM)
         if on_record is not None:
             on_record(r)
-        if len(seen) == 3:
-            raise KeyboardInterrupt
     return real(cell, protocol, on_record=rec, **kw)
 
 cycling.run_protocol = interrupted
-case = load_case_with_overrides({str(case)!r}, [])
-try:
-    cycling.run_rate_study(case, __import__("pathlib").Path({str(tmp_path / "out")!r}),
-                           [300.0], MPI.COMM_WORLD, kinds=("gradient",), progress=False)
-except KeyboardInterrupt:
-    sys.exit(130)
+sys.exit(main(["rate", {str(case)!r}, "--rates", "300", "--cathode", "gradient",
+               "--out", {str(out)!r}, "-q"]))
+""")
+    cmd = [sys.executable, str(script)]
+    if ranks > 1:
+        cmd = [mpiexec(), "-n", str(ranks), *cmd]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                       check=False)
+    assert r.returncode == 130, r.stderr[-2000:]
+    assert "ADIOS2" not in r.stderr and "terminate called" not in r.stderr
+    assert "Traceback" not in r.stderr
+    assert r.stderr.count("stopping after this time step") == 1, r.stderr
+    assert r.stderr.count("records of the interrupted one") == 1, r.stderr
+    assert not out.exists()
+    kept = out.with_name("out.incomplete")
+    s = json.loads((kept / "summary.json").read_text())
+    assert s["complete"] is False
+    [row] = s["gradient"]["rates"]
+    assert row["stopped_by"] == "interrupted" and row["time_steps_count"] == kept_steps
+    with (kept / "gradient" / "300mA_g" / "discharge.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == kept_steps
+    assert float(rows[-1]["capacity_mAh_g"]) == pytest.approx(row["capacity_mAh_g"])
+    assert row["status"] == f"interrupted at t = {float(rows[-1]['time_s']):.6g} s"
+    end = row["overpotentials_at_end_V"]
+    assert end["voltage_V"] == pytest.approx(float(rows[-1]["voltage_V"]))
+
+
+def test_cycle_stopped_by_sigterm_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    # A cycle run with checkpoints every 2 steps gets SIGTERM (a batch job's time limit) at
+    # its fifth time step: it stops after that step, exits 130 and says how to continue;
+    # --resume then finishes from the checkpoint of step 4 and reproduces the records of the
+    # run that was never stopped (same checkpoint cadence).
+    case = tmp_path / "cycle.toml"
+    case.write_text(CYCLE)
+    full = tmp_path / "full"
+    r = _run(["cycle", str(case), "--cathode", "gradient", "--checkpoint-every", "2",
+              "--out", str(full), "-q"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = tmp_path / "out"
+    script = tmp_path / "stop.py"
+    script.write_text(f"""
+import os, signal, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from mpi4py import MPI
+import cases.cycling as cycling
+from cases.cli import main
+
+real = cycling.run_protocol
+
+def stopped(cell, protocol, on_record=None, **kw):
+    seen = []
+    def rec(r):
+        seen.append(r)
+        if len(seen) == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        if on_record is not None:
+            on_record(r)
+    return real(cell, protocol, on_record=rec, **kw)
+
+cycling.run_protocol = stopped
+sys.exit(main(["cycle", {str(case)!r}, "--cathode", "gradient", "--checkpoint-every", "2",
+               "--out", {str(out)!r}, "-q"]))
 """)
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                        cwd=tmp_path, timeout=300, check=False)
     assert r.returncode == 130, r.stderr[-2000:]
-    assert "ADIOS2" not in r.stderr and "terminate called" not in r.stderr
-    assert not (tmp_path / "out").exists()
+    assert "Traceback" not in r.stderr and "with --resume" in r.stderr, r.stderr
+    assert not out.exists()
+    r = _run(["cycle", str(case), "--cathode", "gradient", "--checkpoint-every", "2",
+              "--resume", "--out", str(out), "-q"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    def records(folder: Path) -> list[dict[str, str]]:
+        with (folder / "gradient" / "cycling.csv").open() as f:
+            return list(csv.DictReader(f))
+
+    a, b = records(full), records(out)
+    assert len(a) > 10 and len(b) == len(a)
+    for ra, rb in zip(a, b, strict=True):
+        assert float(rb["time_s"]) == pytest.approx(float(ra["time_s"]), rel=1e-12)
+        assert float(rb["voltage_V"]) == pytest.approx(float(ra["voltage_V"]), abs=1e-10)
 
 
 def test_batch_progress_logs_every_ten_steps_and_after_five_quiet_minutes(

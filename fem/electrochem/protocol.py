@@ -256,12 +256,19 @@ class RunResult:
 def run_protocol(cell: HalfCell, protocol: Protocol,
                  on_record: Callable[[Record], None] | None = None, *,
                  checkpoint_dir: Path | None = None, checkpoint_every: int = 0,
-                 resume: bool = False) -> RunResult:
+                 resume: bool = False,
+                 stop_requested: Callable[[], bool] | None = None) -> RunResult:
     """Run every step of ``protocol`` on ``cell`` (collective). Starts from equilibrium at
     ``protocol.initial_theta``, or, with ``resume``, from the checkpoint in
     ``checkpoint_dir``. With ``checkpoint_every = N > 0`` the state is saved there every N
     time steps; a resumed run reproduces the uninterrupted one (same time steps, same
-    numbers), because each checkpoint also restarts the lagged Jacobian and the predictor."""
+    numbers), because each checkpoint also restarts the lagged Jacobian and the predictor.
+
+    ``stop_requested`` (collective: the same answer on every rank) is asked after each
+    accepted time step (and after its checkpoint); when it answers True the run raises
+    :class:`KeyboardInterrupt` on every rank. A resume continues from the last checkpoint
+    (no extra one is written at the stop: it would restart the Newton history off the
+    cadence, and the resumed run would no longer reproduce the uninterrupted one)."""
     per_mA_g = cell.current_for(1.0)  # model current of 1 mA/g
     f_model = ModelUnits.faraday
     result = RunResult()
@@ -368,6 +375,8 @@ def run_protocol(cell: HalfCell, protocol: Protocol,
             if checkpoint_every and checkpoint_dir is not None \
                     and len(result.records) % checkpoint_every == 0:
                 save_checkpoint(cell, checkpoint_dir, (k, t_step, t, capacity, dt), result)
+            if stop_requested is not None and stop_requested():
+                raise KeyboardInterrupt
         result.stopped_by.append(stopped)
         if stopped in ("cutoff", "stalled") and step.end_at_cutoff:
             break
