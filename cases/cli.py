@@ -23,6 +23,9 @@ __all__ = ["main"]
 
 log = logging.getLogger("cathodefem")
 
+#: commands that use the case's [parameters] table (the half-cell model)
+ELECTROCHEMISTRY_COMMANDS = ("cycle", "rate", "gitt", "eis", "symmetric")
+
 
 def _default_case_path() -> Path:
     return Path(str(resources.files("cases") / "data" / "default.toml"))
@@ -120,6 +123,11 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stdout, force=True)
     case = load_case_with_overrides(args.case, args.set)
     out = Path(args.out) if args.out else Path("results") / case.name
+    if case.parameters and args.command not in ELECTROCHEMISTRY_COMMANDS:
+        if comm.rank == 0:
+            log.warning(f"[parameters] is used by the electrochemistry commands "
+                        f"({', '.join(ELECTROCHEMISTRY_COMMANDS)}), not by '{args.command}' "
+                        f"(its conductivities are fem.parameters')")
     if args.command == "show-spec":
         import json
         from dataclasses import asdict

@@ -406,7 +406,7 @@ def run_cycling(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
     protocol = protocol_from_dict(case.protocol)
     _check_geometry(case, kinds)
     ec = case.electrochemistry
-    params = default_parameters(ec.temperature_K)
+    params = default_parameters(ec.temperature_K).with_overrides(case.parameters)
     summary: dict[str, Any] = {"case": spec_to_dict(case), "phase_names": phase_names(),
                                "parameters": _parameter_table(params)}
     with atomic_result_dir(out, comm) as folder:
@@ -471,7 +471,7 @@ def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
     cut-off at each specific current. Paper Fig. 4a, b (curves) and 4d (capacity vs rate)."""
     protocols, cutoff = _rate_protocols(case, rates_mA_g, kinds)
     ec = case.electrochemistry
-    params = default_parameters(ec.temperature_K)
+    params = default_parameters(ec.temperature_K).with_overrides(case.parameters)
     summary: dict[str, Any] = {"case": spec_to_dict(case), "phase_names": phase_names(),
                                "parameters": _parameter_table(params),
                                "discharge_cutoff_V": cutoff, "rates_mA_g": list(rates_mA_g),
@@ -563,6 +563,7 @@ def run_rate_ensemble(case: CaseSpec, out: Path, rates_mA_g: Sequence[float], se
     if not (isinstance(seeds, int) and seeds >= 1):
         raise ValueError(f"--seeds {seeds}: must be an integer >= 1")
     _rate_protocols(case, rates_mA_g, kinds)  # bad input: one line, before any folder
+    default_parameters(case.electrochemistry.temperature_K).with_overrides(case.parameters)
     s0 = _first_seed(case)
     summary: dict[str, Any] = {"case": spec_to_dict(case), "rates_mA_g": list(rates_mA_g),
                                "seeds": list(range(s0, s0 + seeds)), "seeds_done": [],

@@ -117,7 +117,8 @@ def run_eis(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
             kinds: Sequence[str] = KINDS) -> dict[str, Any]:
     spec = case.eis
     _check_geometry(case, kinds)
-    params = default_parameters(case.electrochemistry.temperature_K)
+    params = default_parameters(case.electrochemistry.temperature_K).with_overrides(
+        case.parameters)
     theta = _theta_at(params, spec.voltage_V)
     freqs = log_frequencies(spec.f_min_Hz, spec.f_max_Hz, spec.points_per_decade)
     area = spec.electrode_area_cm2

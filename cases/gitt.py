@@ -101,7 +101,7 @@ def run_gitt(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
     protocol = gitt_case_protocol(case)
     _check_geometry(case, kinds)
     ec = case.electrochemistry
-    params = default_parameters(ec.temperature_K)
+    params = default_parameters(ec.temperature_K).with_overrides(case.parameters)
     initial_voltage = float(params.ocv(protocol.initial_theta))
     if case.gitt.cutoff_V >= initial_voltage:
         raise SpecError(f"gitt.cutoff_V = {case.gitt.cutoff_V:g}: must be below the "

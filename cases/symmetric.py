@@ -37,7 +37,7 @@ _PARTS = ("kinetic_bottom_V", "electrolyte_ohmic_V", "electrolyte_concentration_
 def run_symmetric(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD
                   ) -> dict[str, Any]:
     spec = case.symmetric
-    params = default_parameters(spec.temperature_K)
+    params = default_parameters(spec.temperature_K).with_overrides(case.parameters)
     i_A_m2 = spec.current_mA * 1e-3 / (spec.electrode_area_cm2 * 1e-4)
     try:
         steady = steady_polarization_V(params, spec.separator_um, i_A_m2)

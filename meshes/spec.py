@@ -39,6 +39,7 @@ __all__ = [
     "derive_gradient",
     "derive_homogeneous",
     "load_case",
+    "parse_quantity",
     "read_case_toml",
     "with_seed",
 ]
@@ -383,6 +384,10 @@ class CaseSpec(_Spec):
     #: cycling protocol table (steps as [[protocol.step]]); validated by
     #: :func:`fem.electrochem.protocol.protocol_from_dict` when a cycling command runs
     protocol: dict[str, Any] = field(default_factory=dict)
+    #: material parameters that replace the project's set for this case (electrochemistry
+    #: commands): [parameters.<name>] tables with value and source, validated by
+    #: :meth:`fem.electrochem.parameters.CellParameters.with_overrides`
+    parameters: dict[str, Any] = field(default_factory=dict)
 
     def _check(self) -> None:
         sec, box = self.section, self.box
@@ -476,14 +481,15 @@ def _unit_of(md: Any) -> str:
     return str(md.get("unit", "1"))
 
 
-def _parse_quantity(path: str, value: Any, unit: str) -> Any:
+def parse_quantity(path: str, value: Any, unit: str) -> Any:
     """Numbers are in the field's unit; strings like "34 um" or "2.5 %" are converted by pint."""
     if isinstance(value, bool) or not isinstance(value, str):
         return value
     import pint
 
     ureg = pint.UnitRegistry()
-    target = {"1": "dimensionless", "mg/cm2": "mg/cm**2"}.get(unit, unit)
+    target = {"1": "dimensionless", "mg/cm2": "mg/cm**2", "cm2/s": "cm**2/s",
+              "A/m2": "A/m**2", "mol/m3": "mol/m**3", "F/m2": "F/m**2"}.get(unit, unit)
     try:
         q = ureg.Quantity(value)
         return float(q.to(target).magnitude)
@@ -508,7 +514,7 @@ def _build[T](cls: type[T], data: Any, path: str) -> T:
         if is_dataclass(sub):
             kwargs[key] = _build(type(sub), value, where)
         elif "lo" in f.metadata:
-            kwargs[key] = _parse_quantity(where, value, _unit_of(f.metadata))
+            kwargs[key] = parse_quantity(where, value, _unit_of(f.metadata))
         else:
             kwargs[key] = value
     try:

@@ -154,3 +154,77 @@ def test_symmetric_bad_input_is_one_line_and_leaves_no_folder(tmp_path: Path, se
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], r.stderr
     assert not out.exists()
+
+
+def test_case_parameters_reach_the_model_with_their_source(tmp_path: Path) -> None:
+    # A case's [parameters] table replaces values of the shared set for that run: halving
+    # the separator conductivity doubles the ohmic part of the steady polarization (closed
+    # form, i L / kappa) and leaves the salt part; a quantity string is converted (1e-12
+    # m^2/s = 1e-8 cm2/s, the default separator diffusivity: the concentration part is
+    # unchanged); summary.json records the value with "CASE: <source>".
+    short = ["--set", "symmetric.cycles=1", "--set", "symmetric.steps_per_half_cycle=4",
+             "--set", "symmetric.cells=20"]
+    base = tmp_path / "base"
+    r = _run(["symmetric", *short, "--out", str(base)], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    sigma = default_parameters().separator.conductivity.value
+    case = tmp_path / "case.toml"
+    case.write_text(f"""
+[parameters.separator.conductivity]
+value = {sigma / 2!r}
+source = "sensitivity: half the default"
+[parameters.separator.diffusivity]
+value = "1e-12 m^2/s"
+source = "the default, in SI units"
+""")
+    half = tmp_path / "half"
+    r = _run(["symmetric", str(case), *short, "--out", str(half)], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (base, half))
+    sa, sb = a["steady_polarization_mV"], b["steady_polarization_mV"]
+    assert sb["electrolyte_ohmic_mV"] == pytest.approx(2 * sa["electrolyte_ohmic_mV"],
+                                                       rel=1e-12)
+    assert sb["electrolyte_concentration_mV"] == pytest.approx(
+        sa["electrolyte_concentration_mV"], rel=1e-12)
+    p = b["parameters"]["separator.conductivity"]
+    assert p["value"] == sigma / 2 and p["source"] == "CASE: sensitivity: half the default"
+    assert b["parameters"]["separator.diffusivity"]["value"] == pytest.approx(1e-8, rel=1e-12)
+    assert a["parameters"]["separator.conductivity"]["value"] == sigma
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("parameters.spe.diffusivity.value=-1",
+     "parameters.spe.diffusivity: expected a table with 'value' and 'source'"),
+    ("parameters.density_g_cm3.value=3", "parameters.density_g_cm3: not a parameter a case "
+     "can set; allowed: ['alpha_anodic'"),
+])
+def test_bad_case_parameters_are_one_line(tmp_path: Path, setting: str, message: str) -> None:
+    out = tmp_path / "out"
+    r = _run(["symmetric", "--set", setting, "--out", str(out)], tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert not out.exists()
+
+
+def test_case_parameter_values_are_checked() -> None:
+    from meshes.spec import SpecError
+
+    p = default_parameters()
+
+    def entry(value: object) -> dict[str, object]:
+        return {"spe": {"transference": {"value": value, "source": "x"}}}
+
+    assert p.with_overrides(entry(0.4)).spe.transference.value == 0.4
+    assert p.spe.transference.value == 0.2  # the shared set is not changed
+    for bad, why in ((1.0, r"must be in \(0, 1\) 1"), ("0.3 m", "wrong unit"),
+                     (True, r"must be in \(0, 1\) 1"), (float("nan"), r"must be in")):
+        with pytest.raises(SpecError, match=f"parameters.spe.transference.value = .*{why}"):
+            p.with_overrides(entry(bad))
+    with pytest.raises(SpecError, match="source: must name where the value comes from"):
+        p.with_overrides({"solid_diffusivity": {"value": 1e-10, "source": " "}})
+    with pytest.raises(SpecError, match=r"parameters\.spe: expected a table"):
+        p.with_overrides({"spe": 3})
+    d = p.with_overrides({"solid_diffusivity": {"value": "1e-15 m^2/s", "source": "x"}})
+    assert d.solid_diffusivity.value == pytest.approx(1e-11, rel=1e-12)
+    assert d.solid_diffusivity.unit == "cm2/s" and d.solid_diffusivity.source == "CASE: x"

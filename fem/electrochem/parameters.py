@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -195,6 +197,48 @@ class CellParameters:
         ocv = replace(self.ocv, temperature_K=temperature_K)
         return replace(self, temperature_K=temperature_K, ocv=ocv)
 
+    def with_overrides(self, table: Mapping[str, Any], where: str = "parameters"
+                       ) -> CellParameters:
+        """These parameters with the values of a case's ``[parameters]`` table replaced,
+        e.g. ``[parameters.spe.diffusivity]`` with ``value = 1e-8`` (in the parameter's
+        unit, or a quantity string such as ``"1e-12 m^2/s"``) and ``source = "..."``
+        (required: every value has a citation; it is recorded as ``CASE: <source>``). The
+        values are those at the reference temperature (25 C); ``temperature_K`` scales them
+        as before. Names and allowed ranges: :data:`OVERRIDABLE`. Mistakes raise a
+        one-line :class:`~meshes.spec.SpecError`."""
+        from meshes.spec import SpecError, parse_quantity
+
+        out = self
+        for name, entry in _flatten_overrides(table, where):
+            at = f"{where}.{name}"
+            if name not in OVERRIDABLE:
+                raise SpecError(f"{at}: not a parameter a case can set; allowed: "
+                                f"{sorted(OVERRIDABLE)}")
+            if not isinstance(entry, dict) or set(entry) - {"value", "source"} \
+                    or "value" not in entry or "source" not in entry:
+                raise SpecError(f"{at}: expected a table with 'value' and 'source' (the "
+                                f"citation of the value), got {entry!r}")
+            source = entry["source"]
+            if not isinstance(source, str) or not source.strip():
+                raise SpecError(f"{at}.source: must name where the value comes from")
+            layer, _, field_name = name.rpartition(".")
+            old_p = getattr(getattr(self, layer) if layer else self, field_name)
+            value = parse_quantity(f"{at}.value", entry["value"], old_p.unit)
+            lo, hi, lo_open, hi_open = OVERRIDABLE[name]
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not math.isfinite(value) \
+                    or value < lo or (lo_open and value == lo) \
+                    or value > hi or (hi_open and value == hi):
+                raise SpecError(f"{at}.value = {entry['value']!r}: must be in "
+                                f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+                                f" {old_p.unit}")
+            new_p = Parameter(value=float(value), unit=old_p.unit, source=f"CASE: {source}")
+            changes: dict[str, Any] = (
+                {layer: replace(getattr(out, layer), **{field_name: new_p})} if layer
+                else {field_name: new_p})
+            out = replace(out, **changes)
+        return out
+
     def sources(self) -> dict[str, dict[str, object]]:
         """Name -> value, unit, source: for summaries and the README table."""
         out: dict[str, dict[str, object]] = {}
@@ -212,6 +256,46 @@ class CellParameters:
                 out[f"{layer}.{name}"] = {"value": p.value, "unit": p.unit, "source": p.source}
         out["ocv"] = {"value": "table", "unit": "V", "source": self.ocv.source}
         return out
+
+
+#: Parameters a case file may set (``[parameters]``, see
+#: :meth:`CellParameters.with_overrides`): name -> (lower, upper, lower open, upper open) in
+#: the parameter's unit. Molar mass and density are not here: the meshes take the active
+#: mass from :mod:`meshes.materials`.
+OVERRIDABLE: dict[str, tuple[float, float, bool, bool]] = {
+    "li_per_formula_max": (0.0, 10.0, True, False),
+    "solid_diffusivity": (0.0, 1e-5, True, False),
+    "exchange_current_cathode": (0.0, 1e4, True, False),
+    "exchange_current_anode": (0.0, 1e4, True, False),
+    "alpha_anodic": (0.0, 1.0, True, True),
+    "alpha_cathodic": (0.0, 1.0, True, True),
+    "salt_concentration": (0.0, 1e4, True, False),
+    "double_layer_capacitance": (0.0, 10.0, True, False),
+    **{f"{layer}.{name}": bounds for layer in ("spe", "separator") for name, bounds in (
+        ("conductivity", (0.0, 1.0, True, False)),
+        ("diffusivity", (0.0, 1e-3, True, False)),
+        ("transference", (0.0, 1.0, True, True)),
+        ("thermodynamic_factor", (0.0, 10.0, True, False)),
+        ("activation_energy", (0.0, 200.0, False, False)))},
+}
+
+
+def _flatten_overrides(table: Mapping[str, Any], where: str) -> list[tuple[str, Any]]:
+    """``{"spe": {"diffusivity": {...}}, "solid_diffusivity": {...}}`` ->
+    ``[("spe.diffusivity", {...}), ("solid_diffusivity", {...})]``."""
+    from meshes.spec import SpecError
+
+    if not isinstance(table, Mapping):
+        raise SpecError(f"{where}: expected a table, got {table!r}")
+    out: list[tuple[str, Any]] = []
+    for key, v in table.items():
+        if key in ("spe", "separator"):
+            if not isinstance(v, Mapping):
+                raise SpecError(f"{where}.{key}: expected a table of its parameters")
+            out += [(f"{key}.{k}", e) for k, e in v.items()]
+        else:
+            out.append((key, v))
+    return out
 
 
 def _spe_salt_concentration_mol_m3(eo_per_li: float = 10.0) -> float:
