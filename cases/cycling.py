@@ -209,6 +209,8 @@ def _cell_info(cell: HalfCell, info: dict[str, Any]) -> dict[str, Any]:
         # periodic columns: wire/electrolyte pairs across the periodic faces (no reaction)
         "seam_interface_facets_count": cell.seam_interface_facets_count,
         "removed_cells_count": cell.removed_cells,
+        # the capacity the salt in the cathode's polymer carries without diffusion back
+        "salt_stock_capacity_mAh_g": cell.salt_stock_capacity_mAh_g(),
         # 2D: per um of section depth; 3D: the box's own mass
         ("active_mass_g" if cell.tm.mesh.topology.dim == 3 else "active_mass_per_um_depth_g"):
             cell.active_mass_g(),

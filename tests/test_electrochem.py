@@ -181,6 +181,18 @@ def pillar() -> TaggedMesh:
     return _tagged(sec if COMM.rank == 0 else None)
 
 
+def test_salt_stock_capacity_counts_the_cathode_polymer(pillar: TaggedMesh) -> None:
+    # The pillar: 1 x 2 um of which the 0.4 x 1.5 um wire is active and the rest (1.4 um2) is
+    # the cathode's polymer (no separator): F c0 V_polymer / ((1 - t+) m_active).
+    p = default_parameters()
+    cell = HalfCell(pillar, p)
+    mass_g = 0.6e-12 * p.density_g_cm3.value  # 0.6 um3 per um of depth
+    expected = (96485.33212 * p.salt_concentration.value * 1.4e-18
+                / (1 - p.spe.transference.value) / 3.6 / mass_g)
+    assert cell.salt_stock_capacity_mAh_g() == pytest.approx(expected, rel=1e-12)
+    cell.free()
+
+
 def test_rest_after_a_pulse_relaxes_to_the_ocv_of_the_mean_lithiation(pillar: TaggedMesh
                                                                         ) -> None:
     p = default_parameters()

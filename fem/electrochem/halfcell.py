@@ -59,7 +59,7 @@ import numpy as np
 import ufl
 from petsc4py import PETSc as _PETSc
 
-from fem.electrochem.parameters import CellParameters, ModelUnits
+from fem.electrochem.parameters import FARADAY_C_MOL, CellParameters, ModelUnits
 from fem.percolation import cell_components, components_touching, seam_pairs_count
 from fem.periodic import PeriodicMap, check_periods
 from meshes.adapter import TaggedMesh
@@ -73,6 +73,7 @@ fem_petsc: Any = dolfinx.fem.petsc
 la_petsc: Any = dolfinx.la.petsc
 
 _ACTIVE, _ELECTRONIC, _IONIC = 1, 2, 3  # integration-domain ids (cells)
+_CATHODE_POLYMER = 4  # the ionic cells of the cathode's own polymer (not the separator)
 _GAMMA, _ANODE = 1, 2  # integration-domain ids (facets)
 _GAMMA_CONNECTED = 3  # the interface facets through which current can flow
 
@@ -339,7 +340,9 @@ class HalfCell:
         q_md = {"quadrature_degree": quadrature_degree}
         self.dx = ufl.Measure("dx", domain=msh, subdomain_data=[
             (_ACTIVE, cell_domain(active)), (_ELECTRONIC, cell_domain(elec_cells)),
-            (_IONIC, cell_domain(ionic))], metadata={"quadrature_degree": 2})
+            (_IONIC, cell_domain(ionic)),
+            (_CATHODE_POLYMER, cell_domain(ionic & (phase == int(Phase.SPE))))],
+            metadata={"quadrature_degree": 2})
         self.dS = ufl.Measure("dS", domain=msh, subdomain_data=[
             (_GAMMA, gamma.reshape(-1)), (_GAMMA_CONNECTED, gamma[live].reshape(-1))],
             metadata=q_md)
@@ -459,6 +462,8 @@ class HalfCell:
         self.inventory_s_form = form(c_s * dx(_ACTIVE))
         self.inventory_e_form = form(c_e * dx(_IONIC))
         self.active_volume_form = form(dolfinx.fem.Constant(self.tm.mesh, 1.0) * dx(_ACTIVE))
+        self.cathode_polymer_volume_form = form(
+            dolfinx.fem.Constant(self.tm.mesh, 1.0) * dx(_CATHODE_POLYMER))
         self.anode_area_form = form(dolfinx.fem.Constant(self.tm.mesh, 1.0) * ds(_ANODE))
         #: area (um2; um per um of depth in 2D) of the interface facets connected to both the
         #: collector and the anode
@@ -860,6 +865,18 @@ class HalfCell:
         if self._active_volume is None:
             self._active_volume = self._scalar(self.active_volume_form)
         return self._active_volume
+
+    def salt_stock_capacity_mAh_g(self) -> float:
+        """The discharge capacity (mAh/g) that the salt initially in the cathode's polymer
+        (the connected SPE cells, not the separator) carries with no diffusion back:
+        F c0 V / ((1 - t+) m). At a constant current the anions leave the cathode's polymer
+        at (1 - t+) I / F, so a discharge that outruns the salt's diffusion time (eps L^2 /
+        D_eff) runs its polymer dry near this capacity (README: the closed-form bounds)."""
+        volume_m3 = self._scalar(self.cathode_polymer_volume_form) * 1e-18
+        t_plus = self.params.spe.transference.value
+        charge_C = FARADAY_C_MOL * self.params.salt_concentration.value * volume_m3 / (
+            1.0 - t_plus)
+        return charge_C / 3.6 / max(self.active_mass_g(), 1e-300)
 
     def cross_section_um2(self) -> float:
         """The cell's cross-section: width x depth of a 3D column, the width (x 1 um of
