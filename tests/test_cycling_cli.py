@@ -403,22 +403,12 @@ def test_interrupted_ensemble_keeps_the_finished_rate_of_its_first_seed(
     assert not (tmp_path / "a").exists()
 
 
-@pytest.mark.parametrize(("ranks", "signals", "kept_steps"), [(1, 1, 3), (2, 1, 3), (1, 2, 2)])
-def test_interrupt_during_a_discharge_keeps_its_records(tmp_path: Path, ranks: int,
-                                                         signals: int, kept_steps: int) -> None:
-    # SIGTERM (a batch job's time limit; Ctrl-C takes the same path) sent to rank 0 in the
-    # middle of a discharge, as the third time step is recorded: the run stops after that
-    # step on every rank (on 2 ranks an immediate stop hung, one rank waiting in a collective
-    # the other had left); a second signal stops at once, before the step is recorded. The
-    # command exits with status 130; the result folder is not written, and <out>.incomplete
-    # keeps the records of the interrupted discharge and its summary entry, marked
-    # interrupted. The field files
-    # (ADIOS2) must be closed before the staging folder is renamed, or ADIOS2 aborts the
-    # process at exit (status 134) writing into the vanished folder.
-    case = tmp_path / "rate.toml"
-    case.write_text(TINY)
-    out = tmp_path / "out"
-    script = tmp_path / "interrupt.py"
+def _signalled_cli(tmp_path: Path, args: list[str], *, at_record: int, signals: int = 1,
+                   ranks: int = 1) -> subprocess.CompletedProcess[str]:
+    """``cathodefem *args`` (in-process ``cases.cli.main``, under ``mpiexec -n ranks``) with
+    ``signals`` SIGTERMs sent to rank 0 as its run records time step ``at_record``, before
+    the record reaches the command."""
+    script = tmp_path / "signalled.py"
     script.write_text(f"""
 import os, signal, sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
@@ -428,26 +418,45 @@ from cases.cli import main
 
 real = cycling.run_protocol
 
-def interrupted(cell, protocol, on_record=None, **kw):
+def signalled(cell, protocol, on_record=None, **kw):
     seen = []
     def rec(r):
         seen.append(r)
-        if len(seen) == 3 and MPI.COMM_WORLD.rank == 0:
+        if len(seen) == {at_record} and MPI.COMM_WORLD.rank == 0:
             for _ in range({signals}):
                 os.kill(os.getpid(), signal.SIGTERM)
         if on_record is not None:
             on_record(r)
     return real(cell, protocol, on_record=rec, **kw)
 
-cycling.run_protocol = interrupted
-sys.exit(main(["rate", {str(case)!r}, "--rates", "300", "--cathode", "gradient",
-               "--out", {str(out)!r}, "-q"]))
+cycling.run_protocol = signalled
+sys.exit(main({args!r}))
 """)
     cmd = [sys.executable, str(script)]
     if ranks > 1:
         cmd = [mpiexec(), "-n", str(ranks), *cmd]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                       check=False)
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                          check=False)
+
+
+@pytest.mark.parametrize(("ranks", "signals", "kept_steps"), [(1, 1, 3), (2, 1, 3), (1, 2, 2)])
+def test_interrupt_during_a_discharge_keeps_its_records(tmp_path: Path, ranks: int,
+                                                         signals: int, kept_steps: int) -> None:
+    # SIGTERM (a batch job's time limit; Ctrl-C takes the same path) sent to rank 0 in the
+    # middle of a discharge, as the third time step is recorded: the run stops after that
+    # step on every rank (on 2 ranks an immediate stop hung, one rank waiting in a collective
+    # the other had left); a second signal stops at once, before the step is recorded. The
+    # command exits with status 130; the result folder is not written, and <out>.incomplete
+    # keeps the records of the interrupted discharge and its summary entry, marked
+    # interrupted. The field files (ADIOS2) must be closed before the staging folder is
+    # renamed, or ADIOS2 aborts the process at exit (status 134) writing into the vanished
+    # folder.
+    case = tmp_path / "rate.toml"
+    case.write_text(TINY)
+    out = tmp_path / "out"
+    r = _signalled_cli(tmp_path, ["rate", str(case), "--rates", "300", "--cathode",
+                                  "gradient", "--out", str(out), "-q"],
+                       at_record=3, signals=signals, ranks=ranks)
     assert r.returncode == 130, r.stderr[-2000:]
     assert "ADIOS2" not in r.stderr and "terminate called" not in r.stderr
     assert "Traceback" not in r.stderr
@@ -480,32 +489,9 @@ def test_cycle_stopped_by_sigterm_resumes_to_the_uninterrupted_result(tmp_path: 
               "--out", str(full), "-q"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "out"
-    script = tmp_path / "stop.py"
-    script.write_text(f"""
-import os, signal, sys
-sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-from mpi4py import MPI
-import cases.cycling as cycling
-from cases.cli import main
-
-real = cycling.run_protocol
-
-def stopped(cell, protocol, on_record=None, **kw):
-    seen = []
-    def rec(r):
-        seen.append(r)
-        if len(seen) == 5:
-            os.kill(os.getpid(), signal.SIGTERM)
-        if on_record is not None:
-            on_record(r)
-    return real(cell, protocol, on_record=rec, **kw)
-
-cycling.run_protocol = stopped
-sys.exit(main(["cycle", {str(case)!r}, "--cathode", "gradient", "--checkpoint-every", "2",
-               "--out", {str(out)!r}, "-q"]))
-""")
-    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                       cwd=tmp_path, timeout=300, check=False)
+    r = _signalled_cli(tmp_path, ["cycle", str(case), "--cathode", "gradient",
+                                  "--checkpoint-every", "2", "--out", str(out), "-q"],
+                       at_record=5)
     assert r.returncode == 130, r.stderr[-2000:]
     assert "Traceback" not in r.stderr and "with --resume" in r.stderr, r.stderr
     assert not out.exists()

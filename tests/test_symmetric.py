@@ -145,6 +145,11 @@ def test_symmetric_command_writes_the_cycle_and_two_ranks_agree(tmp_path: Path) 
     ("symmetric.current_mA=0", "symmetric.current_mA = 0"),
     ("symmetric.cycles=0", "symmetric.cycles = 0"),
     ("symmetric.electrode_area_cm2=-1", "symmetric.electrode_area_cm2 = -1"),
+    # a case's [parameters] table (fem.electrochem.parameters.OVERRIDABLE)
+    ("parameters.spe.diffusivity.value=-1",
+     "parameters.spe.diffusivity: expected a table with 'value' and 'source'"),
+    ("parameters.density_g_cm3.value=3", "parameters.density_g_cm3: not a parameter a case "
+     "can set; allowed: ['alpha_anodic'"),
 ])
 def test_symmetric_bad_input_is_one_line_and_leaves_no_folder(tmp_path: Path, setting: str,
                                                               message: str) -> None:
@@ -190,21 +195,6 @@ source = "the default, in SI units"
     assert p["value"] == sigma / 2 and p["source"] == "CASE: sensitivity: half the default"
     assert b["parameters"]["separator.diffusivity"]["value"] == pytest.approx(1e-8, rel=1e-12)
     assert a["parameters"]["separator.conductivity"]["value"] == sigma
-
-
-@pytest.mark.parametrize(("setting", "message"), [
-    ("parameters.spe.diffusivity.value=-1",
-     "parameters.spe.diffusivity: expected a table with 'value' and 'source'"),
-    ("parameters.density_g_cm3.value=3", "parameters.density_g_cm3: not a parameter a case "
-     "can set; allowed: ['alpha_anodic'"),
-])
-def test_bad_case_parameters_are_one_line(tmp_path: Path, setting: str, message: str) -> None:
-    out = tmp_path / "out"
-    r = _run(["symmetric", "--set", setting, "--out", str(out)], tmp_path)
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], r.stderr
-    assert not out.exists()
 
 
 def test_case_parameter_values_are_checked() -> None:
