@@ -347,12 +347,18 @@ def main(argv: list[str] | None = None) -> int:
     # and the records up to the interrupt are kept in <out>.incomplete. PETSc installs its
     # own SIGTERM handler (abort, nothing kept) when it initializes, so it is initialized
     # first and then replaced.
+    # On several ranks a signal outside a time step ends the whole job at once (see
+    # _end_job); inside one, cases.cycling stops every rank after the step.
     previous = signal.getsignal(signal.SIGTERM)
+    previous_int = signal.getsignal(signal.SIGINT)
     if previous == signal.SIG_DFL:
         from mpi4py import MPI  # isort: split
         from petsc4py import PETSc  # noqa: F401
 
-        signal.signal(signal.SIGTERM, _terminate)
+        several = MPI.COMM_WORLD.size > 1
+        signal.signal(signal.SIGTERM, _end_job if several else _terminate)
+        if several:
+            signal.signal(signal.SIGINT, _end_job)
     try:
         return _run(args)
     except (SpecError, ValueError) as e:
@@ -370,10 +376,29 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous == signal.SIG_DFL:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, previous_int)
 
 
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _end_job(signum: int, frame: object) -> None:
+    """SIGINT/SIGTERM on a run of several ranks, outside a time step: end every rank now
+    (MPI_Abort, exit status 130). The signal reaches each rank wherever it is: a rank that
+    stopped by itself would leave the others waiting for it in a collective call (Gmsh runs
+    on rank 0 only while the others wait for its mesh), and mpiexec would never return.
+    Rank 0 says so; another rank only if rank 0 has not ended the job within half a second
+    (it is busy in compiled code, e.g. Gmsh, that does not see the signal until it returns).
+    Result folders are staged, so nothing that looks finished is left behind."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    if comm.rank != 0:
+        time.sleep(0.5)
+    print(f"cathodefem: interrupted ({signal.Signals(signum).name}) outside a time step; "
+          f"ending all {comm.size} ranks at once", file=sys.stderr, flush=True)
+    comm.Abort(130)
 
 
 if __name__ == "__main__":

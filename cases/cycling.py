@@ -141,7 +141,8 @@ class _DeferredStop:
     limit) asks it to stop after the current time step; :meth:`requested` (collective) tells
     every rank at the same point, so no rank is left waiting inside a collective operation
     (an immediate KeyboardInterrupt on 2 ranks leaves one rank in VTX close and the other in
-    a ghost update: a hang). A second signal stops at once."""
+    a ghost update: a hang). A second signal stops at once: it goes to the handler that was
+    there before (``cathodefem`` on several ranks: end the job; otherwise KeyboardInterrupt)."""
 
     def __init__(self, comm: MPI.Comm) -> None:
         self.comm = comm
@@ -161,6 +162,9 @@ class _DeferredStop:
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.asked:
+            before = self.previous.get(signum)
+            if callable(before):  # the command line's: on several ranks it ends the job
+                before(signum, frame)
             raise KeyboardInterrupt
         self.asked = True
         if self.comm.rank == 0:

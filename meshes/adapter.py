@@ -137,6 +137,8 @@ def build_on_root[T](comm: MPI.Comm, build: Callable[[], T], root: int = 0) -> T
         if error is not None:
             raise error
         kind, message = failure
+        if issubclass(kind, KeyboardInterrupt):
+            raise KeyboardInterrupt
         raise kind(message) if issubclass(kind, ValueError) else RuntimeError(message)
     return result
 

@@ -6,6 +6,7 @@ import csv
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -475,6 +476,60 @@ def test_interrupt_during_a_discharge_keeps_its_records(tmp_path: Path, ranks: i
     assert row["status"] == f"interrupted at t = {float(rows[-1]['time_s']):.6g} s"
     end = row["overpotentials_at_end_V"]
     assert end["voltage_V"] == pytest.approx(float(rows[-1]["voltage_V"]))
+
+
+def test_second_signal_on_two_ranks_ends_the_job_at_once(tmp_path: Path) -> None:
+    # On 2 ranks a second signal inside a time step cannot stop "at once" by raising on the
+    # rank that got it (the other rank would wait for it in the step's next collective call):
+    # it ends the whole job (MPI_Abort), with status 130 and one line of explanation, and
+    # leaves neither a result folder nor one that looks finished.
+    case = tmp_path / "rate.toml"
+    case.write_text(TINY)
+    out = tmp_path / "out"
+    r = _signalled_cli(tmp_path, ["rate", str(case), "--rates", "300", "--cathode",
+                                  "gradient", "--out", str(out), "-q"],
+                       at_record=3, signals=2, ranks=2)
+    assert r.returncode == 130, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    assert r.stderr.count("ending all 2 ranks at once") == 1, r.stderr
+    assert not out.exists()
+
+
+def test_interrupt_while_rank_0_meshes_ends_every_rank(tmp_path: Path) -> None:
+    # SIGTERM reaches both ranks (as from mpiexec on Ctrl-C, or a batch system) while rank 0
+    # is inside compiled code that does not see the signal (Gmsh meshing, imitated here by
+    # blocking the signal on rank 0 for two minutes) and rank 1 waits for its mesh. Rank 1
+    # ends the whole job within seconds (status 130, one line); before, it left by itself
+    # and mpiexec waited for rank 0, then for rank 1's collective partner, for ever.
+    case = tmp_path / "tiny.toml"
+    case.write_text(TINY)
+    script = tmp_path / "busy.py"
+    script.write_text(f"""
+import os, signal, sys, time
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from mpi4py import MPI
+import cases.study as study
+from cases.cli import main
+
+pids = MPI.COMM_WORLD.allgather(os.getpid())
+
+def busy(*args, **kwargs):
+    signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.SIGTERM, signal.SIGINT}})
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    time.sleep(120)
+
+study.build_section = busy
+sys.exit(main(["solve", {str(case)!r}, "--cathode", "gradient", "--out", "out", "-q"]))
+""")
+    start = time.perf_counter()
+    r = subprocess.run([mpiexec(), "-n", "2", sys.executable, str(script)],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=100, check=False)
+    assert time.perf_counter() - start < 60
+    assert r.returncode == 130, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    assert r.stderr.count("interrupted (SIGTERM) outside a time step; ending all 2 ranks") == 1
+    assert not (tmp_path / "out").exists()
 
 
 def test_cycle_stopped_by_sigterm_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
