@@ -123,6 +123,8 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stdout, force=True)
     case = load_case_with_overrides(args.case, args.set)
     out = Path(args.out) if args.out else Path("results") / case.name
+    if args.command != "show-spec":
+        _check_before_running(args, case, out, comm)
     if case.parameters and args.command not in ELECTROCHEMISTRY_COMMANDS:
         if comm.rank == 0:
             log.warning(f"[parameters] is used by the electrochemistry commands "
@@ -133,6 +135,8 @@ def _run(args: argparse.Namespace) -> int:
         from dataclasses import asdict
 
         from meshes.spec import derive_gradient, derive_homogeneous, spec_to_dict
+
+        _check_protocol_and_parameters(case)
 
         if comm.rank == 0:
             print(json.dumps({"case": spec_to_dict(case),
@@ -196,6 +200,51 @@ def _run(args: argparse.Namespace) -> int:
     if comm.rank == 0:
         log.info(f"results written to {out}")
     return 0
+
+
+def _check_protocol_and_parameters(case: Any) -> None:
+    """The checks the electrochemistry commands make of [protocol] and [parameters], for
+    show-spec: a one-line ValueError."""
+    from fem.electrochem.parameters import default_parameters
+    from fem.electrochem.protocol import protocol_from_dict
+
+    if case.parameters:
+        default_parameters(case.electrochemistry.temperature_K).with_overrides(case.parameters)
+    if case.protocol:
+        table = dict(case.protocol)
+        cutoff = table.pop("discharge_cutoff_V", None)  # rate's (checked there)
+        if cutoff is not None and "step" in table:
+            protocol_from_dict(case.protocol)  # a cycle protocol: names the key
+        if "step" not in table:  # rate and gitt cases give the settings only
+            table["step"] = [{"kind": "rest", "duration_s": 1.0}]
+        protocol_from_dict(table)
+
+
+def _check_before_running(args: argparse.Namespace, case: Any, out: Path, comm: Any) -> None:
+    """Refuse, before anything is built, a result folder the run could not write or would
+    wrongly replace, and seed ranges past the largest seed (one-line ValueError)."""
+    from cases.output import check_result_folder
+    from meshes.spec import with_seed
+
+    error = None
+    if comm.rank == 0:
+        try:
+            check_result_folder(out)
+        except ValueError as e:
+            error = str(e)
+    error = comm.bcast(error, root=0)
+    if error is not None:
+        raise ValueError(error)
+    seeds = getattr(args, "seeds", 1)
+    if seeds > 1:
+        if args.command == "ensemble":
+            where = "section"
+        elif args.command == "rve" or case.electrochemistry.geometry == "box":
+            where = "box"
+        else:
+            where = "section"
+        last = getattr(case, where).seed + seeds - 1
+        with_seed(case, last, where)  # SpecError if the last seed is out of range
 
 
 def _exit_status(summary: dict[str, Any], kinds: Any, out: Path, comm: Any) -> int:
@@ -373,10 +422,27 @@ def main(argv: list[str] | None = None) -> int:
         if MPI.COMM_WORLD.rank == 0:
             print("cathodefem: interrupted", file=sys.stderr)
         return 130
+    except SystemError as e:  # a signal inside a callback from compiled code (petsc4py)
+        if not _caused_by_interrupt(e):
+            raise
+        from mpi4py import MPI
+
+        if MPI.COMM_WORLD.rank == 0:
+            print("cathodefem: interrupted", file=sys.stderr)
+        return 130
     finally:
         if previous == signal.SIG_DFL:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, previous_int)
+
+
+def _caused_by_interrupt(error: BaseException) -> bool:
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _terminate(signum: int, frame: object) -> None:

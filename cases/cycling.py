@@ -38,6 +38,7 @@ from cases.study import KINDS, _build
 from fem.electrochem.halfcell import ITERATIVE_PETSC_OPTIONS, HalfCell
 from fem.electrochem.parameters import CellParameters, default_parameters
 from fem.electrochem.protocol import (
+    VOLTAGE_RANGE_V,
     Protocol,
     ProtocolError,
     Record,
@@ -458,7 +459,13 @@ def _rate_protocols(case: CaseSpec, rates_mA_g: Sequence[float], kinds: Sequence
     # The rate study builds its own steps; the case's protocol table gives the settings
     # (initial_theta, step control) and optionally discharge_cutoff_V (default 1.5 V).
     base = {k: v for k, v in case.protocol.items() if k != "step"}
-    cutoff = float(base.pop("discharge_cutoff_V", 1.5))
+    cutoff = base.pop("discharge_cutoff_V", 1.5)
+    lo, hi = VOLTAGE_RANGE_V
+    if isinstance(cutoff, bool) or not isinstance(cutoff, int | float) \
+            or not (lo <= cutoff <= hi):
+        raise ProtocolError(f"protocol.discharge_cutoff_V = {cutoff!r}: must be a number in "
+                            f"[{lo:g}, {hi:g}] V")
+    cutoff = float(cutoff)
     if not rates_mA_g or any(not (0 < r <= 1e5) for r in rates_mA_g):
         raise ProtocolError(f"rates = {list(rates_mA_g)}: need one or more rates in "
                             f"(0, 1e5] mA/g")

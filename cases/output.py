@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +15,12 @@ from typing import Any
 
 from mpi4py import MPI
 
-__all__ = ["atomic_result_dir", "clean_json", "incomplete_path", "write_json"]
+__all__ = ["MARKER", "atomic_result_dir", "check_result_folder", "clean_json",
+           "incomplete_path", "write_json"]
+
+#: file that marks a folder as written by cathodefem: only such a folder (or an empty one) is
+#: ever replaced by a new run
+MARKER = ".cathodefem-result"
 
 
 def clean_json(obj: Any) -> Any:
@@ -38,6 +45,42 @@ def incomplete_path(final: Path) -> Path:
     return final.with_name(final.name + ".incomplete")
 
 
+def check_result_folder(final: Path) -> None:
+    """Raise a one-line ``ValueError`` unless ``final`` can become a result folder: it does
+    not exist, or it is an empty folder or one cathodefem wrote (it holds :data:`MARKER`),
+    and it does not hold the working directory; its parent can be created and written.
+    A run replaces its result folder as a whole, so anything else there would be lost."""
+    where = f"--out {str(final)!r}"
+    try:
+        resolved = final.resolve()
+        cwd = Path.cwd().resolve()
+    except (OSError, RuntimeError) as e:
+        raise ValueError(f"{where}: not a usable path ({e})") from None
+    if resolved == cwd or resolved in cwd.parents or resolved.parent == resolved:
+        raise ValueError(f"{where}: is the working directory, one above it or the root; the "
+                         f"run replaces its result folder as a whole, choose a new folder")
+    if final.exists() or final.is_symlink():
+        if not final.is_dir() or final.is_symlink():
+            raise ValueError(f"{where}: exists and is not a folder; choose another --out")
+        try:
+            entries = [e.name for e in os.scandir(final)]
+        except OSError as e:
+            raise ValueError(f"{where}: cannot be read ({e.strerror})") from None
+        if entries and MARKER not in entries:
+            raise ValueError(f"{where}: exists and holds files that cathodefem did not write "
+                             f"(no {MARKER}); the run would replace it: choose another --out "
+                             f"or remove the folder")
+    parent = resolved.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{where}: cannot create {str(parent)!r} ({e.strerror})") from None
+    try:  # what the run will do there first
+        Path(tempfile.mkdtemp(prefix=f".{final.name}.check-", dir=parent)).rmdir()
+    except OSError as e:
+        raise ValueError(f"{where}: cannot write in {str(parent)!r} ({e.strerror})") from None
+
+
 @contextmanager
 def atomic_result_dir(final: Path, comm: MPI.Comm, *, keep_partial: bool = False
                       ) -> Iterator[Path]:
@@ -46,11 +89,21 @@ def atomic_result_dir(final: Path, comm: MPI.Comm, *, keep_partial: bool = False
     a ``summary.json`` of what it finished, renamed to ``<final>.incomplete`` (replacing an
     older one), a name that never looks like a finished run. Collective: every rank gets the
     same path."""
-    staging = None
+    staging: str | None = None
+    error = None
     if comm.rank == 0:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent)
-    path = Path(comm.bcast(staging, root=0))
+        try:
+            check_result_folder(final)
+            staging = tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent)
+            (Path(staging) / MARKER).write_text("written by cathodefem\n")
+        except ValueError as e:
+            error = str(e)
+        except OSError as e:
+            error = f"--out {str(final)!r}: cannot write there ({e.strerror})"
+    staging, error = comm.bcast((staging, error), root=0)
+    if error is not None:
+        raise ValueError(error)
+    path = Path(staging)
     ok = False
     try:
         yield path
@@ -59,13 +112,21 @@ def atomic_result_dir(final: Path, comm: MPI.Comm, *, keep_partial: bool = False
         oks = comm.allgather(ok)
         if comm.rank == 0:
             if all(oks):
-                if final.exists():
-                    shutil.rmtree(final)
-                path.rename(final)
+                ours = not final.exists() or (final / MARKER).exists() or (
+                    final.is_dir() and not any(final.iterdir()))
+                if ours:
+                    if final.exists():
+                        shutil.rmtree(final)
+                    path.rename(final)
+                else:  # something else was put there during the run: leave both
+                    print(f"cathodefem: {final} was filled by something else during the run; "
+                          f"the results stay in {path}", file=sys.stderr)
             elif keep_partial and (path / "summary.json").is_file():
                 kept = incomplete_path(final)
-                if kept.exists():
+                if kept.exists() and (kept / MARKER).exists():
                     shutil.rmtree(kept)
+                elif kept.exists():  # not ours: leave it, keep the staging folder's name
+                    kept = path
                 path.rename(kept)
             else:
                 shutil.rmtree(path, ignore_errors=True)

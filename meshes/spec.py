@@ -14,6 +14,7 @@ Quantities derived from a spec (volume fractions, tape-cast thickness) are compu
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
@@ -45,6 +46,15 @@ __all__ = [
 ]
 
 
+#: a case name (a folder under results/)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+#: a quantity string: a plain number, then units (pint parses only the units)
+_QUANTITY = re.compile(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*"
+                       r"([A-Za-z_%µμ°][A-Za-z0-9_%µμ°/*^.()\s-]*)?\s*")
+#: a unit exponent larger than 2 digits, or a power of a power (pint would evaluate it)
+_BIG_POWER = re.compile(r"(\*\*|\^)\s*[-+]?\d{3,}|(\*\*|\^)\s*[-+]?\d+\s*(\*\*|\^)")
+
+
 class SpecError(ValueError):
     """A user-facing input error: the message is one line naming the field and allowed range."""
 
@@ -63,6 +73,8 @@ def _range_text(md: Mapping[str, Any]) -> str:
     left = "(" if md["lo_open"] else "["
     right = ")" if md["hi_open"] else "]"
     unit = "" if md["unit"] in ("1", "") else f" {md['unit']}"
+    if md["integer"]:
+        return f"{left}{int(md['lo'])}, {int(md['hi'])}{right}{unit}"
     return f"{left}{md['lo']:g}, {md['hi']:g}{right}{unit}"
 
 
@@ -80,8 +92,13 @@ class _Spec:
             elif "lo" in md:
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise SpecError(f"{f.name} = {value!r}: must be a number in {_range_text(md)}")
-                if not math.isfinite(value):
-                    raise SpecError(f"{f.name} = {value!r}: must be in {_range_text(md)}")
+                try:
+                    finite = math.isfinite(value)
+                except OverflowError:  # an integer too large for a float
+                    finite = False
+                if not finite:
+                    shown = repr(value) if isinstance(value, float) else "a number that large"
+                    raise SpecError(f"{f.name} = {shown}: must be in {_range_text(md)}")
                 if md["integer"] and value != int(value):
                     raise SpecError(f"{f.name} = {value!r}: must be an integer in "
                                     f"{_range_text(md)}")
@@ -390,6 +407,14 @@ class CaseSpec(_Spec):
     parameters: dict[str, Any] = field(default_factory=dict)
 
     def _check(self) -> None:
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
+            raise SpecError(f"name = {self.name!r}: must be a folder name of 1-100 letters, "
+                            f"digits, '.', '_', '+' or '-' starting with a letter or digit "
+                            f"(results go to results/<name>)")
+        for key in ("protocol", "parameters"):
+            if not isinstance(getattr(self, key), dict):
+                raise SpecError(f"{key} = {getattr(self, key)!r}: must be a table "
+                                f"([{key}] ...)")
         sec, box = self.section, self.box
         if sec.method != "box":
             return
@@ -485,13 +510,18 @@ def parse_quantity(path: str, value: Any, unit: str) -> Any:
     """Numbers are in the field's unit; strings like "34 um" or "2.5 %" are converted by pint."""
     if isinstance(value, bool) or not isinstance(value, str):
         return value
+    match = _QUANTITY.fullmatch(value)
+    if match is None or _BIG_POWER.search(match.group(2) or ""):
+        raise SpecError(f"{path} = {value!r}: not a quantity, expected a number in {unit} or a "
+                        f"string like '1.5 {unit}' (a number, then a unit)")
     import pint
 
     ureg = pint.UnitRegistry()
     target = {"1": "dimensionless", "mg/cm2": "mg/cm**2", "cm2/s": "cm**2/s",
               "A/m2": "A/m**2", "mol/m3": "mol/m**3", "F/m2": "F/m**2"}.get(unit, unit)
     try:
-        q = ureg.Quantity(value)
+        number, units = match.groups()
+        q = ureg.Quantity(float(number), units.strip() or "dimensionless")
         return float(q.to(target).magnitude)
     except pint.DimensionalityError:
         raise SpecError(f"{path} = {value!r}: wrong unit, expected {target}") from None
@@ -525,12 +555,19 @@ def _build[T](cls: type[T], data: Any, path: str) -> T:
 
 
 def read_case_toml(path: str | Path) -> dict[str, Any]:
-    """Parse a case file; a missing file or invalid TOML is a one-line :class:`SpecError`."""
+    """Parse a case file; a missing, unreadable or non-UTF-8 file or invalid TOML is a
+    one-line :class:`SpecError`."""
     p = Path(path)
     if not p.is_file():
         raise SpecError(f"case file {str(p)!r}: not found")
     try:
-        return tomllib.loads(p.read_text())
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"case file {str(p)!r}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise SpecError(f"case file {str(p)!r}: cannot be read ({e.strerror})") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"case file {str(p)!r}: invalid TOML ({e})") from None
 
@@ -548,10 +585,14 @@ def with_seed(case: CaseSpec, seed: int, where: str) -> CaseSpec:
     if where not in ("box", "section"):
         raise ValueError(f"where = {where!r}: must be 'box' or 'section'")
     box, sec = case.box, case.section
-    if where == "box" or sec.method == "box":
-        box = replace(box, seed=seed)
-    if where == "section" or sec.method == "box":
-        sec = replace(sec, seed=seed)
+    try:
+        if where == "box" or sec.method == "box":
+            box = replace(box, seed=seed)
+        if where == "section" or sec.method == "box":
+            sec = replace(sec, seed=seed)
+    except SpecError as e:
+        raise SpecError(f"{where}.{e} (the seeds of a run over several seeds count up from "
+                        f"{where}.seed)") from None
     return replace(case, box=box, section=sec)
 
 

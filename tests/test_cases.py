@@ -157,6 +157,46 @@ def test_bad_case_file(tmp_path: Path, env: dict[str, str]) -> None:
         assert "Traceback" not in r.stderr
 
 
+def test_result_folders_are_never_wrongly_replaced(tmp_path: Path, env: dict[str, str]) -> None:
+    # A run replaces its result folder as a whole: it refuses, before anything is built and
+    # in one line, a folder it did not write (the working directory, one holding the user's
+    # files), a file, and a place it cannot write; it replaces its own folder.
+    small = ["symmetric", "--set", "symmetric.cycles=1", "--set",
+             "symmetric.steps_per_half_cycle=2", "--set", "symmetric.cells=10", "-q"]
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "run.csv").write_text("mine")
+    (tmp_path / "afile").write_text("mine")
+
+    def run(out: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cathodefem(), *small, *extra, "--out", out],
+                              capture_output=True, text=True, env=env, cwd=tmp_path,
+                              timeout=120)
+
+    for out, fragment in ((".", "is the working directory"), ("..", "one above it"),
+                          ("data", "holds files that cathodefem did not write"),
+                          ("afile", "exists and is not a folder"),
+                          ("afile/x", "cannot create")):
+        r = run(out)
+        assert r.returncode == 2, (out, r.stderr)
+        err = r.stderr.strip()
+        assert fragment in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "data" / "run.csv").read_text() == "mine"
+    assert (tmp_path / "afile").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "data", "notes.txt"]
+    # a case name that is not a folder name would put results elsewhere (results/..)
+    r = run("x", "--set", 'name=".."')
+    assert r.returncode == 2 and "name = '..': must be a folder name" in r.stderr
+    for _ in range(2):  # its own folder (or an empty one) is replaced
+        r = run("r")
+        assert r.returncode == 0, r.stderr
+        assert (tmp_path / "r" / ".cathodefem-result").is_file()
+        assert (tmp_path / "r" / "summary.json").is_file()
+    (tmp_path / "empty").mkdir()
+    assert run("empty").returncode == 0
+
+
 @pytest.mark.mpi
 def test_two_ranks_agree_with_one(tmp_path: Path, env: dict[str, str],
                                   small_run: tuple[Path, dict]) -> None:

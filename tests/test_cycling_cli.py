@@ -478,6 +478,30 @@ def test_interrupt_during_a_discharge_keeps_its_records(tmp_path: Path, ranks: i
     assert end["voltage_V"] == pytest.approx(float(rows[-1]["voltage_V"]))
 
 
+def test_interrupt_inside_a_petsc_callback_is_an_interrupt(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # A signal that arrives while petsc4py runs a Python callback (a KSP monitor, a
+    # preconditioner set-up) comes back from PETSc as a SystemError caused by the
+    # KeyboardInterrupt: the command treats it as the interrupt it is (one line, status 130),
+    # and any other SystemError still propagates.
+    import cases.cli as cli
+
+    def interrupted(args: object) -> int:
+        raise SystemError("<built-in method solve> returned a result with an exception set"
+                          ) from KeyboardInterrupt()
+
+    monkeypatch.setattr(cli, "_run", interrupted)
+    assert cli.main(["show-spec"]) == 130
+    assert capsys.readouterr().err.strip() == "cathodefem: interrupted"
+
+    def broken(args: object) -> int:
+        raise SystemError("something else")
+
+    monkeypatch.setattr(cli, "_run", broken)
+    with pytest.raises(SystemError, match="something else"):
+        cli.main(["show-spec"])
+
+
 def test_second_signal_on_two_ranks_ends_the_job_at_once(tmp_path: Path) -> None:
     # On 2 ranks a second signal inside a time step cannot stop "at once" by raising on the
     # rank that got it (the other rank would wait for it in the step's next collective call):

@@ -354,6 +354,22 @@ def test_single_wire_matches_1d_radial_diffusion_at_second_order() -> None:
      r"stall_dt_s = 500.0, must be in \(dt_min_s, dt_max_s\]"),
     ({"dt_min_s": 1e-3, "step": [{"kind": "rest", "duration_s": 1}]},
      r"stall_dt_s = 0.001, must be in \(dt_min_s, dt_max_s\]"),
+    ({"step": 5}, r"protocol.step = 5: expected steps as \[\[protocol.step\]\] tables"),
+    ({"step": [5]}, r"protocol.step = \[5\]: expected steps"),
+    ({"step": {"kind": "rest", "duration_s": 1}}, "protocol.step: one table"),
+    ({"cutoff_tol_V": float("nan"), "step": [{"kind": "rest", "duration_s": 1}]},
+     r"cutoff_tol_V = nan, must be in \(0, 0.1\] V"),
+    ({"cutoff_tol_V": -1, "step": [{"kind": "rest", "duration_s": 1}]}, "cutoff_tol_V = -1"),
+    ({"step": [{"kind": "cv", "voltage_V": 3.0, "until_current_mA_g": -5}]},
+     r"until_current_mA_g = -5, must be in \(0, 1e6\] mA/g"),
+    ({"step": [{"kind": "cv", "voltage_V": 3.0, "until_current_mA_g": float("nan")}]},
+     "until_current_mA_g = nan"),
+    ({"step": [{"kind": "rest", "duration_s": 1, "current_mA_g": 3}]},
+     "current_mA_g does not apply to a rest step"),
+    ({"step": [{"kind": "cc", "current_mA_g": 3, "duration_s": 1, "voltage_V": 3.0}]},
+     "voltage_V does not apply to a cc step"),
+    ({"discharge_cutoff_V": 1.5, "step": [{"kind": "rest", "duration_s": 1}]},
+     "protocol.discharge_cutoff_V: used by the rate command only"),
 ])
 def test_protocol_input_errors_are_one_line(data: dict, message: str) -> None:
     with pytest.raises(ProtocolError, match=message) as info:

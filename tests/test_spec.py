@@ -84,6 +84,18 @@ def test_homogeneous_volumes_close_mass_balance() -> None:
                   "conforming_size_um": 0.1}},
          "box.mesh = 'conforming': must be 'voxels'"),
         ({"section": {"plane_y_fraction": 1.5}}, "section.plane_y_fraction = 1.5"),
+        ({"name": ".."}, "name = '..': must be a folder name of 1-100 letters"),
+        ({"name": ""}, "name = '': must be a folder name"),
+        ({"name": "a/b"}, "name = 'a/b': must be a folder name"),
+        ({"name": 123}, "name = 123: must be a folder name"),
+        ({"section": {"width_um": 10**400}},
+         "section.width_um = a number that large: must be in [0.5, 1000] um"),
+        ({"section": {"seed": 2**31}}, "section.seed = 2147483648: must be in [0, 2147483647]"),
+        # pint would evaluate the power (for ever); a unit alone is not a quantity
+        ({"section": {"width_um": "9**9**9 um"}}, "(a number, then a unit)"),
+        ({"section": {"width_um": "um"}}, "section.width_um = 'um': not a quantity"),
+        ({"protocol": 5}, "protocol = 5: must be a table"),
+        ({"parameters": [1]}, "parameters = [1]: must be a table"),
     ],
 )
 def test_bad_input_one_line_error(data: dict, fragment: str) -> None:
@@ -95,9 +107,20 @@ def test_bad_input_one_line_error(data: dict, fragment: str) -> None:
 
 
 def test_units_are_converted() -> None:
-    case = load_case({"gradient": {"thickness_um": "0.034 mm", "rgo_wt_fraction": "2.5 %"}})
+    case = load_case({"gradient": {"thickness_um": "0.034 mm", "rgo_wt_fraction": "2.5 %",
+                                   "fill_correlation_um": "3e2 nm"},
+                      "section": {"width_um": " 4.5e3nm "}})
     assert case.gradient.thickness_um == pytest.approx(34.0)
     assert case.gradient.rgo_wt_fraction == pytest.approx(0.025)
+    assert case.gradient.fill_correlation_um == pytest.approx(0.3)
+    assert case.section.width_um == pytest.approx(4.5)
+
+
+def test_seed_ranges_past_the_largest_seed_name_the_section() -> None:
+    case = load_case({"box": {"seed": 2**31 - 1}})
+    with pytest.raises(SpecError, match=r"box.seed = 2147483648: must be in \[0, 2147483647\] "
+                                        r"\(the seeds of a run over several seeds"):
+        with_seed(case, 2**31, "box")
 
 
 def test_specs_are_frozen() -> None:

@@ -52,6 +52,7 @@ from fem.electrochem.halfcell import HalfCell, NewtonFailure, StepReport
 from fem.electrochem.parameters import ModelUnits
 
 __all__ = [
+    "VOLTAGE_RANGE_V",
     "Protocol",
     "ProtocolError",
     "Record",
@@ -132,6 +133,19 @@ class Step:
                                     f"duration_s")
         if self.kind == "rest" and self.duration_s is None:
             raise ProtocolError(f"step {name}: a rest step needs duration_s")
+        if self.until_current_mA_g is not None and not (0 < self.until_current_mA_g <= 1e6):
+            raise ProtocolError(f"step {name}: until_current_mA_g = {self.until_current_mA_g}, "
+                                f"must be in (0, 1e6] mA/g (a magnitude)")
+        # a value another kind of step would use is a mistake here, not something to ignore
+        foreign = {"cc": ("voltage_V", "until_current_mA_g"),
+                   "cv": ("current_mA_g", "until_voltage_V"),
+                   "rest": ("current_mA_g", "voltage_V", "until_voltage_V",
+                            "until_current_mA_g")}[self.kind]
+        for key in foreign:
+            if getattr(self, key) not in (None, 0.0):
+                raise ProtocolError(f"step {name}: {key} does not apply to a {self.kind} step "
+                                    f"(cc: current_mA_g, until_voltage_V; cv: voltage_V, "
+                                    f"until_current_mA_g; rest: duration_s)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,6 +171,9 @@ class Protocol:
                                 f"(0, 1)")
         if not (0 < self.dt_min_s <= self.dt_initial_s <= self.dt_max_s):
             raise ProtocolError("protocol: need 0 < dt_min_s <= dt_initial_s <= dt_max_s")
+        if not (0 < self.cutoff_tol_V <= 0.1):
+            raise ProtocolError(f"protocol.cutoff_tol_V = {self.cutoff_tol_V}, must be in "
+                                f"(0, 0.1] V")
         if not (0 < self.dtheta_max <= 0.2):
             raise ProtocolError(f"protocol.dtheta_max = {self.dtheta_max}, must be in (0, 0.2]")
         if isinstance(self.max_cuts, bool) or not isinstance(self.max_cuts, int) \
@@ -180,13 +197,23 @@ def protocol_from_dict(data: Mapping[str, Any]) -> Protocol:
     known_steps = {f for f in Step.__dataclass_fields__}
     known = {f for f in Protocol.__dataclass_fields__} - {"steps"} | {"step"}
     for key in data:
+        if key == "discharge_cutoff_V":
+            raise ProtocolError("protocol.discharge_cutoff_V: used by the rate command only; "
+                                "a protocol's cut-offs are the until_voltage_V of its steps")
         if key not in known:
             raise ProtocolError(f"protocol.{key}: unknown key (allowed: {sorted(known)})")
+    raw_steps = data.get("step", [])
+    if isinstance(raw_steps, Mapping):
+        raise ProtocolError("protocol.step: one table; write each step as [[protocol.step]] "
+                            "(an array of tables)")
+    if not isinstance(raw_steps, list) or not all(isinstance(r, Mapping) for r in raw_steps):
+        raise ProtocolError(f"protocol.step = {raw_steps!r}: expected steps as "
+                            f"[[protocol.step]] tables")
     for key, value in data.items():
         if key != "step":
             _check_type(f"protocol.{key}", value, Protocol.__dataclass_fields__[key].type)
     steps = []
-    for k, raw in enumerate(data.get("step", [])):
+    for k, raw in enumerate(raw_steps):
         for key in raw:
             if key not in known_steps:
                 raise ProtocolError(f"protocol.step[{k}].{key}: unknown key (allowed: "
