@@ -268,6 +268,10 @@ def _run_electrochemistry(args: argparse.Namespace, case: Any, out: Path, comm: 
     if args.command == "cycle":
         if args.checkpoint_every < 0:
             raise ValueError(f"--checkpoint-every {args.checkpoint_every}: must be >= 0")
+        if args.resume and not cycling.checkpoint_folder(out).is_dir():
+            raise ValueError(f"--resume: no checkpoint in {cycling.checkpoint_folder(out)} "
+                             f"(a run with --checkpoint-every N keeps one; run without "
+                             f"--resume to start afresh)")
         try:
             summary = cycling.run_cycling(case, out, comm, kinds=kinds, progress=progress,
                                           checkpoint_every=args.checkpoint_every,

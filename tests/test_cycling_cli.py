@@ -193,6 +193,9 @@ def test_cycle_bad_protocol_is_one_line_and_leaves_no_folder(tmp_path: Path, ext
 def test_rate_bad_rates_is_one_line(tmp_path: Path) -> None:
     case = tmp_path / "rate.toml"
     case.write_text(TINY)
+    r = _run(["cycle", str(case), "--resume", "--out", str(tmp_path / "o")], tmp_path)
+    assert r.returncode == 2 and "--resume: no checkpoint in" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
     r = _run(["rate", str(case), "--rates", "100,fast", "--out", str(tmp_path / "o")],
              tmp_path)
     assert r.returncode == 2
