@@ -13,6 +13,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 import time
 import tomllib
 from importlib import resources
@@ -404,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     # _end_job); inside one, cases.cycling stops every rank after the step.
     previous = signal.getsignal(signal.SIGTERM)
     previous_int = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread():
+        previous = None  # handlers can only be set in the main thread: leave them
     if previous == signal.SIG_DFL:
         from mpi4py import MPI  # isort: split
         from petsc4py import PETSc  # noqa: F401

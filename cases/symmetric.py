@@ -76,8 +76,11 @@ def run_symmetric(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD
                 try:
                     st = cell.step(dt, sign * i_A_m2)
                 except RuntimeError as e:  # one line for the user; the folder is removed
-                    raise ValueError(f"{e} (at {cell.time_s / 3600:.4g} h; try more "
-                                     f"symmetric.steps_per_half_cycle)") from None
+                    # shorter steps do not lift a limiting current
+                    hint = ("" if "limiting current" in str(e) else
+                            "; more symmetric.steps_per_half_cycle may help, unless a "
+                            "[parameters] value is far from physical")
+                    raise ValueError(f"{e} (at {cell.time_s / 3600:.4g} h{hint})") from None
                 rows.append(_row(st, spec.electrode_area_cm2))
             salt_err = max(salt_err, abs(cell.salt_mol_m2() / salt0 - 1.0))
             ends.append({"half_cycle": half + 1, "current_mA": sign * spec.current_mA,
