@@ -60,10 +60,20 @@ def load_case_with_overrides(path: str | None, sets: list[str]) -> Any:
     return load_case(data)
 
 
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("cathodefem")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="cathodefem",
         description="Finite-element transport in gradient nanowire and tape-cast cathodes.")
+    ap.add_argument("--version", action="version", version=f"cathodefem {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
     for name, text in (("mesh", "build and write both section meshes (XDMF, PNG)"),
                        ("solve", "mesh and solve one cathode"),
@@ -395,6 +405,9 @@ def _fmt(v: Any) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from cases import output
+
+    output.command_line = ["cathodefem", *(sys.argv[1:] if argv is None else argv)]
     from meshes.spec import SpecError
 
     # SIGTERM (a batch job's time limit, `kill`) stops a run like Ctrl-C: finished parts

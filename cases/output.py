@@ -16,7 +16,7 @@ from typing import Any
 from mpi4py import MPI
 
 __all__ = ["MARKER", "atomic_result_dir", "check_result_folder", "clean_json",
-           "incomplete_path", "write_json"]
+           "incomplete_path", "provenance", "write_json"]
 
 #: file that marks a folder as written by cathodefem: only such a folder (or an empty one) is
 #: ever replaced by a new run
@@ -43,6 +43,53 @@ def write_json(path: Path, data: Any) -> None:
 def incomplete_path(final: Path) -> Path:
     """Where ``atomic_result_dir(final, keep_partial=True)`` keeps an unfinished run."""
     return final.with_name(final.name + ".incomplete")
+
+
+#: the command line recorded in provenance.json (set by ``cathodefem``; default sys.argv)
+command_line: list[str] | None = None
+
+
+def _git_commit() -> str | None:
+    """The commit of a source checkout (``+dirty`` with uncommitted changes); None for an
+    installed copy or without git."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True,
+                               timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def provenance(comm: MPI.Comm) -> dict[str, Any]:
+    """What produced a result: versions of cathodefem and of the stack, the source commit,
+    the command line, the number of ranks and the start time (UTC)."""
+    import datetime
+    import platform
+    from importlib import metadata
+
+    import dolfinx
+    import gmsh
+    from petsc4py import PETSc
+
+    try:
+        version = metadata.version("cathodefem")
+    except metadata.PackageNotFoundError:
+        version = None
+    return {"cathodefem_version": version, "git_commit": _git_commit(),
+            "command_line": list(command_line if command_line is not None else sys.argv),
+            "mpi_ranks": comm.size, "python": platform.python_version(),
+            "dolfinx": dolfinx.__version__,
+            "petsc": ".".join(str(v) for v in PETSc.Sys.getVersion()),
+            "gmsh": gmsh.__version__, "host": platform.node(),
+            "started_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
 
 
 def check_result_folder(final: Path) -> None:
@@ -96,6 +143,7 @@ def atomic_result_dir(final: Path, comm: MPI.Comm, *, keep_partial: bool = False
             check_result_folder(final)
             staging = tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent)
             (Path(staging) / MARKER).write_text("written by cathodefem\n")
+            write_json(Path(staging) / "provenance.json", provenance(comm))
         except ValueError as e:
             error = str(e)
         except OSError as e:

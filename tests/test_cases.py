@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -193,6 +194,21 @@ def test_result_folders_are_never_wrongly_replaced(tmp_path: Path, env: dict[str
         assert r.returncode == 0, r.stderr
         assert (tmp_path / "r" / ".cathodefem-result").is_file()
         assert (tmp_path / "r" / "summary.json").is_file()
+    # every result folder says what produced it
+    import dolfinx
+    import gmsh
+    from petsc4py import PETSc
+
+    prov = json.loads((tmp_path / "r" / "provenance.json").read_text())
+    assert prov["command_line"] == ["cathodefem", *small, "--out", "r"]
+    assert prov["mpi_ranks"] == 1 and prov["dolfinx"] == dolfinx.__version__
+    assert prov["gmsh"] == gmsh.__version__
+    assert prov["petsc"] == ".".join(str(v) for v in PETSc.Sys.getVersion())
+    assert prov["cathodefem_version"] == metadata.version("cathodefem")
+    version = subprocess.run([*cathodefem(), "--version"], capture_output=True, text=True,
+                             env=env, timeout=60)
+    assert version.returncode == 0
+    assert version.stdout.strip() == f"cathodefem {metadata.version('cathodefem')}"
     (tmp_path / "empty").mkdir()
     assert run("empty").returncode == 0
 
