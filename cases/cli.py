@@ -60,20 +60,14 @@ def load_case_with_overrides(path: str | None, sets: list[str]) -> Any:
     return load_case(data)
 
 
-def _version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("cathodefem")
-    except metadata.PackageNotFoundError:
-        return "(not installed)"
-
-
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="cathodefem",
         description="Finite-element transport in gradient nanowire and tape-cast cathodes.")
-    ap.add_argument("--version", action="version", version=f"cathodefem {_version()}")
+    from cases.output import cathodefem_version
+
+    ap.add_argument("--version", action="version",
+                    version=f"cathodefem {cathodefem_version() or '(not installed)'}")
     sub = ap.add_subparsers(dest="command", required=True)
     for name, text in (("mesh", "build and write both section meshes (XDMF, PNG)"),
                        ("solve", "mesh and solve one cathode"),

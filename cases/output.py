@@ -15,8 +15,8 @@ from typing import Any
 
 from mpi4py import MPI
 
-__all__ = ["MARKER", "atomic_result_dir", "check_result_folder", "clean_json",
-           "incomplete_path", "provenance", "write_json"]
+__all__ = ["MARKER", "atomic_result_dir", "cathodefem_version", "check_result_folder",
+           "clean_json", "incomplete_path", "provenance", "write_json"]
 
 #: file that marks a folder as written by cathodefem: only such a folder (or an empty one) is
 #: ever replaced by a new run
@@ -68,22 +68,27 @@ def _git_commit() -> str | None:
     return head + ("+dirty" if dirty else "")
 
 
+def cathodefem_version() -> str | None:
+    """The installed package's version (None when run from a source tree not installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("cathodefem")
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def provenance(comm: MPI.Comm) -> dict[str, Any]:
     """What produced a result: versions of cathodefem and of the stack, the source commit,
     the command line, the number of ranks and the start time (UTC)."""
     import datetime
     import platform
-    from importlib import metadata
 
     import dolfinx
     import gmsh
     from petsc4py import PETSc
 
-    try:
-        version = metadata.version("cathodefem")
-    except metadata.PackageNotFoundError:
-        version = None
-    return {"cathodefem_version": version, "git_commit": _git_commit(),
+    return {"cathodefem_version": cathodefem_version(), "git_commit": _git_commit(),
             "command_line": list(command_line if command_line is not None else sys.argv),
             "mpi_ranks": comm.size, "python": platform.python_version(),
             "dolfinx": dolfinx.__version__,
