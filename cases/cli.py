@@ -210,19 +210,17 @@ def _run(args: argparse.Namespace) -> int:
 def _check_protocol_and_parameters(case: Any) -> None:
     """The checks the electrochemistry commands make of [protocol] and [parameters], for
     show-spec: a one-line ValueError."""
+    from cases.cycling import rate_settings
     from fem.electrochem.parameters import default_parameters
     from fem.electrochem.protocol import protocol_from_dict
 
     if case.parameters:
         default_parameters(case.electrochemistry.temperature_K).with_overrides(case.parameters)
-    if case.protocol:
-        table = dict(case.protocol)
-        cutoff = table.pop("discharge_cutoff_V", None)  # rate's (checked there)
-        if cutoff is not None and "step" in table:
-            protocol_from_dict(case.protocol)  # a cycle protocol: names the key
-        if "step" not in table:  # rate and gitt cases give the settings only
-            table["step"] = [{"kind": "rest", "duration_s": 1.0}]
-        protocol_from_dict(table)
+    if "step" in case.protocol:  # a cycle protocol
+        protocol_from_dict(case.protocol)
+    elif case.protocol:  # the settings of rate and gitt, which add their own steps
+        base, _ = rate_settings(case)
+        protocol_from_dict({**base, "step": [{"kind": "rest", "duration_s": 1.0}]})
 
 
 def _check_before_running(args: argparse.Namespace, case: Any, out: Path, comm: Any) -> None:
@@ -242,12 +240,9 @@ def _check_before_running(args: argparse.Namespace, case: Any, out: Path, comm: 
         raise ValueError(error)
     seeds = getattr(args, "seeds", 1)
     if seeds > 1:
-        if args.command == "ensemble":
-            where = "section"
-        elif args.command == "rve" or case.electrochemistry.geometry == "box":
-            where = "box"
-        else:
-            where = "section"
+        from cases.cycling import seed_owner
+
+        where = {"ensemble": "section", "rve": "box"}.get(args.command) or seed_owner(case)
         last = getattr(case, where).seed + seeds - 1
         with_seed(case, last, where)  # SpecError if the last seed is out of range
 
@@ -430,14 +425,9 @@ def main(argv: list[str] | None = None) -> int:
         if MPI.COMM_WORLD.rank == 0:
             print(f"cathodefem: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        from mpi4py import MPI
-
-        if MPI.COMM_WORLD.rank == 0:
-            print("cathodefem: interrupted", file=sys.stderr)
-        return 130
-    except SystemError as e:  # a signal inside a callback from compiled code (petsc4py)
-        if not _caused_by_interrupt(e):
+    except (KeyboardInterrupt, SystemError) as e:
+        # a signal inside a callback from compiled code (petsc4py) comes back as SystemError
+        if isinstance(e, SystemError) and not _caused_by_interrupt(e):
             raise
         from mpi4py import MPI
 

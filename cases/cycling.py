@@ -452,12 +452,10 @@ def run_cycling(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
     return summary
 
 
-def _rate_protocols(case: CaseSpec, rates_mA_g: Sequence[float], kinds: Sequence[str]
-                    ) -> tuple[dict[float, Protocol], float]:
-    """The discharge protocol of every rate and the cut-off voltage, validated (with the
-    geometry) before anything is built."""
-    # The rate study builds its own steps; the case's protocol table gives the settings
-    # (initial_theta, step control) and optionally discharge_cutoff_V (default 1.5 V).
+def rate_settings(case: CaseSpec) -> tuple[dict[str, Any], float]:
+    """The rate study builds its own steps; the case's protocol table gives the settings
+    (initial_theta, step control: returned without its steps) and optionally
+    ``discharge_cutoff_V`` (default 1.5 V, checked here)."""
     base = {k: v for k, v in case.protocol.items() if k != "step"}
     cutoff = base.pop("discharge_cutoff_V", 1.5)
     lo, hi = VOLTAGE_RANGE_V
@@ -465,7 +463,20 @@ def _rate_protocols(case: CaseSpec, rates_mA_g: Sequence[float], kinds: Sequence
             or not (lo <= cutoff <= hi):
         raise ProtocolError(f"protocol.discharge_cutoff_V = {cutoff!r}: must be a number in "
                             f"[{lo:g}, {hi:g}] V")
-    cutoff = float(cutoff)
+    return base, float(cutoff)
+
+
+def seed_owner(case: CaseSpec) -> str:
+    """Where the half cell's realization seed lives: ``box`` for 3D columns, ``section`` for
+    2D sections."""
+    return "box" if case.electrochemistry.geometry == "box" else "section"
+
+
+def _rate_protocols(case: CaseSpec, rates_mA_g: Sequence[float], kinds: Sequence[str]
+                    ) -> tuple[dict[float, Protocol], float]:
+    """The discharge protocol of every rate and the cut-off voltage, validated (with the
+    geometry) before anything is built."""
+    base, cutoff = rate_settings(case)
     if not rates_mA_g or any(not (0 < r <= 1e5) for r in rates_mA_g):
         raise ProtocolError(f"rates = {list(rates_mA_g)}: need one or more rates in "
                             f"(0, 1e5] mA/g")
@@ -553,7 +564,7 @@ def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
 def _with_seed(case: CaseSpec, seed: int) -> CaseSpec:
     """The case with the realization seed of its geometry (``box.seed`` for 3D columns,
     ``section.seed`` for 2D sections) set to ``seed``."""
-    return with_seed(case, seed, "box" if case.electrochemistry.geometry == "box" else "section")
+    return with_seed(case, seed, seed_owner(case))
 
 
 def _first_seed(case: CaseSpec) -> int:
