@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
         if name in ("cycle", "rate", "eis", "gitt"):
             p.add_argument("--cathode", choices=["gradient", "homogeneous"], default=None,
                            help="one cathode only (default: both)")
-        if name == "cycle":
+        if name in ("cycle", "gitt"):
             p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
                            help="save the state every N time steps (in <out>.checkpoint)")
             p.add_argument("--resume", action="store_true",
@@ -178,8 +178,13 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "gitt":
         from cases import gitt
 
+        _check_checkpoint_options(args, out)
         kinds = (args.cathode,) if args.cathode else gitt.KINDS
-        result = gitt.run_gitt(case, out, comm, kinds=kinds, progress=not args.quiet)
+        try:
+            result = gitt.run_gitt(case, out, comm, kinds=kinds, progress=not args.quiet,
+                                   checkpoint_every=args.checkpoint_every, resume=args.resume)
+        except KeyboardInterrupt:
+            return _interrupted_with_checkpoints(out, comm)
         if comm.rank == 0:
             gitt.print_gitt(result, kinds)
         return _exit_status(result, kinds, out, comm)
@@ -259,6 +264,29 @@ def _exit_status(summary: dict[str, Any], kinds: Any, out: Path, comm: Any) -> i
     return 1 if failed else 0
 
 
+def _check_checkpoint_options(args: argparse.Namespace, out: Path) -> None:
+    from cases.cycling import checkpoint_folder
+
+    if args.checkpoint_every < 0:
+        raise ValueError(f"--checkpoint-every {args.checkpoint_every}: must be >= 0")
+    if args.resume and not checkpoint_folder(out).is_dir():
+        raise ValueError(f"--resume: no checkpoint in {checkpoint_folder(out)} "
+                         f"(a run with --checkpoint-every N keeps one; run without "
+                         f"--resume to start afresh)")
+
+
+def _interrupted_with_checkpoints(out: Path, comm: Any) -> int:
+    """Say where an interrupted cycle or gitt run can continue from; exit status 130."""
+    from cases.cycling import checkpoint_folder
+
+    ck = checkpoint_folder(out)
+    if comm.rank == 0:
+        where = (f"continue from the last checkpoint (in {ck}) with --resume" if ck.is_dir()
+                 else "nothing was kept (--checkpoint-every N keeps the state)")
+        print(f"cathodefem: interrupted; {where}", file=sys.stderr)
+    return 130
+
+
 def _run_electrochemistry(args: argparse.Namespace, case: Any, out: Path, comm: Any) -> int:
     from cases import cycling
     from meshes.build import KINDS
@@ -266,24 +294,13 @@ def _run_electrochemistry(args: argparse.Namespace, case: Any, out: Path, comm: 
     kinds = (args.cathode,) if args.cathode else KINDS
     progress = not args.quiet
     if args.command == "cycle":
-        if args.checkpoint_every < 0:
-            raise ValueError(f"--checkpoint-every {args.checkpoint_every}: must be >= 0")
-        if args.resume and not cycling.checkpoint_folder(out).is_dir():
-            raise ValueError(f"--resume: no checkpoint in {cycling.checkpoint_folder(out)} "
-                             f"(a run with --checkpoint-every N keeps one; run without "
-                             f"--resume to start afresh)")
+        _check_checkpoint_options(args, out)
         try:
             summary = cycling.run_cycling(case, out, comm, kinds=kinds, progress=progress,
                                           checkpoint_every=args.checkpoint_every,
                                           resume=args.resume)
         except KeyboardInterrupt:
-            ck = cycling.checkpoint_folder(out)
-            if comm.rank == 0:
-                where = (f"continue from the last checkpoint (in {ck}) with --resume"
-                         if ck.is_dir()
-                         else "nothing was kept (--checkpoint-every N keeps the state)")
-                print(f"cathodefem: interrupted; {where}", file=sys.stderr)
-            return 130
+            return _interrupted_with_checkpoints(out, comm)
         statuses = {k: summary[k]["status"] for k in kinds}
     else:
         try:

@@ -39,6 +39,7 @@ from fem.electrochem.halfcell import ITERATIVE_PETSC_OPTIONS, HalfCell
 from fem.electrochem.parameters import CellParameters, default_parameters
 from fem.electrochem.protocol import (
     VOLTAGE_RANGE_V,
+    CheckpointError,
     Protocol,
     ProtocolError,
     Record,
@@ -51,7 +52,8 @@ from meshes.spec import CaseSpec, SpecError, spec_to_dict, with_seed
 from meshes.tags import phase_names
 from meshes.voxels import cathode_layers_um, film_caveat, periodic_caveat, voxelize_case
 
-__all__ = ["PAPER_RATE_CAPABILITY", "checkpoint_folder", "run_cycling", "run_rate_ensemble",
+__all__ = ["PAPER_RATE_CAPABILITY", "checkpoint_folder", "checkpoint_for",
+           "drop_checkpoints_when_completed", "run_cycling", "run_rate_ensemble",
            "run_rate_study"]
 
 log = logging.getLogger("cathodefem")
@@ -256,6 +258,10 @@ def _run_one(comm: MPI.Comm, cell: HalfCell, protocol: Protocol, folder: Path, c
                     res = run_protocol(cell, protocol, on_record=on_record,
                                        checkpoint_dir=ck_dir, checkpoint_every=every,
                                        resume=resume, stop_requested=stop.requested)
+        except CheckpointError as e:
+            # a resume that cannot start (other ranks, case or settings): a user mistake,
+            # one line and no result folder
+            raise ValueError(str(e)) from None
         except ProtocolError as e:
             status = f"stopped: {e}"
             res = RunResult(records=seen)
@@ -397,9 +403,28 @@ def _parameter_table(params: CellParameters) -> dict[str, Any]:
 
 
 def checkpoint_folder(out: Path) -> Path:
-    """Where ``cycle --checkpoint-every`` keeps its state: beside the result folder (which
-    is only created when a run ends), so that it survives a crash."""
+    """Where ``cycle`` and ``gitt`` with ``--checkpoint-every`` keep their state: beside the
+    result folder (which is only created when a run ends), so that it survives a crash."""
     return out.parent / f"{out.name}.checkpoint"
+
+
+def checkpoint_for(out: Path, kind: str, every: int, resume: bool
+                   ) -> tuple[Path, int, bool] | None:
+    """The checkpoint settings of one cathode's run (None: no checkpoints). A cathode with
+    no checkpoint yet (the interrupted run had not reached it) starts afresh on --resume."""
+    if not (every or resume):
+        return None
+    ck_dir = checkpoint_folder(out) / kind
+    return ck_dir, every, resume and (ck_dir / "run.json").is_file()
+
+
+def drop_checkpoints_when_completed(out: Path, statuses: Sequence[str], comm: MPI.Comm
+                                    ) -> None:
+    """Remove the checkpoints once every cathode's run has ended as it should (completed,
+    or blocked: no connected path, nothing to continue). Collective."""
+    if comm.rank == 0 and all(st in ("completed", "blocked") for st in statuses):
+        shutil.rmtree(checkpoint_folder(out), ignore_errors=True)
+    comm.barrier()
 
 
 def run_cycling(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
@@ -419,12 +444,9 @@ def run_cycling(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
     with atomic_result_dir(out, comm) as folder:
         for kind in kinds:
             cell, info = _cathode_cell(comm, case, kind, params, folder)
-            ck = None
-            if checkpoint_every or resume:
-                ck_dir = checkpoint_folder(out) / kind
-                ck = (ck_dir, checkpoint_every, resume and (ck_dir / "run.json").is_file())
             res, status, wall = _run_one(comm, cell, protocol, folder / kind, "cycling.csv",
-                                         kind, ec.fields_every, progress, ck)
+                                         kind, ec.fields_every, progress,
+                                         checkpoint_for(out, kind, checkpoint_every, resume))
             cell.release_solver_options()
             entry = _cell_info(cell, info)
             entry["utilization"] = _utilization(cell, protocol.initial_theta,
@@ -445,10 +467,7 @@ def run_cycling(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
                 voltage_curves({kind: {"protocol": res.records}}, folder / kind / "voltage.png")
         if comm.rank == 0:
             write_json(folder / "summary.json", summary)
-    statuses = [summary[k]["status"] for k in kinds]
-    if comm.rank == 0 and all(st == "completed" for st in statuses):
-        shutil.rmtree(checkpoint_folder(out), ignore_errors=True)
-    comm.barrier()
+    drop_checkpoints_when_completed(out, [summary[k]["status"] for k in kinds], comm)
     return summary
 
 

@@ -94,9 +94,13 @@ def _median(values: Sequence[float | None]) -> float | None:
 
 
 def run_gitt(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
-             kinds: Sequence[str] = KINDS, progress: bool = True) -> dict[str, Any]:
-    """Run the GITT of ``case.gitt`` on each cathode; returns the summary (also on disk)."""
-    from cases.cycling import _check_geometry
+             kinds: Sequence[str] = KINDS, progress: bool = True,
+             checkpoint_every: int = 0, resume: bool = False) -> dict[str, Any]:
+    """Run the GITT of ``case.gitt`` on each cathode; returns the summary (also on disk).
+
+    ``checkpoint_every`` and ``resume`` as in :func:`cases.cycling.run_cycling`: the paper's
+    10 mA/g titration runs for hours, longer than many batch jobs may."""
+    from cases.cycling import _check_geometry, checkpoint_for, drop_checkpoints_when_completed
 
     protocol = gitt_case_protocol(case)
     _check_geometry(case, kinds)
@@ -123,6 +127,7 @@ def run_gitt(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
             area = cell.connected_interface_area_um2()
             res, status, wall = _run_one(comm, cell, protocol, folder / kind, "gitt.csv",
                                          kind, ec.fields_every, progress,
+                                         checkpoint_for(out, kind, checkpoint_every, resume),
                                          fields_at_steps=False)
             cell.release_solver_options()
             entry["utilization"] = _utilization(cell, protocol.initial_theta,
@@ -196,6 +201,7 @@ def run_gitt(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
             from cases.plots import gitt_figure
 
             gitt_figure(summary, records, kinds, folder / "gitt.png")
+    drop_checkpoints_when_completed(out, [summary[k]["status"] for k in kinds], comm)
     return summary
 
 

@@ -7,6 +7,7 @@ diffusion into a wire written here, and conservation of charge, Li and salt.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -31,6 +32,7 @@ from fem.electrochem.parameters import (
     default_parameters,
 )
 from fem.electrochem.protocol import (
+    CheckpointError,
     Protocol,
     ProtocolError,
     Step,
@@ -546,6 +548,54 @@ def test_restart_from_a_checkpoint_reproduces_the_uninterrupted_run(
     with pytest.raises(ProtocolError, match="resume: no checkpoint in"):
         run_protocol(HalfCell(pillar, default_parameters()), proto,
                      checkpoint_dir=tmp_path / "none", resume=True)
+
+
+def test_a_job_killed_while_writing_a_checkpoint_resumes_from_the_one_before(
+        pillar: TaggedMesh, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A batch system's SIGKILL can land between the state files and run.json of a
+    # checkpoint: here the run dies as the checkpoint of record 8 replaces its run.json (its
+    # state files are already written). The resume must continue from the checkpoint of
+    # record 4, state and records alike, and reproduce the uninterrupted run.
+    proto = Protocol(steps=(Step(kind="cc", current_mA_g=300.0, until_voltage_V=2.8),
+                            Step(kind="rest", duration_s=900.0)), initial_theta=0.02)
+    full = run_protocol(HalfCell(pillar, default_parameters()), proto,
+                        checkpoint_dir=tmp_path / "a", checkpoint_every=4)
+
+    class Killed(BaseException):
+        pass
+
+    real_replace = Path.replace
+    ck = tmp_path / "b"
+
+    def replace(self: Path, target: Path) -> Path:
+        if Path(target).name == "run.json" and len(list(ck.glob("state_*at8.npz"))):
+            raise Killed
+        return real_replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", replace)
+    with pytest.raises(Killed):
+        run_protocol(HalfCell(pillar, default_parameters()), proto, checkpoint_dir=ck,
+                     checkpoint_every=4)
+    monkeypatch.setattr(Path, "replace", real_replace)
+    assert json.loads((ck / "run.json").read_text())["records_count"] == 4
+    resumed = run_protocol(HalfCell(pillar, default_parameters()), proto, checkpoint_dir=ck,
+                           checkpoint_every=4, resume=True)
+    assert len(resumed.records) == len(full.records) > 16
+    for a, b in zip(full.records, resumed.records, strict=True):
+        assert b.time_s == pytest.approx(a.time_s, rel=1e-12)
+        assert b.voltage_V == pytest.approx(a.voltage_V, abs=1e-10)
+    # only the last checkpoint's state is kept
+    assert sorted(p.name for p in ck.glob("state_*")) == [
+        f"state_rank0_of1_at{len(full.records) // 4 * 4}.npz"]
+    # another protocol (or parameter set) cannot continue this checkpoint
+    other = Protocol(steps=(Step(kind="cc", current_mA_g=200.0, until_voltage_V=2.8),
+                            Step(kind="rest", duration_s=900.0)), initial_theta=0.02)
+    with pytest.raises(CheckpointError, match="another protocol or parameter set"):
+        run_protocol(HalfCell(pillar, default_parameters()), other, checkpoint_dir=ck,
+                     resume=True)
+    with pytest.raises(CheckpointError, match="another protocol or parameter set"):
+        run_protocol(HalfCell(pillar, default_parameters(318.15)), proto, checkpoint_dir=ck,
+                     resume=True)
 
 
 # --- 3D ------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from mpi4py import MPI  # isort: split
 
@@ -277,6 +278,46 @@ def test_gitt_two_ranks_give_the_one_rank_pulses(tmp_path: Path) -> None:
         assert b["de_t_V"] == pytest.approx(a["de_t_V"], rel=1e-6)
         assert b["de_s_V"] == pytest.approx(a["de_s_V"], rel=1e-6)
         assert b["d_geometric_cm2_s"] == pytest.approx(a["d_geometric_cm2_s"], rel=1e-5)
+
+
+def test_gitt_stopped_by_sigterm_resumes_to_the_uninterrupted_pulses(tmp_path: Path) -> None:
+    # The paper's 10 mA/g titration runs for hours: a batch job's time limit (SIGTERM) stops
+    # it after a time step, --resume continues from the last checkpoint, and the pulses and
+    # records are those of the run that was never stopped. A resume with other settings is
+    # refused in one line, leaving the checkpoint for the right ones.
+    from tests.test_cycling_cli import TINY, _signalled_cli
+
+    case = tmp_path / "gitt.toml"
+    case.write_text(TINY)
+    args = ["gitt", str(case), "--cathode", "gradient", *TINY_GITT, "--set",
+            "gitt.max_pulses=2", "--checkpoint-every", "5", "-q"]
+    full, out = tmp_path / "full", tmp_path / "out"
+    r = run_cli([*args, "--out", str(full)], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not (tmp_path / "full.checkpoint").exists()  # removed when the run completed
+    r = _signalled_cli(tmp_path, [*args, "--out", str(out)], at_record=23)
+    assert r.returncode == 130, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and "with --resume" in r.stderr, r.stderr
+    assert not out.exists()
+    r = run_cli([*args, "--set", "gitt.rest_s=700", "--resume", "--out", str(out)], tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "another protocol or parameter set" in r.stderr
+    assert not out.exists() and (tmp_path / "out.checkpoint").is_dir()
+    r = run_cli([*args, "--resume", "--out", str(out)], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not (tmp_path / "out.checkpoint").exists()
+
+    def summary(folder: Path) -> dict[str, Any]:
+        return json.loads((folder / "summary.json").read_text())["gradient"]
+
+    a, b = summary(full), summary(out)
+    assert a["time_steps_count"] == b["time_steps_count"] > 23 and a["pulses_count"] == 2
+    for pa, pb in zip(a["pulses"], b["pulses"], strict=True):
+        assert pb["de_s_V"] == pytest.approx(pa["de_s_V"], rel=1e-9)
+        assert pb["de_t_V"] == pytest.approx(pa["de_t_V"], rel=1e-9)
+    rows = [(full / "gradient" / "gitt.csv").read_text().splitlines(),
+            (out / "gradient" / "gitt.csv").read_text().splitlines()]
+    assert len(rows[0]) == len(rows[1])
 
 
 def test_a_cutoff_crossed_by_the_ir_drop_alone_ends_on_the_shortest_step(

@@ -37,6 +37,7 @@ the GITT sequence of :mod:`fem.electrochem.gitt`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -53,6 +54,7 @@ from fem.electrochem.parameters import ModelUnits
 
 __all__ = [
     "VOLTAGE_RANGE_V",
+    "CheckpointError",
     "Protocol",
     "ProtocolError",
     "Record",
@@ -69,6 +71,10 @@ VOLTAGE_RANGE_V = (0.5, 5.0)
 
 class ProtocolError(ValueError):
     """Invalid protocol input, or a run that cannot continue (message is one line)."""
+
+
+class CheckpointError(ProtocolError):
+    """A resume that cannot start: no checkpoint, or one written by another run."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -302,8 +308,9 @@ def run_protocol(cell: HalfCell, protocol: Protocol,
     k0, t_step0, t, capacity, dt = 0, 0.0, 0.0, 0.0, protocol.dt_initial_s
     if resume:
         if checkpoint_dir is None:
-            raise ProtocolError("resume: needs checkpoint_dir")
-        k0, t_step0, t, capacity, dt, result = load_checkpoint(cell, checkpoint_dir)
+            raise CheckpointError("resume: needs checkpoint_dir")
+        k0, t_step0, t, capacity, dt, result = load_checkpoint(cell, checkpoint_dir,
+                                                               run_key(cell, protocol))
     else:
         cell.set_equilibrium(protocol.initial_theta)
     li_scale = cell.params.c_max_mol_m3 * cell.active_volume_um3()
@@ -401,7 +408,8 @@ def run_protocol(cell: HalfCell, protocol: Protocol,
             dt = max(dt, protocol.dt_min_s)
             if checkpoint_every and checkpoint_dir is not None \
                     and len(result.records) % checkpoint_every == 0:
-                save_checkpoint(cell, checkpoint_dir, (k, t_step, t, capacity, dt), result)
+                save_checkpoint(cell, checkpoint_dir, (k, t_step, t, capacity, dt), result,
+                                run_key(cell, protocol))
             if stop_requested is not None and stop_requested():
                 raise KeyboardInterrupt
         result.stopped_by.append(stopped)
@@ -413,49 +421,79 @@ def run_protocol(cell: HalfCell, protocol: Protocol,
 _Position = tuple[int, float, float, float, float]
 
 
-def save_checkpoint(cell: HalfCell, folder: Path, position: _Position, result: RunResult
-                    ) -> None:
+def _state_file(folder: Path, comm: MPI.Comm, records: int | None) -> Path:
+    # records None: a checkpoint written before the files carried their record count
+    tail = "" if records is None else f"_at{records}"
+    return folder / f"state_rank{comm.rank}_of{comm.size}{tail}.npz"
+
+
+def run_key(cell: HalfCell, protocol: Protocol) -> str:
+    """A fingerprint of the protocol and the parameter set, kept with a checkpoint so that a
+    resume with other settings is refused rather than continued with mixed records."""
+    text = f"{protocol!r}\n{cell.params!r}".encode()
+    return hashlib.sha256(text).hexdigest()[:16]
+
+
+def save_checkpoint(cell: HalfCell, folder: Path, position: _Position, result: RunResult,
+                    key: str | None = None) -> None:
     """Write the state (every rank its own arrays) and the run position and records (rank 0).
     Collective. The lagged Jacobian is dropped, so that the next step starts alike in the
-    running and in a resumed run."""
+    running and in a resumed run.
+
+    A job killed at any moment (a batch system's SIGKILL) leaves a consistent checkpoint:
+    each state file is named after its record count and ``run.json``, replaced last, names
+    the one to read; older state files are removed only after that."""
     comm = cell.comm
     if comm.rank == 0:
         folder.mkdir(parents=True, exist_ok=True)
     comm.barrier()
     arrays, phi_a = cell.snapshot()
-    tmp = folder / f"state_rank{comm.rank}_of{comm.size}.npz.tmp"
+    count = len(result.records)
+    state = _state_file(folder, comm, count)
+    tmp = state.with_name(state.name + ".tmp")
     with tmp.open("wb") as f:
         np.savez(f, *arrays, phi_a=phi_a, applied_scale=cell.applied_scale)
-    tmp.replace(folder / f"state_rank{comm.rank}_of{comm.size}.npz")
+    tmp.replace(state)
+    comm.barrier()
     if comm.rank == 0:
-        meta = {"ranks": comm.size, "position": list(position),
+        meta = {"ranks": comm.size, "run_key": key, "records_count": count,
+                "position": list(position),
                 "stopped_by": result.stopped_by,
                 "records": [r.as_row() for r in result.records]}
         (folder / "run.json.tmp").write_text(json.dumps(meta))
         (folder / "run.json.tmp").replace(folder / "run.json")
     comm.barrier()
+    for old in folder.glob(f"state_rank{comm.rank}_of{comm.size}*.npz"):
+        if old != state:
+            old.unlink(missing_ok=True)
     cell.forget_history()
 
 
-def load_checkpoint(cell: HalfCell, folder: Path) -> tuple[int, float, float, float, float,
-                                                            RunResult]:
-    """Restore a state written by :func:`save_checkpoint` (same mesh, same rank count)."""
+def load_checkpoint(cell: HalfCell, folder: Path, key: str | None = None
+                    ) -> tuple[int, float, float, float, float, RunResult]:
+    """Restore a state written by :func:`save_checkpoint` (same mesh, same rank count, and
+    the same protocol and parameters where both the checkpoint and the caller give a
+    :func:`run_key`)."""
     comm = cell.comm
     meta_path = folder / "run.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
     if meta is None:
-        raise ProtocolError(f"resume: no checkpoint in {str(folder)!r}")
+        raise CheckpointError(f"resume: no checkpoint in {str(folder)!r}")
     if meta["ranks"] != comm.size:
-        raise ProtocolError(f"resume: the checkpoint was written on {meta['ranks']} ranks; "
-                            f"resume on the same number (this run has {comm.size})")
-    with np.load(folder / f"state_rank{comm.rank}_of{comm.size}.npz") as data:
+        raise CheckpointError(f"resume: the checkpoint was written on {meta['ranks']} ranks; "
+                              f"resume on the same number (this run has {comm.size})")
+    if key is not None and meta.get("run_key") not in (None, key):
+        raise CheckpointError(f"resume: the checkpoint in {str(folder)!r} was written with "
+                              f"another protocol or parameter set; resume with the settings "
+                              f"of the interrupted run, or start afresh without --resume")
+    with np.load(_state_file(folder, comm, meta.get("records_count"))) as data:
         arrays = [data[f"arr_{i}"] for i in range(len(cell.u))]
         phi_a = float(data["phi_a"])
         applied_scale = float(data["applied_scale"])
     ok = all(a.shape == f.x.array.shape for a, f in zip(arrays, cell.u, strict=True))
     if not comm.allreduce(ok, op=MPI.LAND):
-        raise ProtocolError("resume: the checkpoint does not match this mesh (different case, "
-                            "seed or partition)")
+        raise CheckpointError("resume: the checkpoint does not match this mesh (different case, "
+                              "seed or partition)")
     cell.restore((arrays, phi_a))
     cell.applied_scale = applied_scale
     cell.forget_history()
