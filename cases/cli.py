@@ -101,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--resume", action="store_true",
                            help="continue from the checkpoint of an interrupted run")
         if name == "rate":
+            p.add_argument("--resume", action="store_true",
+                           help="take the finished rates (and seeds) of an interrupted run "
+                                "over from <out>.incomplete and run the rest")
             p.add_argument("--rates", default="50,100,200,300", metavar="I1,I2,...",
                            help="specific currents in mA/g (default 50,100,200,300)")
             p.add_argument("--seeds", type=int, default=1,
@@ -308,24 +311,33 @@ def _run_electrochemistry(args: argparse.Namespace, case: Any, out: Path, comm: 
         except ValueError:
             raise ValueError(f"--rates {args.rates!r}: expected numbers in mA/g, e.g. "
                              f"50,100,200,300") from None
+        from cases.output import incomplete_path
+
+        kept = incomplete_path(out)
+        if args.resume and not (kept / "summary.json").is_file():
+            raise ValueError(f"--resume: no interrupted run in {kept} (an interrupted rate "
+                             f"study keeps its finished rates there); run without --resume "
+                             f"to start afresh")
         started = time.time()
         try:
             if args.seeds != 1:
                 summary = cycling.run_rate_ensemble(case, out, rates, args.seeds, comm,
-                                                    kinds=kinds, progress=progress)
+                                                    kinds=kinds, progress=progress,
+                                                    resume=args.resume)
             else:
                 summary = cycling.run_rate_study(case, out, rates, comm, kinds=kinds,
-                                                 progress=progress)
+                                                 progress=progress,
+                                                 resume_from=kept if args.resume else None)
         except KeyboardInterrupt:
-            from cases.output import incomplete_path
-
             if comm.rank == 0:
                 done = "seeds" if args.seeds != 1 else "rates"
-                kept = incomplete_path(out)
                 fresh = kept.is_dir() and kept.stat().st_mtime >= started  # not an old one
                 where = (f"the finished {done}, and the records of the interrupted one "
-                         f"up to the interrupt, are in {kept}" if fresh
-                         else f"no {done[:-1]} had finished; nothing was kept")
+                         f"up to the interrupt, are in {kept}; continue with --resume"
+                         if fresh else
+                         f"no further {done[:-1]} had finished; {kept} is as it was; "
+                         f"continue with --resume" if args.resume and kept.is_dir() else
+                         f"no {done[:-1]} had finished; nothing was kept")
                 print(f"cathodefem: interrupted; {where}", file=sys.stderr)
             return 130
         if args.seeds != 1:

@@ -18,6 +18,7 @@ separator layer of ``section.separator_um``, and write, per cathode:
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import shutil
@@ -33,7 +34,7 @@ from mpi4py import MPI  # isort: split
 
 import dolfinx.io
 
-from cases.output import atomic_result_dir, write_json
+from cases.output import atomic_result_dir, clean_json, incomplete_path, write_json
 from cases.study import KINDS, _build
 from fem.electrochem.halfcell import ITERATIVE_PETSC_OPTIONS, HalfCell
 from fem.electrochem.parameters import CellParameters, default_parameters
@@ -332,7 +333,7 @@ def _cathode_cell(comm: MPI.Comm, case: CaseSpec, kind: str, params: CellParamet
     ec = case.electrochemistry
     if comm.rank == 0:
         log.info(f"[{kind}] building the {ec.geometry} mesh")
-        (folder / kind).mkdir()
+        (folder / kind).mkdir(exist_ok=True)  # exists where a resume took rates over
     comm.barrier()
     if ec.geometry == "box":
         tm, info = _build_box(comm, case, kind)
@@ -509,28 +510,65 @@ def _rate_protocols(case: CaseSpec, rates_mA_g: Sequence[float], kinds: Sequence
 def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
                    comm: MPI.Comm = MPI.COMM_WORLD, kinds: Sequence[str] = KINDS,
                    progress: bool = True,
-                   on_rate: Callable[[str, float, float], None] | None = None) -> dict[str, Any]:
+                   on_rate: Callable[[str, float, float], None] | None = None,
+                   resume_from: Path | None = None) -> dict[str, Any]:
     """Discharge each cathode from the charged state (``protocol.initial_theta``) to the
-    cut-off at each specific current. Paper Fig. 4a, b (curves) and 4d (capacity vs rate)."""
+    cut-off at each specific current. Paper Fig. 4a, b (curves) and 4d (capacity vs rate).
+
+    ``resume_from``: the folder an interrupted run of the same case kept
+    (``<out>.incomplete``): its finished discharges are taken over as they are (files and
+    summary entries; a cathode whose rates all finished is not even meshed again), the
+    others run; the folder is removed once the study completes."""
     protocols, cutoff = _rate_protocols(case, rates_mA_g, kinds)
     ec = case.electrochemistry
     params = default_parameters(ec.temperature_K).with_overrides(case.parameters)
+    previous = _previous_run(resume_from, case, comm)
     summary: dict[str, Any] = {"case": spec_to_dict(case), "phase_names": phase_names(),
                                "parameters": _parameter_table(params),
                                "discharge_cutoff_V": cutoff, "rates_mA_g": list(rates_mA_g),
                                "paper_capacity_mAh_g": PAPER_RATE_CAPABILITY}
     curves: dict[str, dict[str, list[Record]]] = {}
+    order = {float(rate): i for i, rate in enumerate(rates_mA_g)}
     # A run that fails or is interrupted (Ctrl-C) keeps its finished rates in
     # <out>.incomplete; summary.json says "complete": false until the end.
     summary["complete"] = False
     with atomic_result_dir(out, comm, keep_partial=True) as folder:
+        # the discharges an interrupted run finished first, so that a second interrupt
+        # keeps them all
+        finished: dict[str, list[float]] = {}
         for kind in kinds:
-            cell, info = _cathode_cell(comm, case, kind, params, folder)
-            entry = _cell_info(cell, info)
+            taken = _finished_rates(previous, resume_from, kind, rates_mA_g)
+            finished[kind] = [rate for rate, _ in taken]
+            if not taken or previous is None or resume_from is None:
+                continue
+            entry = {k: v for k, v in previous[kind].items() if k != "rates"}
             entry["rates"] = []
             summary[kind] = entry
             curves[kind] = {}
-            for rate in rates_mA_g:
+            for rate, old in taken:
+                name = f"{rate:g}mA_g"
+                if comm.rank == 0:
+                    shutil.copytree(resume_from / kind / name, folder / kind / name)
+                comm.barrier()
+                entry["rates"].append(old)
+                curves[kind][f"{rate:g} mA/g"] = _read_records(folder / kind / name /
+                                                               "discharge.csv")
+                if on_rate is not None:
+                    on_rate(kind, rate, old["capacity_mAh_g"])
+            if comm.rank == 0:
+                log.info(f"[{kind}] {len(taken)} of {len(rates_mA_g)} rates taken over from "
+                         f"{resume_from}")
+        if comm.rank == 0 and any(finished.values()):
+            write_json(folder / "summary.json", summary)
+        for kind in kinds:
+            todo = [rate for rate in rates_mA_g if float(rate) not in finished[kind]]
+            if not todo:
+                continue
+            cell, info = _cathode_cell(comm, case, kind, params, folder)
+            entry = summary.setdefault(kind, {"rates": []})
+            entry.update(_cell_info(cell, info))
+            curves.setdefault(kind, {})
+            for rate in todo:
                 protocol = protocols[rate]
                 sub = folder / kind / f"{rate:g}mA_g"
                 if comm.rank == 0:
@@ -561,6 +599,7 @@ def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
                     "utilization": use,
                     "overpotentials_at_half_capacity_V": _breakdown_at(recs, 0.5),
                 })
+                entry["rates"].sort(key=lambda r: order[float(r["rate_mA_g"])])
                 curves[kind][f"{rate:g} mA/g"] = recs
                 if comm.rank == 0:
                     write_json(folder / "summary.json", summary)  # the rates finished so far
@@ -570,6 +609,8 @@ def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
                     on_rate(kind, float(rate), q)
             cell.free()
         summary["complete"] = True
+        for kind in kinds:  # the curves in the order of the rates
+            curves[kind] = {f"{r:g} mA/g": curves[kind][f"{r:g} mA/g"] for r in rates_mA_g}
         if comm.rank == 0:
             from cases.plots import rate_capability_figure, voltage_curves
 
@@ -577,7 +618,75 @@ def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
             _write_rate_table(folder / "rate_capability.csv", summary, kinds)
             voltage_curves(curves, folder / "voltage_curves.png")
             rate_capability_figure(summary, folder / "rate_capability.png")
+    if resume_from is not None and comm.rank == 0:
+        shutil.rmtree(resume_from, ignore_errors=True)  # all it held is in the result
+    comm.barrier()
     return summary
+
+
+def _previous_run(folder: Path | None, case: CaseSpec, comm: MPI.Comm, ensemble: bool = False
+                  ) -> dict[str, Any] | None:
+    """The summary.json of an interrupted rate study (or ``ensemble``) in ``folder``, checked
+    to be a run of ``case`` and of the same kind (one line otherwise). Collective."""
+    if folder is None:
+        return None
+    data, error = None, None
+    if comm.rank == 0:
+        path = folder / "summary.json"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            error = f"--resume: cannot read {path} ({e}); start afresh without --resume"
+        else:
+            differs = _first_difference(data.get("case"), clean_json(spec_to_dict(case)))
+            if ("seeds" in data) != ensemble:
+                error = (f"--resume: {folder} holds "
+                         + (f"an ensemble of {len(data['seeds'])} seeds; resume with --seeds "
+                            f"{len(data['seeds'])}" if "seeds" in data else
+                            "a single rate study; resume without --seeds")
+                         + ", or start afresh without --resume")
+            elif differs is not None:
+                error = (f"--resume: {folder} holds a run of another case ({differs} differs); "
+                         f"resume with the case and --set values of the interrupted run, or "
+                         f"start afresh without --resume")
+    data, error = comm.bcast((data, error), root=0)
+    if error is not None:
+        raise ValueError(error)
+    return data
+
+
+def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
+    """The first key (dotted) where two JSON-like trees differ, None where they agree."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            d = _first_difference(a.get(k), b.get(k), f"{where}.{k}" if where else k)
+            if d is not None:
+                return d
+        return None
+    return None if a == b else (where or "the case")
+
+
+def _finished_rates(previous: dict[str, Any] | None, folder: Path | None, kind: str,
+                    rates_mA_g: Sequence[float]) -> list[tuple[float, dict[str, Any]]]:
+    """The rates of ``rates_mA_g`` that an interrupted study finished for ``kind`` (their
+    records on disk), with their summary entries, in the order of ``rates_mA_g``."""
+    if previous is None or folder is None or kind not in previous:
+        return []
+    entries = {float(r["rate_mA_g"]): r for r in previous[kind].get("rates", [])
+               if r.get("stopped_by") != "interrupted"}
+    return [(float(rate), entries[float(rate)]) for rate in rates_mA_g
+            if float(rate) in entries
+            and (folder / kind / f"{rate:g}mA_g" / "discharge.csv").is_file()]
+
+
+def _read_records(path: Path) -> list[Record]:
+    """The records of a discharge.csv written by :func:`_write_records`."""
+    kinds = {"int": int, "str": str}
+    fields = Record.__dataclass_fields__
+    with path.open(newline="") as f:
+        return [Record(**{k: kinds.get(str(fields[k].type), float)(v)
+                          for k, v in row.items() if k in fields})
+                for row in csv.DictReader(f)]
 
 
 def _with_seed(case: CaseSpec, seed: int) -> CaseSpec:
@@ -593,14 +702,15 @@ def _first_seed(case: CaseSpec) -> int:
 
 def run_rate_ensemble(case: CaseSpec, out: Path, rates_mA_g: Sequence[float], seeds: int,
                       comm: MPI.Comm = MPI.COMM_WORLD, kinds: Sequence[str] = KINDS,
-                      progress: bool = True) -> dict[str, Any]:
+                      progress: bool = True, resume: bool = False) -> dict[str, Any]:
     """The rate study on ``seeds`` realizations (seeds s0 .. s0 + n - 1 from the geometry's
     seed): per seed the whole study in ``<out>/seed<s>/``, and in ``<out>/summary.json`` per
     cathode and rate the capacity of every seed, its mean, sample std and 95 % confidence
     interval of the mean (Student t), and how each seed's discharge ended (a column whose
     electrolyte or electron network does not reach the wires ends "blocked" at 0 mAh/g, and
     counts as such). Like the single study, finished seeds of an interrupted run are kept in
-    ``<out>.incomplete``."""
+    ``<out>.incomplete``; ``resume`` takes them over from there (and the finished rates of
+    the seed that was interrupted), and runs the rest."""
     from cases.ensemble import mean_ci95
 
     if not (isinstance(seeds, int) and seeds >= 1):
@@ -612,6 +722,14 @@ def run_rate_ensemble(case: CaseSpec, out: Path, rates_mA_g: Sequence[float], se
                                "seeds": list(range(s0, s0 + seeds)), "seeds_done": [],
                                "paper_capacity_mAh_g": PAPER_RATE_CAPABILITY,
                                "complete": False}
+    previous_folder = incomplete_path(out) if resume else None
+    previous = _previous_run(previous_folder, case, comm, ensemble=True)
+    if previous is not None and (previous.get("rates_mA_g") != [float(r) for r in rates_mA_g]
+                                 or previous.get("seeds", [])[:1] != [s0]):
+        raise ValueError(f"--resume: {previous_folder} holds an ensemble of other rates or "
+                         f"seeds (--rates {','.join(f'{r:g}' for r in previous['rates_mA_g'])}"
+                         f", from seed {(previous.get('seeds') or ['?'])[0]}); resume with "
+                         f"those, or start afresh without --resume")
     studies: list[dict[str, Any]] = []
     with atomic_result_dir(out, comm, keep_partial=True) as folder:
 
@@ -621,10 +739,21 @@ def run_rate_ensemble(case: CaseSpec, out: Path, rates_mA_g: Sequence[float], se
             if comm.rank == 0 and not (folder / "summary.json").exists():
                 write_json(folder / "summary.json", summary)
 
+        done = _finished_seeds(previous, previous_folder, kinds, summary["seeds"], comm)
         for s in summary["seeds"]:
-            studies.append(run_rate_study(_with_seed(case, s), folder / f"seed{s}", rates_mA_g,
-                                          comm, kinds=kinds, progress=progress,
-                                          on_rate=first_rate_done))
+            if s in done and previous_folder is not None:
+                if comm.rank == 0:
+                    shutil.copytree(previous_folder / f"seed{s}", folder / f"seed{s}")
+                    log.info(f"seed {s} taken over from {previous_folder}")
+                comm.barrier()
+                studies.append(done[s])
+            else:
+                unfinished = (previous_folder / f"seed{s}.incomplete"
+                              if previous_folder is not None else None)
+                studies.append(run_rate_study(
+                    _with_seed(case, s), folder / f"seed{s}", rates_mA_g, comm, kinds=kinds,
+                    progress=progress, on_rate=first_rate_done,
+                    resume_from=unfinished if unfinished and unfinished.is_dir() else None))
             summary["seeds_done"] = summary["seeds"][:len(studies)]
             for kind in kinds:
                 rows = []
@@ -656,7 +785,29 @@ def run_rate_ensemble(case: CaseSpec, out: Path, rates_mA_g: Sequence[float], se
             write_json(folder / "summary.json", summary)
             _write_ensemble_table(folder / "rate_capability.csv", summary, kinds)
             rate_capability_figure(summary, folder / "rate_capability.png")
+    if previous_folder is not None and comm.rank == 0:
+        shutil.rmtree(previous_folder, ignore_errors=True)  # all it held is in the result
+    comm.barrier()
     return summary
+
+
+def _finished_seeds(previous: dict[str, Any] | None, folder: Path | None,
+                    kinds: Sequence[str], seeds: Sequence[int], comm: MPI.Comm
+                    ) -> dict[int, dict[str, Any]]:
+    """The seed studies an interrupted ensemble completed (for every cathode asked), by
+    seed: the leading seeds whose summary.json says complete. Collective."""
+    done: dict[int, dict[str, Any]] = {}
+    if comm.rank == 0 and previous is not None and folder is not None:
+        for s in seeds:
+            path = folder / f"seed{s}" / "summary.json"
+            try:
+                study = json.loads(path.read_text())
+            except (OSError, ValueError):
+                break
+            if not study.get("complete") or any(k not in study for k in kinds):
+                break
+            done[s] = study
+    return comm.bcast(done, root=0)
 
 
 def _rate_entry(rate: float, recs: Sequence[Record], status: str, stopped_by: str,

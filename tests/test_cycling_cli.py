@@ -196,6 +196,10 @@ def test_rate_bad_rates_is_one_line(tmp_path: Path) -> None:
     r = _run(["cycle", str(case), "--resume", "--out", str(tmp_path / "o")], tmp_path)
     assert r.returncode == 2 and "--resume: no checkpoint in" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+    for cmd in (["rate"], ["gitt", "--cathode", "gradient"]):
+        r = _run([*cmd, str(case), "--resume", "--out", str(tmp_path / "o")], tmp_path)
+        assert r.returncode == 2 and "--resume: no " in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
     r = _run(["rate", str(case), "--rates", "100,fast", "--out", str(tmp_path / "o")],
              tmp_path)
     assert r.returncode == 2
@@ -340,11 +344,38 @@ def test_interrupted_rate_study_keeps_finished_rates_as_incomplete(tmp_path: Pat
     [done] = s["gradient"]["rates"]
     assert done["rate_mA_g"] == 300.0 and done["capacity_mAh_g"] > 10
     assert (kept / "gradient" / "300mA_g" / "discharge.csv").stat().st_size > 0
+    # A resume of another case is refused in one line, and keeps what was kept.
+    other = load_case(tomllib.loads(TINY.replace("seed = 3", "seed = 5")))
+    with pytest.raises(ValueError, match=r"holds a run of another case \(section.seed "
+                                         r"differs\)"):
+        run_rate_study(other, out, [300.0, 600.0], MPI.COMM_WORLD, kinds=("gradient",),
+                       progress=False, resume_from=kept)
+    assert (kept / "summary.json").is_file() and not out.exists()
+    # The resume takes the finished 300 mA/g discharge over as it is and runs only 600 mA/g;
+    # the result is complete, in the order of the rates, and the kept folder is gone.
+    ran = []
+
+    def counted(kind: str, rate: float, capacity: float) -> None:
+        ran.append(rate)
+
+    summary = run_rate_study(case, out, [300.0, 600.0], MPI.COMM_WORLD, kinds=("gradient",),
+                             progress=False, resume_from=kept, on_rate=counted)
+    assert summary["complete"] is True and not kept.exists()
+    assert json.loads((out / "summary.json").read_text())["complete"] is True
+    first, second = summary["gradient"]["rates"]
+    assert first == done and second["rate_mA_g"] == 600.0
+    assert 0 < second["capacity_mAh_g"] < first["capacity_mAh_g"]
+    assert second["wall_time_s"] > 0 and summary["gradient"]["interface_facets_count"] > 0
+    assert ran == [300.0, 600.0]  # 300 taken over (reported), 600 run
+    assert (out / "gradient" / "300mA_g" / "discharge.csv").stat().st_size > 0
+    assert (out / "voltage_curves.png").is_file() and (out / "rate_capability.csv").is_file()
     # A run that finishes writes the result folder, marked complete.
     summary = run_rate_study(case, out, [600.0], MPI.COMM_WORLD, kinds=("gradient",),
                              progress=False)
     assert summary["complete"] is True
     assert json.loads((out / "summary.json").read_text())["complete"] is True
+    assert summary["gradient"]["rates"][0]["capacity_mAh_g"] == pytest.approx(
+        second["capacity_mAh_g"], rel=1e-9)  # the resumed rate is the one run afresh
 
 
 def test_blocked_column_ends_at_zero_capacity_without_petsc_warnings(tmp_path: Path) -> None:
@@ -400,6 +431,30 @@ def test_interrupted_ensemble_keeps_the_finished_rate_of_its_first_seed(
     [done] = json.loads((kept / "seed3.incomplete" / "summary.json").read_text()
                         )["gradient"]["rates"]
     assert done["rate_mA_g"] == 300.0 and done["capacity_mAh_g"] > 10
+    # A resume of other rates, or as a single study, is refused and keeps the folder.
+    with pytest.raises(ValueError, match="holds an ensemble of other rates or seeds"):
+        cycling.run_rate_ensemble(case, out, [300.0], 2, MPI.COMM_WORLD, kinds=("gradient",),
+                                  progress=False, resume=True)
+    with pytest.raises(ValueError, match="holds an ensemble of 2 seeds; resume with --seeds"):
+        cycling.run_rate_study(case, out, [300.0, 600.0], MPI.COMM_WORLD,
+                               kinds=("gradient",), progress=False, resume_from=kept)
+    assert (kept / "seed3.incomplete" / "summary.json").is_file()
+    # The resume takes seed 3's 300 mA/g over and runs the other three discharges.
+    runs = []
+
+    def counted(*args: object, **kwargs: object) -> object:
+        runs.append(1)
+        return real_run_one(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cycling, "_run_one", counted)
+    summary = cycling.run_rate_ensemble(case, out, [300.0, 600.0], 2, MPI.COMM_WORLD,
+                                        kinds=("gradient",), progress=False, resume=True)
+    assert len(runs) == 3 and not kept.exists()
+    assert summary["complete"] is True and summary["seeds_done"] == [3, 4]
+    row = summary["gradient"]["rates"][0]
+    assert row["capacities_mAh_g"][0] == done["capacity_mAh_g"]
+    assert row["status"] == ["completed", "completed"]
+    assert (out / "seed3" / "gradient" / "300mA_g" / "discharge.csv").is_file()
     # Bad input is refused before any folder, parents included.
     with pytest.raises(ValueError, match="rates"):
         cycling.run_rate_ensemble(case, tmp_path / "a" / "b" / "ens", [-1.0], 2,
