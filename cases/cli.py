@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -436,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     # _end_job); inside one, cases.cycling stops every rank after the step.
     previous = signal.getsignal(signal.SIGTERM)
     previous_int = signal.getsignal(signal.SIGINT)
+    watchdog: _BuildWatchdog | None = None
     if threading.current_thread() is not threading.main_thread():
         previous = None  # handlers can only be set in the main thread: leave them
     if previous == signal.SIG_DFL:
@@ -446,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _end_job if several else _terminate)
         if several:
             signal.signal(signal.SIGINT, _end_job)
+        else:
+            watchdog = _BuildWatchdog()
     try:
         return _run(args)
     except (SpecError, ValueError) as e:
@@ -464,9 +469,65 @@ def main(argv: list[str] | None = None) -> int:
             print("cathodefem: interrupted", file=sys.stderr)
         return 130
     finally:
+        if watchdog is not None:
+            watchdog.close()
         if previous == signal.SIG_DFL:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, previous_int)
+
+
+class _BuildWatchdog:
+    """One rank: a signal that arrives while Gmsh or the geometry (compiled code) builds a
+    mesh would wait until the build returns, minutes for a 3D box. This thread sees the
+    signal at once (``signal.set_wakeup_fd``); if the same build is still running
+    ``GRACE_S`` later, it ends the process (status 130), its result folders abandoned as a
+    failed run's are (finished parts kept in ``<out>.incomplete``). Signals elsewhere (time
+    stepping, solves) are left to the handlers in the main thread."""
+
+    GRACE_S = 1.0
+
+    def __init__(self) -> None:
+        self._read, self._write = socket.socketpair()
+        self._write.setblocking(False)
+        self._previous_fd = signal.set_wakeup_fd(self._write.fileno(),
+                                                 warn_on_full_buffer=False)
+        self._thread = threading.Thread(target=self._watch, daemon=True,
+                                        name="cathodefem-build-watchdog")
+        self._thread.start()
+
+    def _watch(self) -> None:
+        from meshes.adapter import building
+
+        while True:
+            data = self._read.recv(1)
+            if not data or data == b"\0":  # closed
+                return
+            build = building()
+            if build is None:
+                continue
+            time.sleep(self.GRACE_S)
+            if building() == build:
+                self._end(data[0])
+
+    @staticmethod
+    def _end(signum: int) -> None:
+        from cases.output import abandon_staging_folders
+
+        kept = abandon_staging_folders()
+        where = f"; the finished parts are in {kept}" if kept is not None else ""
+        print(f"cathodefem: interrupted ({signal.Signals(signum).name}) while a mesh was "
+              f"being built; ended at once{where}", file=sys.stderr, flush=True)
+        os._exit(130)
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self._previous_fd)
+        try:
+            self._write.send(b"\0")
+        except OSError:
+            pass
+        self._thread.join(timeout=5)
+        self._read.close()
+        self._write.close()
 
 
 def _caused_by_interrupt(error: BaseException) -> bool:

@@ -15,8 +15,8 @@ from typing import Any
 
 from mpi4py import MPI
 
-__all__ = ["MARKER", "atomic_result_dir", "cathodefem_version", "check_result_folder",
-           "clean_json", "incomplete_path", "provenance", "write_json"]
+__all__ = ["MARKER", "abandon_staging_folders", "atomic_result_dir", "cathodefem_version",
+           "check_result_folder", "clean_json", "incomplete_path", "provenance", "write_json"]
 
 #: file that marks a folder as written by cathodefem: only such a folder (or an empty one) is
 #: ever replaced by a new run
@@ -158,12 +158,15 @@ def atomic_result_dir(final: Path, comm: MPI.Comm, *, keep_partial: bool = False
         raise ValueError(error)
     path = Path(staging)
     ok = False
+    if comm.rank == 0:
+        _staging.append((path, final, keep_partial))
     try:
         yield path
         ok = True
     finally:
         oks = comm.allgather(ok)
         if comm.rank == 0:
+            _staging.remove((path, final, keep_partial))
             if all(oks):
                 ours = not final.exists() or (final / MARKER).exists() or (
                     final.is_dir() and not any(final.iterdir()))
@@ -174,13 +177,36 @@ def atomic_result_dir(final: Path, comm: MPI.Comm, *, keep_partial: bool = False
                 else:  # something else was put there during the run: leave both
                     print(f"cathodefem: {final} was filled by something else during the run; "
                           f"the results stay in {path}", file=sys.stderr)
-            elif keep_partial and (path / "summary.json").is_file():
-                kept = incomplete_path(final)
-                if kept.exists() and (kept / MARKER).exists():
-                    shutil.rmtree(kept)
-                elif kept.exists():  # not ours: leave it, keep the staging folder's name
-                    kept = path
-                path.rename(kept)
             else:
-                shutil.rmtree(path, ignore_errors=True)
+                _abandon(path, final, keep_partial)
         comm.barrier()
+
+
+#: the staging folders of the runs in progress on this rank (rank 0), innermost last
+_staging: list[tuple[Path, Path, bool]] = []
+
+
+def _abandon(path: Path, final: Path, keep_partial: bool) -> Path | None:
+    """A failed run's staging folder: kept as ``<final>.incomplete`` where ``keep_partial``
+    and it holds a summary of what finished (returned), removed otherwise."""
+    if keep_partial and (path / "summary.json").is_file():
+        kept = incomplete_path(final)
+        if kept.exists() and (kept / MARKER).exists():
+            shutil.rmtree(kept)
+        elif kept.exists():  # not ours: leave it, keep the staging folder's name
+            kept = path
+        path.rename(kept)
+        return kept
+    shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
+def abandon_staging_folders() -> Path | None:
+    """For a process about to end at once (an interrupt it cannot wait out): treat every
+    run in progress as failed, innermost first; returns the outermost folder kept as
+    ``.incomplete``, if any. Not collective (rank 0 holds the folders)."""
+    kept = None
+    while _staging:
+        path, final, keep_partial = _staging.pop()
+        kept = _abandon(path, final, keep_partial)
+    return kept

@@ -9,6 +9,7 @@ geometry and the phases on both sides of each facet, so they are correct on any 
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from meshes.voxels import VoxelImage
 __all__ = [
     "TaggedMesh",
     "build_on_root",
+    "building",
     "distribute_conforming",
     "distribute_electronic_voxels",
     "distribute_section",
@@ -115,6 +117,17 @@ def facet_tags_from_phases(msh: dolfinx.mesh.Mesh, phase: np.ndarray, width_um: 
     return dolfinx.mesh.meshtags(msh, fdim, idx, values[idx])
 
 
+#: the build running now on this rank (its number), None outside builds: Gmsh and the
+#: geometry are compiled code that sees a signal only when it returns (cases.cli's watchdog)
+_building: list[int | None] = [None]
+_builds = itertools.count(1)
+
+
+def building() -> int | None:
+    """The number of the :func:`build_on_root` build running on this rank, or None."""
+    return _building[0]
+
+
 def build_on_root[T](comm: MPI.Comm, build: Callable[[], T], root: int = 0) -> T | None:
     """Run ``build`` (Gmsh, geometry) on ``root``; the other ranks wait *sleeping*.
 
@@ -125,10 +138,14 @@ def build_on_root[T](comm: MPI.Comm, build: Callable[[], T], root: int = 0) -> T
     result: T | None = None
     error: BaseException | None = None
     if comm.rank == root:
+        outer = _building[0]
+        _building[0] = next(_builds)
         try:
             result = build()
         except BaseException as e:  # re-raised on every rank below
             error = e
+        finally:
+            _building[0] = outer
     request = comm.Ibarrier()
     while not request.Test():
         time.sleep(0.02)

@@ -577,6 +577,50 @@ def test_second_signal_on_two_ranks_ends_the_job_at_once(tmp_path: Path) -> None
     assert not out.exists()
 
 
+def test_interrupt_while_gmsh_meshes_on_one_rank_ends_at_once(tmp_path: Path) -> None:
+    # One rank: SIGTERM arrives while the second cathode's mesh is built, in compiled code
+    # that does not see the signal (Gmsh, imitated by blocking the signal in the main
+    # thread for two minutes). The run ends within seconds (status 130, one line), and the
+    # first cathode's finished rate is kept in <out>.incomplete as after any interrupt; no
+    # staging folder is left. Before, nothing happened until the build returned.
+    case = tmp_path / "tiny.toml"
+    case.write_text(TINY)
+    script = tmp_path / "busy.py"
+    script.write_text(f"""
+import os, signal, sys, threading, time
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from mpi4py import MPI
+import cases.study as study
+from cases.cli import main
+
+real = study.build_section
+
+def busy(case, kind, *args, **kwargs):
+    if kind == "gradient":
+        return real(case, kind, *args, **kwargs)
+    # the signal comes once the main thread is inside the "compiled" call (a Python handler
+    # runs in the main thread at its next bytecode, whichever thread the signal reached)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.SIGTERM, signal.SIGINT}})
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    time.sleep(120)
+
+study.build_section = busy
+sys.exit(main(["rate", {str(case)!r}, "--rates", "300", "--out", "out", "-q"]))
+""")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=110, check=False)
+    assert r.returncode == 130, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "interrupted (SIGTERM) while a mesh was being built; ended " \
+        "at once; the finished parts are in" in lines[0], r.stderr
+    assert not (tmp_path / "out").exists()
+    kept = json.loads((tmp_path / "out.incomplete" / "summary.json").read_text())
+    [done] = kept["gradient"]["rates"]
+    assert done["status"] == "completed" and "homogeneous" not in kept
+    assert not list(tmp_path.glob(".out.partial-*"))
+
+
 def test_interrupt_while_rank_0_meshes_ends_every_rank(tmp_path: Path) -> None:
     # SIGTERM reaches both ranks (as from mpiexec on Ctrl-C, or a batch system) while rank 0
     # is inside compiled code that does not see the signal (Gmsh meshing, imitated here by
