@@ -116,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
                            help="one cathode only (default: both)")
             p.add_argument("--seeds", type=int, default=1,
                            help="number of seeds, from box.seed on (default 1)")
+            p.add_argument("--resume", action="store_true",
+                           help="take the finished boxes of an interrupted run over from "
+                                "<out>.incomplete and run the rest")
             p.add_argument("--depths", default=None, metavar="F1,F2,...",
                            help="box centres as fractions of the composite layer (0: collector "
                                 "side; default box.z_center_fraction)")
@@ -202,8 +205,14 @@ def _run(args: argparse.Namespace) -> int:
         except ValueError:
             raise ValueError(f"--depths {args.depths!r}: expected fractions in [0, 1], "
                              f"e.g. 0.1,0.5,0.9") from None
-        summary = rve.run_rve(case, out, comm, kinds=(args.cathode,) if args.cathode
-                              else rve.KINDS, seeds=args.seeds, depths=depths)
+        kept = _resumable(args, out)
+        started = time.time()
+        try:
+            summary = rve.run_rve(case, out, comm, kinds=(args.cathode,) if args.cathode
+                                  else rve.KINDS, seeds=args.seeds, depths=depths,
+                                  resume=args.resume)
+        except KeyboardInterrupt:
+            return _interrupted_keeping(kept, started, "boxes", args.resume, comm)
         if comm.rank == 0:
             rve.print_rve(summary)
     elif args.command == "solve":
@@ -292,6 +301,36 @@ def _interrupted_with_checkpoints(out: Path, comm: Any) -> int:
     return 130
 
 
+def _resumable(args: argparse.Namespace, out: Path) -> Path:
+    """``<out>.incomplete``, where ``rate`` and ``rve`` keep an interrupted run; with
+    ``--resume`` it must hold one."""
+    from cases.output import incomplete_path
+
+    kept = incomplete_path(out)
+    if args.resume and not (kept / "summary.json").is_file():
+        raise ValueError(f"--resume: no interrupted run in {kept} (an interrupted "
+                         f"{args.command} run keeps what it finished there); run without "
+                         f"--resume to start afresh")
+    return kept
+
+
+def _interrupted_keeping(kept: Path, started: float, done: str, resumed: bool, comm: Any,
+                         records: bool = False) -> int:
+    """Say what an interrupted ``rate`` or ``rve`` run kept in ``kept``; exit status 130."""
+    if comm.rank == 0:
+        fresh = kept.is_dir() and kept.stat().st_mtime >= started  # not an old one
+        interrupted = (", and the records of the interrupted one up to the interrupt,"
+                       if records else "")
+        one = {"rates": "rate", "seeds": "seed", "boxes": "box"}[done]
+        where = (f"the finished {done}{interrupted} are in {kept}; continue with --resume"
+                 if fresh else
+                 f"no further {one} had finished; {kept} is as it was; continue with "
+                 f"--resume" if resumed and kept.is_dir() else
+                 f"no {one} had finished; nothing was kept")
+        print(f"cathodefem: interrupted; {where}", file=sys.stderr)
+    return 130
+
+
 def _run_electrochemistry(args: argparse.Namespace, case: Any, out: Path, comm: Any) -> int:
     from cases import cycling
     from meshes.build import KINDS
@@ -313,13 +352,7 @@ def _run_electrochemistry(args: argparse.Namespace, case: Any, out: Path, comm: 
         except ValueError:
             raise ValueError(f"--rates {args.rates!r}: expected numbers in mA/g, e.g. "
                              f"50,100,200,300") from None
-        from cases.output import incomplete_path
-
-        kept = incomplete_path(out)
-        if args.resume and not (kept / "summary.json").is_file():
-            raise ValueError(f"--resume: no interrupted run in {kept} (an interrupted rate "
-                             f"study keeps its finished rates there); run without --resume "
-                             f"to start afresh")
+        kept = _resumable(args, out)
         started = time.time()
         try:
             if args.seeds != 1:
@@ -331,17 +364,8 @@ def _run_electrochemistry(args: argparse.Namespace, case: Any, out: Path, comm: 
                                                  progress=progress,
                                                  resume_from=kept if args.resume else None)
         except KeyboardInterrupt:
-            if comm.rank == 0:
-                done = "seeds" if args.seeds != 1 else "rates"
-                fresh = kept.is_dir() and kept.stat().st_mtime >= started  # not an old one
-                where = (f"the finished {done}, and the records of the interrupted one "
-                         f"up to the interrupt, are in {kept}; continue with --resume"
-                         if fresh else
-                         f"no further {done[:-1]} had finished; {kept} is as it was; "
-                         f"continue with --resume" if args.resume and kept.is_dir() else
-                         f"no {done[:-1]} had finished; nothing was kept")
-                print(f"cathodefem: interrupted; {where}", file=sys.stderr)
-            return 130
+            return _interrupted_keeping(kept, started, "seeds" if args.seeds != 1 else "rates",
+                                        args.resume, comm, records=True)
         if args.seeds != 1:
             statuses = {f"{k} {r['rate_mA_g']:g} mA/g seed {s}": st
                         for k in kinds for r in summary[k]["rates"]

@@ -34,7 +34,7 @@ from mpi4py import MPI  # isort: split
 
 import dolfinx.io
 
-from cases.output import atomic_result_dir, clean_json, incomplete_path, write_json
+from cases.output import atomic_result_dir, incomplete_path, previous_run, write_json
 from cases.study import KINDS, _build
 from fem.electrochem.halfcell import ITERATIVE_PETSC_OPTIONS, HalfCell
 from fem.electrochem.parameters import CellParameters, default_parameters
@@ -626,44 +626,16 @@ def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
 
 def _previous_run(folder: Path | None, case: CaseSpec, comm: MPI.Comm, ensemble: bool = False
                   ) -> dict[str, Any] | None:
-    """The summary.json of an interrupted rate study (or ``ensemble``) in ``folder``, checked
-    to be a run of ``case`` and of the same kind (one line otherwise). Collective."""
-    if folder is None:
-        return None
-    data, error = None, None
-    if comm.rank == 0:
-        path = folder / "summary.json"
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            error = f"--resume: cannot read {path} ({e}); start afresh without --resume"
-        else:
-            differs = _first_difference(data.get("case"), clean_json(spec_to_dict(case)))
-            if ("seeds" in data) != ensemble:
-                error = (f"--resume: {folder} holds "
+    """:func:`cases.output.previous_run`, also checked to be of the same kind: a single rate
+    study or an ``ensemble`` (one line otherwise). Collective."""
+    data = previous_run(folder, case, comm)
+    if data is not None and ("seeds" in data) != ensemble:
+        raise ValueError(f"--resume: {folder} holds "
                          + (f"an ensemble of {len(data['seeds'])} seeds; resume with --seeds "
                             f"{len(data['seeds'])}" if "seeds" in data else
                             "a single rate study; resume without --seeds")
                          + ", or start afresh without --resume")
-            elif differs is not None:
-                error = (f"--resume: {folder} holds a run of another case ({differs} differs); "
-                         f"resume with the case and --set values of the interrupted run, or "
-                         f"start afresh without --resume")
-    data, error = comm.bcast((data, error), root=0)
-    if error is not None:
-        raise ValueError(error)
     return data
-
-
-def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
-    """The first key (dotted) where two JSON-like trees differ, None where they agree."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            d = _first_difference(a.get(k), b.get(k), f"{where}.{k}" if where else k)
-            if d is not None:
-                return d
-        return None
-    return None if a == b else (where or "the case")
 
 
 def _finished_rates(previous: dict[str, Any] | None, folder: Path | None, kind: str,

@@ -16,7 +16,8 @@ from typing import Any
 from mpi4py import MPI
 
 __all__ = ["MARKER", "abandon_staging_folders", "atomic_result_dir", "cathodefem_version",
-           "check_result_folder", "clean_json", "incomplete_path", "provenance", "write_json"]
+           "check_result_folder", "clean_json", "incomplete_path", "previous_run", "provenance",
+           "write_json"]
 
 #: file that marks a folder as written by cathodefem: only such a folder (or an empty one) is
 #: ever replaced by a new run
@@ -210,3 +211,41 @@ def abandon_staging_folders() -> Path | None:
         path, final, keep_partial = _staging.pop()
         kept = _abandon(path, final, keep_partial)
     return kept
+
+
+def previous_run(folder: Path | None, case: Any, comm: MPI.Comm) -> dict[str, Any] | None:
+    """The summary.json of the interrupted run kept in ``folder`` (``<out>.incomplete``),
+    for ``--resume``; a one-line ValueError where it cannot be read or was a run of another
+    case (naming the first key that differs). None without a folder. Collective."""
+    if folder is None:
+        return None
+    from meshes.spec import spec_to_dict
+
+    data, error = None, None
+    if comm.rank == 0:
+        path = folder / "summary.json"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            error = f"--resume: cannot read {path} ({e}); start afresh without --resume"
+        else:
+            differs = _first_difference(data.get("case"), clean_json(spec_to_dict(case)))
+            if differs is not None:
+                error = (f"--resume: {folder} holds a run of another case ({differs} differs); "
+                         f"resume with the case and --set values of the interrupted run, or "
+                         f"start afresh without --resume")
+    data, error = comm.bcast((data, error), root=0)
+    if error is not None:
+        raise ValueError(error)
+    return data  # type: ignore[no-any-return]
+
+
+def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
+    """The first key (dotted) where two JSON-like trees differ, None where they agree."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            d = _first_difference(a.get(k), b.get(k), f"{where}.{k}" if where else k)
+            if d is not None:
+                return d
+        return None
+    return None if a == b else (where or "the case")

@@ -46,6 +46,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ from mpi4py import MPI  # isort: split
 import numpy as np
 
 from cases.ensemble import mean_ci95, nested_get
-from cases.output import atomic_result_dir, write_json
+from cases.output import MARKER, atomic_result_dir, incomplete_path, previous_run, write_json
 from cases.study import PROBE_FRACTION
 from fem.conduction import (
     DEFAULT_PETSC_OPTIONS,
@@ -296,8 +297,13 @@ def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_rve(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD, *,
             kinds: tuple[str, ...] = KINDS, seeds: int = 1,
-            depths: list[float] | None = None) -> dict[str, Any]:
-    """All RVEs (cathodes x depths x seeds from ``case.box.seed``); writes ``out``."""
+            depths: list[float] | None = None, resume: bool = False) -> dict[str, Any]:
+    """All RVEs (cathodes x depths x seeds from ``case.box.seed``); writes ``out``.
+
+    ``summary.json`` is rewritten after every box (``"complete": false`` until the end), and
+    a run stopped by an error or an interrupt keeps its finished boxes in
+    ``<out>.incomplete``; ``resume`` takes them over from there (numbers and files) and
+    runs the rest."""
     if seeds < 1:
         raise ValueError(f"--seeds {seeds}: must be >= 1")
     depth_list = depths if depths else [case.box.z_center_fraction]
@@ -311,35 +317,69 @@ def run_rve(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD, *,
             if case.box.mesh == "conforming":
                 check_conforming_scope(at_f, kind)
             check_electronic_image(at_f, kind)
+    previous_folder = incomplete_path(out) if resume else None
+    previous = previous_run(previous_folder, case, comm)
     summary: dict[str, Any] = {"case": spec_to_dict(case), "phase_names": phase_names(),
                                "parameters": {"conductivities": _sources()},
-                               "boundary_conditions": BOUNDARY_CONDITIONS[case.box.sides]}
-    with atomic_result_dir(out, comm) as staging:
+                               "boundary_conditions": BOUNDARY_CONDITIONS[case.box.sides],
+                               "complete": False}
+    with atomic_result_dir(out, comm, keep_partial=True) as staging:
+        if previous_folder is not None and comm.rank == 0:
+            for path in previous_folder.iterdir():  # the finished boxes' images and pictures
+                if path.is_file() and path.name not in (MARKER, "provenance.json",
+                                                        "summary.json"):
+                    shutil.copy2(path, staging / path.name)
+        comm.barrier()
         for kind in kinds:
             per_depth: list[dict[str, Any]] = []
+            summary[kind] = per_depth
             for f in depth_list:
                 runs: list[dict[str, Any]] = []
+                entry = {"z_center_fraction": f, "runs": runs}
+                per_depth.append(entry)
                 for s in range(case.box.seed, case.box.seed + seeds):
-                    seeded = with_seed(case, s, "box")
-                    sub = dataclasses.replace(seeded, box=dataclasses.replace(
-                        seeded.box, z_center_fraction=f))
-                    tag = f"_seed{s}_z{f:g}".replace(".", "p")
-                    r = rve_numbers(sub, kind, comm, staging, tag,
-                                    write_mesh=not per_depth and not runs)
+                    r = _finished_box(previous, kind, f, s)
+                    if r is not None:
+                        if comm.rank == 0:
+                            log.info(f"{kind} seed {s} depth {f:g}: taken over from "
+                                     f"{previous_folder}")
+                    else:
+                        seeded = with_seed(case, s, "box")
+                        sub = dataclasses.replace(seeded, box=dataclasses.replace(
+                            seeded.box, z_center_fraction=f))
+                        tag = f"_seed{s}_z{f:g}".replace(".", "p")
+                        r = rve_numbers(sub, kind, comm, staging, tag,
+                                        write_mesh=len(per_depth) == 1 and not runs)
+                        if comm.rank == 0:
+                            e, i = r["electronic"], r["ionic"]
+                            log.info(f"{kind} seed {s} depth {f:g}: electronic "
+                                     f"sigma_xx/yy/zz = {e['sigma_xx_S_cm']:.3e}/"
+                                     f"{e['sigma_yy_S_cm']:.3e}/{e['sigma_zz_S_cm']:.3e} S/cm, "
+                                     f"ionic {i['sigma_xx_S_cm']:.3e}/{i['sigma_yy_S_cm']:.3e}/"
+                                     f"{i['sigma_zz_S_cm']:.3e} S/cm "
+                                     f"({r['total_time_s']:.1f} s)")
                     runs.append(r)
+                    entry["statistics"] = summarize_runs(runs)
                     if comm.rank == 0:
-                        e, i = r["electronic"], r["ionic"]
-                        log.info(f"{kind} seed {s} depth {f:g}: electronic sigma_xx/yy/zz = "
-                                 f"{e['sigma_xx_S_cm']:.3e}/{e['sigma_yy_S_cm']:.3e}/"
-                                 f"{e['sigma_zz_S_cm']:.3e} S/cm, ionic "
-                                 f"{i['sigma_xx_S_cm']:.3e}/{i['sigma_yy_S_cm']:.3e}/"
-                                 f"{i['sigma_zz_S_cm']:.3e} S/cm ({r['total_time_s']:.1f} s)")
-                per_depth.append({"z_center_fraction": f, "runs": runs,
-                                  "statistics": summarize_runs(runs)})
-            summary[kind] = per_depth
+                        write_json(staging / "summary.json", summary)  # the boxes so far
+        summary["complete"] = True
         if comm.rank == 0:
             write_json(staging / "summary.json", summary)
+    if previous_folder is not None and comm.rank == 0:
+        shutil.rmtree(previous_folder, ignore_errors=True)  # all it held is in the result
+    comm.barrier()
     return summary
+
+
+def _finished_box(previous: dict[str, Any] | None, kind: str, depth: float, seed: int
+                  ) -> dict[str, Any] | None:
+    """The numbers of one box (cathode, depth, seed) an interrupted run finished, or None."""
+    for entry in (previous or {}).get(kind, []):
+        if entry.get("z_center_fraction") == depth:
+            for r in entry.get("runs", []):
+                if r.get("seed") == seed:
+                    return dict(r)
+    return None
 
 
 def _sources() -> dict[str, Any]:

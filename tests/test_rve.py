@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from mpi4py import MPI  # isort: split
 
@@ -750,6 +751,59 @@ def test_rve_command_writes_tensors_images_and_statistics(tmp_path: Path) -> Non
             np.mean(ratios))
 
 
+def test_interrupted_rve_keeps_its_finished_boxes_and_resumes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two depths x two seeds, interrupted (Ctrl-C) in the third box: no result folder, the
+    # first depth's two boxes (numbers, images, pictures) kept in <out>.incomplete, marked
+    # "complete": false. --resume takes them over and computes only the other two; a
+    # resume of another case is refused in one line and keeps the folder.
+    import tomllib
+
+    import cases.rve as rve
+    from cases.output import incomplete_path
+    from meshes.spec import load_case
+
+    text = 'name = "rve-tiny"\n[box]\nsize_um = 1.0\nheight_um = 1.0\nvoxel_um = 0.1\nseed = 1\n'
+    case = load_case(tomllib.loads(text))
+    out = tmp_path / "res"
+    real = rve.rve_numbers
+    calls: list[int] = []
+
+    def third_interrupted(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rve, "rve_numbers", third_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        rve.run_rve(case, out, MPI.COMM_WORLD, kinds=("gradient",), seeds=2, depths=[0.0, 0.8])
+    kept = incomplete_path(out)
+    assert not out.exists()
+    partial = json.loads((kept / "summary.json").read_text())
+    assert partial["complete"] is False
+    [first] = partial["gradient"]  # as written after the second box
+    assert [r["seed"] for r in first["runs"]] == [1, 2]
+    assert (kept / "gradient_seed2_z0.npy").is_file() and (kept / "gradient_rve.png").is_file()
+    other = load_case(tomllib.loads(text.replace("voxel_um = 0.1", "voxel_um = 0.125")))
+    with pytest.raises(ValueError, match=r"another case \(box.voxel_um differs\)"):
+        rve.run_rve(other, out, MPI.COMM_WORLD, kinds=("gradient",), seeds=2,
+                    depths=[0.0, 0.8], resume=True)
+    calls.clear()
+    calls.extend([0, 0, 0])  # no further interrupt
+    summary = rve.run_rve(case, out, MPI.COMM_WORLD, kinds=("gradient",), seeds=2,
+                          depths=[0.0, 0.8], resume=True)
+    assert len(calls) == 3 + 2 and not kept.exists()
+    assert summary["complete"] is True
+    depths = json.loads((out / "summary.json").read_text())["gradient"]
+    assert depths[0]["runs"] == first["runs"] and depths[0]["statistics"] == first["statistics"]
+    assert [r["seed"] for r in depths[1]["runs"]] == [1, 2]
+    assert depths[1]["statistics"]["ionic_sigma_zz_S_cm"]["samples_count"] == 2
+    for name in ("gradient_seed1_z0.tif", "gradient_seed2_z0p8.npy", "gradient_mesh.xdmf",
+                 "gradient_rve_3d.png"):
+        assert (out / name).is_file(), name
+
+
 @pytest.mark.parametrize("args, field", [
     (["--set", "box.voxel_um=0.3"], "box.voxel_um"),
     (["--set", "box.voxel_um=0.001"], "box.voxel_um"),
@@ -758,6 +812,7 @@ def test_rve_command_writes_tensors_images_and_statistics(tmp_path: Path) -> Non
     (["--seeds", "0"], "--seeds"),
     (["--depths", "0.5,abc"], "--depths"),
     (["--depths", "1.2"], "--depths"),
+    (["--resume"], "--resume: no interrupted run in"),
     (["--set", "box.mesh=tets"], "box.mesh"),
     (["--set", "box.electronic_subdivisions=9"], "box.electronic_subdivisions"),
     (["--set", "box.electronic_subdivisions=1.5"], "box.electronic_subdivisions"),
