@@ -10,6 +10,7 @@ status 2, and leave no result folder behind. Runs unchanged under ``mpiexec -n N
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -520,7 +521,7 @@ class _BuildWatchdog:
         self._thread.start()
 
     def _watch(self) -> None:
-        from meshes.adapter import building
+        from meshes.adapter import building, end_if_still_building
 
         while True:
             data = self._read.recv(1)
@@ -530,18 +531,19 @@ class _BuildWatchdog:
             if build is None:
                 continue
             time.sleep(self.GRACE_S)
-            if building() == build:
-                self._end(data[0])
+            end_if_still_building(build, functools.partial(self._end, data[0]))
 
     @staticmethod
     def _end(signum: int) -> None:
-        from cases.output import abandon_staging_folders
+        try:
+            from cases.output import abandon_staging_folders
 
-        kept = abandon_staging_folders()
-        where = f"; the finished parts are in {kept}" if kept is not None else ""
-        print(f"cathodefem: interrupted ({signal.Signals(signum).name}) while a mesh was "
-              f"being built; ended at once{where}", file=sys.stderr, flush=True)
-        os._exit(130)
+            kept = abandon_staging_folders()
+            where = f"; the finished parts are in {kept}" if kept is not None else ""
+            print(f"cathodefem: interrupted ({signal.Signals(signum).name}) while a mesh was "
+                  f"being built; ended at once{where}", file=sys.stderr, flush=True)
+        finally:
+            os._exit(130)
 
     def close(self) -> None:
         signal.set_wakeup_fd(self._previous_fd)

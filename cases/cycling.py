@@ -26,7 +26,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,13 @@ from mpi4py import MPI  # isort: split
 
 import dolfinx.io
 
-from cases.output import atomic_result_dir, incomplete_path, previous_run, write_json
+from cases.output import (
+    atomic_result_dir,
+    incomplete_path,
+    previous_run,
+    refuse_uncovered,
+    write_json,
+)
 from cases.study import KINDS, _build
 from fem.electrochem.halfcell import ITERATIVE_PETSC_OPTIONS, HalfCell
 from fem.electrochem.parameters import CellParameters, default_parameters
@@ -265,7 +271,8 @@ def _run_one(comm: MPI.Comm, cell: HalfCell, protocol: Protocol, folder: Path, c
             raise ValueError(str(e)) from None
         except ProtocolError as e:
             status = f"stopped: {e}"
-            res = RunResult(records=seen)
+            # the run's records, with those of a resumed checkpoint (seen has only the new)
+            res = getattr(e, "result", None) or RunResult(records=seen)
         except KeyboardInterrupt as e:
             # Ctrl-C or SIGTERM (_DeferredStop): the records up to the interrupt are written
             # and travel with the exception
@@ -409,22 +416,30 @@ def checkpoint_folder(out: Path) -> Path:
     return out.parent / f"{out.name}.checkpoint"
 
 
-def checkpoint_for(out: Path, kind: str, every: int, resume: bool
+def checkpoint_for(out: Path, kind: str, every: int, resume: bool, comm: MPI.Comm
                    ) -> tuple[Path, int, bool] | None:
     """The checkpoint settings of one cathode's run (None: no checkpoints). A cathode with
-    no checkpoint yet (the interrupted run had not reached it) starts afresh on --resume."""
+    no checkpoint yet (the interrupted run had not reached it) starts afresh on --resume.
+    Collective: rank 0 looks, so that every rank takes the same branch."""
     if not (every or resume):
         return None
     ck_dir = checkpoint_folder(out) / kind
-    return ck_dir, every, resume and (ck_dir / "run.json").is_file()
+    found = comm.bcast((ck_dir / "run.json").is_file() if comm.rank == 0 else None, root=0)
+    return ck_dir, every, resume and bool(found)
 
 
-def drop_checkpoints_when_completed(out: Path, statuses: Sequence[str], comm: MPI.Comm
+def drop_checkpoints_when_completed(out: Path, statuses: Mapping[str, str], comm: MPI.Comm
                                     ) -> None:
-    """Remove the checkpoints once every cathode's run has ended as it should (completed,
-    or blocked: no connected path, nothing to continue). Collective."""
-    if comm.rank == 0 and all(st in ("completed", "blocked") for st in statuses):
-        shutil.rmtree(checkpoint_folder(out), ignore_errors=True)
+    """Remove the checkpoint of every cathode whose run has ended as it should (completed,
+    or blocked: no connected path, nothing to continue), and the checkpoint folder once it
+    is empty; those of cathodes not run this time stay. Collective."""
+    if comm.rank == 0:
+        folder = checkpoint_folder(out)
+        for kind, status in statuses.items():
+            if status in ("completed", "blocked"):
+                shutil.rmtree(folder / kind, ignore_errors=True)
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
     comm.barrier()
 
 
@@ -447,7 +462,8 @@ def run_cycling(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
             cell, info = _cathode_cell(comm, case, kind, params, folder)
             res, status, wall = _run_one(comm, cell, protocol, folder / kind, "cycling.csv",
                                          kind, ec.fields_every, progress,
-                                         checkpoint_for(out, kind, checkpoint_every, resume))
+                                         checkpoint_for(out, kind, checkpoint_every, resume,
+                                                        comm))
             cell.release_solver_options()
             entry = _cell_info(cell, info)
             entry["utilization"] = _utilization(cell, protocol.initial_theta,
@@ -468,7 +484,7 @@ def run_cycling(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
                 voltage_curves({kind: {"protocol": res.records}}, folder / kind / "voltage.png")
         if comm.rank == 0:
             write_json(folder / "summary.json", summary)
-    drop_checkpoints_when_completed(out, [summary[k]["status"] for k in kinds], comm)
+    drop_checkpoints_when_completed(out, {k: summary[k]["status"] for k in kinds}, comm)
     return summary
 
 
@@ -523,6 +539,7 @@ def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
     ec = case.electrochemistry
     params = default_parameters(ec.temperature_K).with_overrides(case.parameters)
     previous = _previous_run(resume_from, case, comm)
+    refuse_uncovered(resume_from, _uncovered_rates(previous, kinds, rates_mA_g))
     summary: dict[str, Any] = {"case": spec_to_dict(case), "phase_names": phase_names(),
                                "parameters": _parameter_table(params),
                                "discharge_cutoff_V": cutoff, "rates_mA_g": list(rates_mA_g),
@@ -537,7 +554,8 @@ def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
         # keeps them all
         finished: dict[str, list[float]] = {}
         for kind in kinds:
-            taken = _finished_rates(previous, resume_from, kind, rates_mA_g)
+            taken = comm.bcast(_finished_rates(previous, resume_from, kind, rates_mA_g)
+                               if comm.rank == 0 else None, root=0)
             finished[kind] = [rate for rate, _ in taken]
             if not taken or previous is None or resume_from is None:
                 continue
@@ -551,8 +569,10 @@ def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
                     shutil.copytree(resume_from / kind / name, folder / kind / name)
                 comm.barrier()
                 entry["rates"].append(old)
-                curves[kind][f"{rate:g} mA/g"] = _read_records(folder / kind / name /
-                                                               "discharge.csv")
+                # the curves are drawn on rank 0
+                curves[kind][f"{rate:g} mA/g"] = (
+                    _read_records(folder / kind / name / "discharge.csv") if comm.rank == 0
+                    else [])
                 if on_rate is not None:
                     on_rate(kind, rate, old["capacity_mAh_g"])
             if comm.rank == 0:
@@ -638,6 +658,17 @@ def _previous_run(folder: Path | None, case: CaseSpec, comm: MPI.Comm, ensemble:
     return data
 
 
+def _uncovered_rates(previous: dict[str, Any] | None, kinds: Sequence[str],
+                     rates_mA_g: Sequence[float]) -> list[str]:
+    """The discharges an interrupted study finished that a resume with ``kinds`` and
+    ``rates_mA_g`` would not carry over."""
+    asked = {float(r) for r in rates_mA_g}
+    return [f"{kind} {r['rate_mA_g']:g} mA/g" for kind in KINDS
+            for r in (previous or {}).get(kind, {}).get("rates", [])
+            if r.get("stopped_by") != "interrupted"
+            and (kind not in kinds or float(r["rate_mA_g"]) not in asked)]
+
+
 def _finished_rates(previous: dict[str, Any] | None, folder: Path | None, kind: str,
                     rates_mA_g: Sequence[float]) -> list[tuple[float, dict[str, Any]]]:
     """The rates of ``rates_mA_g`` that an interrupted study finished for ``kind`` (their
@@ -702,6 +733,25 @@ def run_rate_ensemble(case: CaseSpec, out: Path, rates_mA_g: Sequence[float], se
                          f"seeds (--rates {','.join(f'{r:g}' for r in previous['rates_mA_g'])}"
                          f", from seed {(previous.get('seeds') or ['?'])[0]}); resume with "
                          f"those, or start afresh without --resume")
+    if previous is not None and previous_folder is not None:
+        asked = set(range(s0, s0 + seeds))
+        left = [f"seed {s}" for s in previous.get("seeds_done", []) if s not in asked]
+        left += [f"{kind} (seed {s})" for s in previous.get("seeds_done", [])
+                 for kind in KINDS if kind not in kinds and kind in previous]
+        # the seed that was interrupted: its finished rates
+        nested = None
+        if comm.rank == 0:
+            for s in previous.get("seeds", []):
+                path = previous_folder / f"seed{s}.incomplete" / "summary.json"
+                if path.is_file():
+                    try:
+                        nested = json.loads(path.read_text())
+                    except (OSError, ValueError):
+                        nested = None
+                    break
+        nested = comm.bcast(nested, root=0)
+        left += _uncovered_rates(nested, kinds, rates_mA_g)
+        refuse_uncovered(previous_folder, left)
     studies: list[dict[str, Any]] = []
     with atomic_result_dir(out, comm, keep_partial=True) as folder:
 
@@ -722,10 +772,12 @@ def run_rate_ensemble(case: CaseSpec, out: Path, rates_mA_g: Sequence[float], se
             else:
                 unfinished = (previous_folder / f"seed{s}.incomplete"
                               if previous_folder is not None else None)
+                if not comm.bcast(unfinished is not None and unfinished.is_dir()
+                                  if comm.rank == 0 else None, root=0):
+                    unfinished = None
                 studies.append(run_rate_study(
                     _with_seed(case, s), folder / f"seed{s}", rates_mA_g, comm, kinds=kinds,
-                    progress=progress, on_rate=first_rate_done,
-                    resume_from=unfinished if unfinished and unfinished.is_dir() else None))
+                    progress=progress, on_rate=first_rate_done, resume_from=unfinished))
             summary["seeds_done"] = summary["seeds"][:len(studies)]
             for kind in kinds:
                 rows = []

@@ -127,7 +127,8 @@ def run_gitt(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
             area = cell.connected_interface_area_um2()
             res, status, wall = _run_one(comm, cell, protocol, folder / kind, "gitt.csv",
                                          kind, ec.fields_every, progress,
-                                         checkpoint_for(out, kind, checkpoint_every, resume),
+                                         checkpoint_for(out, kind, checkpoint_every, resume,
+                                                        comm),
                                          fields_at_steps=False)
             cell.release_solver_options()
             entry["utilization"] = _utilization(cell, protocol.initial_theta,
@@ -201,7 +202,7 @@ def run_gitt(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
             from cases.plots import gitt_figure
 
             gitt_figure(summary, records, kinds, folder / "gitt.png")
-    drop_checkpoints_when_completed(out, [summary[k]["status"] for k in kinds], comm)
+    drop_checkpoints_when_completed(out, {k: summary[k]["status"] for k in kinds}, comm)
     return summary
 
 

@@ -8,7 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from mpi4py import MPI
 
 __all__ = ["MARKER", "abandon_staging_folders", "atomic_result_dir", "cathodefem_version",
            "check_result_folder", "clean_json", "incomplete_path", "previous_run", "provenance",
+           "refuse_uncovered",
            "write_json"]
 
 #: file that marks a folder as written by cathodefem: only such a folder (or an empty one) is
@@ -249,3 +250,14 @@ def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
                 return d
         return None
     return None if a == b else (where or "the case")
+
+
+def refuse_uncovered(folder: Path | None, left: Sequence[str]) -> None:
+    """A resume must carry over everything the interrupted run finished: its folder is
+    replaced by the new run's (or removed when that completes)."""
+    if left:
+        more = f" and {len(left) - 3} more" if len(left) > 3 else ""
+        raise ValueError(f"--resume: {folder} also holds {', '.join(left[:3])}{more}, which "
+                         f"this run would not carry over; resume with the cathodes, rates, "
+                         f"seeds and depths of the interrupted run (or move the folder away "
+                         f"to keep it, and start afresh)")

@@ -56,7 +56,14 @@ from mpi4py import MPI  # isort: split
 import numpy as np
 
 from cases.ensemble import mean_ci95, nested_get
-from cases.output import MARKER, atomic_result_dir, incomplete_path, previous_run, write_json
+from cases.output import (
+    MARKER,
+    atomic_result_dir,
+    incomplete_path,
+    previous_run,
+    refuse_uncovered,
+    write_json,
+)
 from cases.study import PROBE_FRACTION
 from fem.conduction import (
     DEFAULT_PETSC_OPTIONS,
@@ -319,6 +326,12 @@ def run_rve(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD, *,
             check_electronic_image(at_f, kind)
     previous_folder = incomplete_path(out) if resume else None
     previous = previous_run(previous_folder, case, comm)
+    asked = {(kind, f, s) for kind in kinds for f in depth_list
+             for s in range(case.box.seed, case.box.seed + seeds)}
+    refuse_uncovered(previous_folder, [
+        f"{kind} seed {r['seed']} depth {entry['z_center_fraction']:g}" for kind in KINDS
+        for entry in (previous or {}).get(kind, []) for r in entry.get("runs", [])
+        if (kind, entry["z_center_fraction"], r["seed"]) not in asked])
     summary: dict[str, Any] = {"case": spec_to_dict(case), "phase_names": phase_names(),
                                "parameters": {"conductivities": _sources()},
                                "boundary_conditions": BOUNDARY_CONDITIONS[case.box.sides],

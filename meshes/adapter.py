@@ -10,6 +10,7 @@ geometry and the phases on both sides of each facet, so they are correct on any 
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ __all__ = [
     "distribute_section",
     "distribute_voxels",
     "electronic_cells",
+    "end_if_still_building",
     "facet_tags_from_phases",
 ]
 
@@ -121,11 +123,21 @@ def facet_tags_from_phases(msh: dolfinx.mesh.Mesh, phase: np.ndarray, width_um: 
 #: geometry are compiled code that sees a signal only when it returns (cases.cli's watchdog)
 _building: list[int | None] = [None]
 _builds = itertools.count(1)
+_build_lock = threading.Lock()
 
 
 def building() -> int | None:
     """The number of the :func:`build_on_root` build running on this rank, or None."""
     return _building[0]
+
+
+def end_if_still_building(build: int, end: Callable[[], None]) -> None:
+    """Call ``end`` (which ends the process, it does not return) if build number ``build``
+    is still running; the build cannot finish meanwhile (it waits for the same lock), so
+    the main thread cannot clean up its folders while ``end`` does."""
+    with _build_lock:
+        if _building[0] == build:
+            end()
 
 
 def build_on_root[T](comm: MPI.Comm, build: Callable[[], T], root: int = 0) -> T | None:
@@ -145,7 +157,8 @@ def build_on_root[T](comm: MPI.Comm, build: Callable[[], T], root: int = 0) -> T
         except BaseException as e:  # re-raised on every rank below
             error = e
         finally:
-            _building[0] = outer
+            with _build_lock:
+                _building[0] = outer
     request = comm.Ibarrier()
     while not request.Test():
         time.sleep(0.02)

@@ -344,7 +344,12 @@ def test_interrupted_rate_study_keeps_finished_rates_as_incomplete(tmp_path: Pat
     [done] = s["gradient"]["rates"]
     assert done["rate_mA_g"] == 300.0 and done["capacity_mAh_g"] > 10
     assert (kept / "gradient" / "300mA_g" / "discharge.csv").stat().st_size > 0
-    # A resume of another case is refused in one line, and keeps what was kept.
+    # A resume that would not carry over everything finished (here: only 600 mA/g) is
+    # refused, as is one of another case, in one line; both keep what was kept.
+    with pytest.raises(ValueError, match=r"also holds gradient 300 mA/g, which this run "
+                                         r"would not carry over"):
+        run_rate_study(case, out, [600.0], MPI.COMM_WORLD, kinds=("gradient",),
+                       progress=False, resume_from=kept)
     other = load_case(tomllib.loads(TINY.replace("seed = 3", "seed = 5")))
     with pytest.raises(ValueError, match=r"holds a run of another case \(section.seed "
                                          r"differs\)"):
@@ -438,6 +443,9 @@ def test_interrupted_ensemble_keeps_the_finished_rate_of_its_first_seed(
     with pytest.raises(ValueError, match="holds an ensemble of 2 seeds; resume with --seeds"):
         cycling.run_rate_study(case, out, [300.0, 600.0], MPI.COMM_WORLD,
                                kinds=("gradient",), progress=False, resume_from=kept)
+    with pytest.raises(ValueError, match="also holds gradient 300 mA/g, which this run"):
+        cycling.run_rate_ensemble(case, out, [300.0, 600.0], 2, MPI.COMM_WORLD,
+                                  kinds=("homogeneous",), progress=False, resume=True)
     assert (kept / "seed3.incomplete" / "summary.json").is_file()
     # The resume takes seed 3's 300 mA/g over and runs the other three discharges.
     runs = []

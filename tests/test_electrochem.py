@@ -380,7 +380,7 @@ def test_protocol_input_errors_are_one_line(data: dict, message: str) -> None:
 
 
 def test_newton_failure_cuts_the_step_then_stops_with_the_last_state(
-        pillar: TaggedMesh, monkeypatch: pytest.MonkeyPatch) -> None:
+        pillar: TaggedMesh, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     cell = HalfCell(pillar, default_parameters())
     calls = {"n": 0}
     real = HalfCell.solve_step
@@ -404,6 +404,24 @@ def test_newton_failure_cuts_the_step_then_stops_with_the_last_state(
     # The state is the last converged one: mean lithiation of the third record.
     assert cell.mean_theta() == pytest.approx(seen[-1].mean_theta, rel=1e-12)
     assert np.all(np.isfinite(cell.c_s.x.array))
+    # The records travel with the error, with those of a checkpoint a resumed run started
+    # from: here a run checkpointed at record 2 that fails after three records, resumed,
+    # fails again after one new record.
+    assert info.value.result.records == seen  # type: ignore[attr-defined]
+    ck = tmp_path / "ck"
+    calls["n"] = 0
+    with pytest.raises(ProtocolError, match="Newton failed"):
+        run_protocol(HalfCell(pillar, default_parameters()), proto, checkpoint_dir=ck,
+                     checkpoint_every=2)
+    calls["n"] = 2  # one good solve left
+    new: list[object] = []
+    with pytest.raises(ProtocolError, match="Newton failed") as info:
+        run_protocol(HalfCell(pillar, default_parameters()), proto, on_record=new.append,
+                     checkpoint_dir=ck, checkpoint_every=2, resume=True)
+    kept = info.value.result  # type: ignore[attr-defined]
+    assert len(new) == 1 and len(kept.records) == 3 and kept.records[-1] == new[0]
+    assert [r.time_s for r in kept.records[:2]] == pytest.approx(
+        [r.time_s for r in seen[:2]], rel=1e-12)
 
 
 def test_model_rejects_meshes_without_collector_or_anode() -> None:

@@ -320,6 +320,24 @@ def test_gitt_stopped_by_sigterm_resumes_to_the_uninterrupted_pulses(tmp_path: P
     assert len(rows[0]) == len(rows[1])
 
 
+def test_a_completed_run_removes_only_its_own_checkpoints(tmp_path: Path) -> None:
+    # gitt/cycle --resume --cathode homogeneous after a run of both cathodes was stopped:
+    # the gradient's checkpoint (hours of titration) must survive the homogeneous one's end.
+    from cases.cycling import checkpoint_folder, drop_checkpoints_when_completed
+
+    out = tmp_path / "res"
+    for kind in ("gradient", "homogeneous"):
+        (checkpoint_folder(out) / kind).mkdir(parents=True)
+        (checkpoint_folder(out) / kind / "run.json").write_text("{}")
+    drop_checkpoints_when_completed(out, {"homogeneous": "completed"}, COMM)
+    assert (checkpoint_folder(out) / "gradient" / "run.json").is_file()
+    assert not (checkpoint_folder(out) / "homogeneous").exists()
+    drop_checkpoints_when_completed(out, {"gradient": "stopped: Newton failed"}, COMM)
+    assert (checkpoint_folder(out) / "gradient" / "run.json").is_file()
+    drop_checkpoints_when_completed(out, {"gradient": "blocked"}, COMM)
+    assert not checkpoint_folder(out).exists()
+
+
 def test_a_cutoff_crossed_by_the_ir_drop_alone_ends_on_the_shortest_step(
         slab: TaggedMesh) -> None:
     # 2.76 V at rest, a 0.1 V cut-off margin and a kinetic drop of about 0.2 V: no step length

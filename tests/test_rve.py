@@ -789,6 +789,10 @@ def test_interrupted_rve_keeps_its_finished_boxes_and_resumes(
     with pytest.raises(ValueError, match=r"another case \(box.voxel_um differs\)"):
         rve.run_rve(other, out, MPI.COMM_WORLD, kinds=("gradient",), seeds=2,
                     depths=[0.0, 0.8], resume=True)
+    with pytest.raises(ValueError, match="also holds gradient seed 1 depth 0, gradient "
+                                         "seed 2 depth 0, which this run would not carry"):
+        rve.run_rve(case, out, MPI.COMM_WORLD, kinds=("gradient",), seeds=2, depths=[0.8],
+                    resume=True)
     calls.clear()
     calls.extend([0, 0, 0])  # no further interrupt
     summary = rve.run_rve(case, out, MPI.COMM_WORLD, kinds=("gradient",), seeds=2,

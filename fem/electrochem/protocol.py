@@ -37,6 +37,7 @@ the GITT sequence of :mod:`fem.electrochem.gitt`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -306,115 +307,124 @@ def run_protocol(cell: HalfCell, protocol: Protocol,
     f_model = ModelUnits.faraday
     result = RunResult()
     k0, t_step0, t, capacity, dt = 0, 0.0, 0.0, 0.0, protocol.dt_initial_s
+    key = run_key(cell, protocol) if (resume or checkpoint_every) else None
     if resume:
         if checkpoint_dir is None:
             raise CheckpointError("resume: needs checkpoint_dir")
-        k0, t_step0, t, capacity, dt, result = load_checkpoint(cell, checkpoint_dir,
-                                                               run_key(cell, protocol))
+        k0, t_step0, t, capacity, dt, result = load_checkpoint(cell, checkpoint_dir, key)
     else:
         cell.set_equilibrium(protocol.initial_theta)
     li_scale = cell.params.c_max_mol_m3 * cell.active_volume_um3()
-    for k in range(k0, len(protocol.steps)):
-        step = protocol.steps[k]
-        t_step = t_step0 if k == k0 else 0.0
-        stopped = "duration"
-        # short steps in a row (resumed: recounted from the records, which hold dt_s)
-        short_steps = 0
-        if resume and k == k0:
-            for r in reversed(result.records):
-                if r.step != k or r.dt_s >= protocol.stall_dt_s:
+    try:
+        for k in range(k0, len(protocol.steps)):
+            step = protocol.steps[k]
+            t_step = t_step0 if k == k0 else 0.0
+            stopped = "duration"
+            # short steps in a row (resumed: recounted from the records, which hold dt_s)
+            short_steps = 0
+            if resume and k == k0:
+                for r in reversed(result.records):
+                    if r.step != k or r.dt_s >= protocol.stall_dt_s:
+                        break
+                    short_steps += 1
+            if step.dt_initial_s is not None and not (resume and k == k0):
+                dt = min(max(step.dt_initial_s, protocol.dt_min_s), protocol.dt_max_s)
+            if step.kind == "cc" and not cell.can_pass_current:
+                # No ionic or electronic path: the cut-off is reached at once (the voltage
+                # would jump to any value); the record says so instead of failing in Newton.
+                result.stopped_by.append("blocked")
+                if step.end_at_cutoff:
                     break
-                short_steps += 1
-        if step.dt_initial_s is not None and not (resume and k == k0):
-            dt = min(max(step.dt_initial_s, protocol.dt_min_s), protocol.dt_max_s)
-        if step.kind == "cc" and not cell.can_pass_current:
-            # No ionic or electronic path: the cut-off is reached at once (the voltage
-            # would jump to any value); the record says so instead of failing in Newton.
-            result.stopped_by.append("blocked")
-            if step.end_at_cutoff:
+                continue
+            while True:
+                remaining = None if step.duration_s is None else step.duration_s - t_step
+                if remaining is not None and remaining <= 1e-9 * max(1.0, step.duration_s or 1):
+                    break
+                if step.dt_max_s is not None:
+                    dt = min(dt, step.dt_max_s)
+                h = dt if remaining is None else min(dt, remaining)
+                li0 = cell.li_in_solid()
+                try:
+                    rep, h = _advance(cell, step, h, per_mA_g, protocol)
+                except NewtonFailure as e:
+                    dt = h / 2
+                    if _cuts(cell) >= 3 and _limited(cell, step, h, per_mA_g):
+                        # Limiting current: at the cut-off voltage the cell cannot deliver the
+                        # asked current any more, so the galvanostatic voltage lies below the
+                        # cut-off within this step. The state solved at the cut-off ends it.
+                        cell._cuts = 0  # type: ignore[attr-defined]
+                        rep = _LIMITED
+                        limited = True
+                    else:
+                        limited = False
+                    if not limited and (dt < protocol.dt_min_s
+                                        or _cuts(cell) >= protocol.max_cuts):
+                        raise ProtocolError(f"step {k} ({step.label or step.kind}) at t = "
+                                            f"{t:.6g} s: Newton failed with dt = {h:.3g} s "
+                                            f"({e}); the last converged state is kept"
+                                            ) from None
+                    if not limited:
+                        cell._cuts = _cuts(cell) + 1  # type: ignore[attr-defined]
+                        continue
+                cell._cuts = 0  # type: ignore[attr-defined]
+                i_anode = cell.anode_current()
+                i_int = cell.interface_current()
+                d_li = cell.li_in_solid() - li0
+                cell.accept()
+                t += h
+                t_step += h
+                current_mA_g = i_anode / per_mA_g
+                capacity += current_mA_g * h / 3600.0
+                # Relative to the current, or at rest to the last applied current.
+                charge_rel = abs(i_anode + i_int) / max(abs(i_anode), cell.applied_scale)
+                li_rel = abs(d_li + i_int * h / f_model) / li_scale
+                rec = Record(step=k, label=step.label or step.kind, time_s=t,
+                             voltage_V=cell.cell_voltage_V, current_mA_g=current_mA_g,
+                             capacity_mAh_g=capacity, mean_theta=cell.mean_theta(), dt_s=h,
+                             newton_iterations=rep.newton_iterations,
+                             charge_balance_rel=charge_rel, li_balance_rel=li_rel,
+                             min_electrolyte_concentration_mol_m3=(
+                                 cell.min_electrolyte_concentration()),
+                             **cell.overpotentials())
+                result.records.append(rec)
+                if on_record is not None:
+                    on_record(rec)
+                if _hit_cutoff(step, cell.cell_voltage_V, protocol.cutoff_tol_V):
+                    stopped = "cutoff"
+                    break
+                if (step.kind == "cv" and step.until_current_mA_g is not None
+                        and abs(current_mA_g) <= step.until_current_mA_g):
+                    stopped = "current"
+                    break
+                short_steps = short_steps + 1 if h < protocol.stall_dt_s else 0
+                if (step.kind == "cc" and protocol.stall_steps
+                        and short_steps >= protocol.stall_steps):
+                    stopped = "stalled"
+                    break
+                # Step-size control: Newton effort and lithiation change per step.
+                # Grow after an easy solve, shrink after a hard one (failures halve it above).
+                effort = rep.newton_iterations + 4 * rep.jacobian_assemblies
+                grow = 1.5 if effort <= 14 else (1.0 if effort <= 30 else 0.7)
+                dtheta_rate = abs(current_mA_g) * 1e-3 / 3600.0 / max(
+                    cell.params.theoretical_capacity_mAh_g * 1e-3, 1e-30)  # 1/s
+                dt_theta = protocol.dtheta_max / dtheta_rate if dtheta_rate > 0 else math.inf
+                dt = min(h * grow, protocol.dt_max_s, dt_theta,
+                         step.dt_max_s if step.dt_max_s is not None else math.inf)
+                dt = max(dt, protocol.dt_min_s)
+                if checkpoint_every and checkpoint_dir is not None \
+                        and len(result.records) % checkpoint_every == 0:
+                    save_checkpoint(cell, checkpoint_dir, (k, t_step, t, capacity, dt), result,
+                                    key)
+                if stop_requested is not None and stop_requested():
+                    raise KeyboardInterrupt
+            result.stopped_by.append(stopped)
+            if stopped in ("cutoff", "stalled") and step.end_at_cutoff:
                 break
-            continue
-        while True:
-            remaining = None if step.duration_s is None else step.duration_s - t_step
-            if remaining is not None and remaining <= 1e-9 * max(1.0, step.duration_s or 1):
-                break
-            if step.dt_max_s is not None:
-                dt = min(dt, step.dt_max_s)
-            h = dt if remaining is None else min(dt, remaining)
-            li0 = cell.li_in_solid()
-            try:
-                rep, h = _advance(cell, step, h, per_mA_g, protocol)
-            except NewtonFailure as e:
-                dt = h / 2
-                if _cuts(cell) >= 3 and _limited(cell, step, h, per_mA_g):
-                    # Limiting current: at the cut-off voltage the cell cannot deliver the
-                    # asked current any more, so the galvanostatic voltage lies below the
-                    # cut-off within this step. The state solved at the cut-off ends it.
-                    cell._cuts = 0  # type: ignore[attr-defined]
-                    rep = _LIMITED
-                    limited = True
-                else:
-                    limited = False
-                if not limited and (dt < protocol.dt_min_s or _cuts(cell) >= protocol.max_cuts):
-                    raise ProtocolError(f"step {k} ({step.label or step.kind}) at t = {t:.6g} s:"
-                                        f" Newton failed with dt = {h:.3g} s ({e}); the last "
-                                        f"converged state is kept") from None
-                if not limited:
-                    cell._cuts = _cuts(cell) + 1  # type: ignore[attr-defined]
-                    continue
-            cell._cuts = 0  # type: ignore[attr-defined]
-            i_anode = cell.anode_current()
-            i_int = cell.interface_current()
-            d_li = cell.li_in_solid() - li0
-            cell.accept()
-            t += h
-            t_step += h
-            current_mA_g = i_anode / per_mA_g
-            capacity += current_mA_g * h / 3600.0
-            # Relative to the current, or at rest to the last applied current.
-            charge_rel = abs(i_anode + i_int) / max(abs(i_anode), cell.applied_scale)
-            li_rel = abs(d_li + i_int * h / f_model) / li_scale
-            rec = Record(step=k, label=step.label or step.kind, time_s=t,
-                         voltage_V=cell.cell_voltage_V, current_mA_g=current_mA_g,
-                         capacity_mAh_g=capacity, mean_theta=cell.mean_theta(), dt_s=h,
-                         newton_iterations=rep.newton_iterations,
-                         charge_balance_rel=charge_rel, li_balance_rel=li_rel,
-                         min_electrolyte_concentration_mol_m3=(
-                             cell.min_electrolyte_concentration()),
-                         **cell.overpotentials())
-            result.records.append(rec)
-            if on_record is not None:
-                on_record(rec)
-            if _hit_cutoff(step, cell.cell_voltage_V, protocol.cutoff_tol_V):
-                stopped = "cutoff"
-                break
-            if (step.kind == "cv" and step.until_current_mA_g is not None
-                    and abs(current_mA_g) <= step.until_current_mA_g):
-                stopped = "current"
-                break
-            short_steps = short_steps + 1 if h < protocol.stall_dt_s else 0
-            if step.kind == "cc" and protocol.stall_steps and short_steps >= protocol.stall_steps:
-                stopped = "stalled"
-                break
-            # Step-size control: Newton effort and lithiation change per step.
-            # Grow after an easy solve, shrink after a hard one (failures halve it above).
-            effort = rep.newton_iterations + 4 * rep.jacobian_assemblies
-            grow = 1.5 if effort <= 14 else (1.0 if effort <= 30 else 0.7)
-            dtheta_rate = abs(current_mA_g) * 1e-3 / 3600.0 / max(
-                cell.params.theoretical_capacity_mAh_g * 1e-3, 1e-30)  # 1/s
-            dt_theta = protocol.dtheta_max / dtheta_rate if dtheta_rate > 0 else math.inf
-            dt = min(h * grow, protocol.dt_max_s, dt_theta,
-                     step.dt_max_s if step.dt_max_s is not None else math.inf)
-            dt = max(dt, protocol.dt_min_s)
-            if checkpoint_every and checkpoint_dir is not None \
-                    and len(result.records) % checkpoint_every == 0:
-                save_checkpoint(cell, checkpoint_dir, (k, t_step, t, capacity, dt), result,
-                                run_key(cell, protocol))
-            if stop_requested is not None and stop_requested():
-                raise KeyboardInterrupt
-        result.stopped_by.append(stopped)
-        if stopped in ("cutoff", "stalled") and step.end_at_cutoff:
-            break
+    except ProtocolError as e:
+        # a run that cannot continue: the records so far (with those of a resumed
+        # checkpoint) travel with the error
+        e.result = result  # type: ignore[attr-defined]
+        raise
     return result
 
 
@@ -428,10 +438,30 @@ def _state_file(folder: Path, comm: MPI.Comm, records: int | None) -> Path:
 
 
 def run_key(cell: HalfCell, protocol: Protocol) -> str:
-    """A fingerprint of the protocol and the parameter set, kept with a checkpoint so that a
-    resume with other settings is refused rather than continued with mixed records."""
-    text = f"{protocol!r}\n{cell.params!r}".encode()
-    return hashlib.sha256(text).hexdigest()[:16]
+    """A fingerprint of the protocol, the parameter values (not their citations) and the
+    mesh (cells per phase), kept with a checkpoint so that a resume with other settings or
+    another geometry is refused rather than continued with mixed records. Collective."""
+    tdim = cell.tm.mesh.topology.dim
+    owned = cell.tm.mesh.topology.index_map(tdim).size_local
+    counts = np.bincount(np.asarray(cell.tm.phase[:owned], dtype=np.int64), minlength=64)
+    cells_per_phase = cell.comm.allreduce(counts, op=MPI.SUM)
+    text = json.dumps([_plain(protocol), _plain(cell.params), cells_per_phase.tolist()],
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` as JSON-able values: dataclasses as dicts without their ``source`` texts."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if f.name != "source"}
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray | np.generic):
+        return obj.tolist()
+    return obj
 
 
 def save_checkpoint(cell: HalfCell, folder: Path, position: _Position, result: RunResult,
@@ -463,7 +493,8 @@ def save_checkpoint(cell: HalfCell, folder: Path, position: _Position, result: R
         (folder / "run.json.tmp").write_text(json.dumps(meta))
         (folder / "run.json.tmp").replace(folder / "run.json")
     comm.barrier()
-    for old in folder.glob(f"state_rank{comm.rank}_of{comm.size}*.npz"):
+    for old in [*folder.glob(f"state_rank{comm.rank}_of{comm.size}_at*.npz"),
+                _state_file(folder, comm, None)]:
         if old != state:
             old.unlink(missing_ok=True)
     cell.forget_history()
