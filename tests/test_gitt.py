@@ -280,11 +280,14 @@ def test_gitt_two_ranks_give_the_one_rank_pulses(tmp_path: Path) -> None:
         assert b["d_geometric_cm2_s"] == pytest.approx(a["d_geometric_cm2_s"], rel=1e-5)
 
 
-def test_gitt_stopped_by_sigterm_resumes_to_the_uninterrupted_pulses(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_gitt_stopped_by_sigterm_resumes_to_the_uninterrupted_pulses(tmp_path: Path,
+                                                                    ranks: int) -> None:
     # The paper's 10 mA/g titration runs for hours: a batch job's time limit (SIGTERM) stops
     # it after a time step, --resume continues from the last checkpoint, and the pulses and
-    # records are those of the run that was never stopped. A resume with other settings is
-    # refused in one line, leaving the checkpoint for the right ones.
+    # records are those of the run that was never stopped, on 1 and on 2 ranks (each rank
+    # its own state files). A resume with other settings is refused in one line, leaving
+    # the checkpoint for the right ones.
     from tests.test_cycling_cli import TINY, _signalled_cli
 
     case = tmp_path / "gitt.toml"
@@ -292,18 +295,21 @@ def test_gitt_stopped_by_sigterm_resumes_to_the_uninterrupted_pulses(tmp_path: P
     args = ["gitt", str(case), "--cathode", "gradient", *TINY_GITT, "--set",
             "gitt.max_pulses=2", "--checkpoint-every", "5", "-q"]
     full, out = tmp_path / "full", tmp_path / "out"
-    r = run_cli([*args, "--out", str(full)], tmp_path)
+    r = run_cli([*args, "--out", str(full)], tmp_path, ranks=ranks)
     assert r.returncode == 0, r.stderr[-3000:]
     assert not (tmp_path / "full.checkpoint").exists()  # removed when the run completed
-    r = _signalled_cli(tmp_path, [*args, "--out", str(out)], at_record=23)
+    r = _signalled_cli(tmp_path, [*args, "--out", str(out)], at_record=23, ranks=ranks)
     assert r.returncode == 130, r.stderr[-2000:]
     assert "Traceback" not in r.stderr and "with --resume" in r.stderr, r.stderr
     assert not out.exists()
-    r = run_cli([*args, "--set", "gitt.rest_s=700", "--resume", "--out", str(out)], tmp_path)
+    states = sorted(p.name for p in (tmp_path / "out.checkpoint" / "gradient").glob("*.npz"))
+    assert states == [f"state_rank{k}_of{ranks}_at20.npz" for k in range(ranks)]
+    r = run_cli([*args, "--set", "gitt.rest_s=700", "--resume", "--out", str(out)], tmp_path,
+                ranks=ranks)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "another protocol or parameter set" in r.stderr
     assert not out.exists() and (tmp_path / "out.checkpoint").is_dir()
-    r = run_cli([*args, "--resume", "--out", str(out)], tmp_path)
+    r = run_cli([*args, "--resume", "--out", str(out)], tmp_path, ranks=ranks)
     assert r.returncode == 0, r.stderr[-3000:]
     assert not (tmp_path / "out.checkpoint").exists()
 
