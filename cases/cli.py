@@ -494,6 +494,9 @@ def main(argv: list[str] | None = None) -> int:
             print("cathodefem: interrupted", file=sys.stderr)
         return 130
     finally:
+        cycling = sys.modules.get("cases.cycling")
+        if cycling is not None:  # a stop asked in a command's last step ends with it
+            cycling._DeferredStop.pending = False
         if watchdog is not None:
             watchdog.close()
         if previous == signal.SIG_DFL:

@@ -154,21 +154,28 @@ class _DeferredStop:
     a ghost update: a hang). A second signal stops at once: it goes to the handler that was
     there before (``cathodefem`` on several ranks: end the job; otherwise KeyboardInterrupt)."""
 
+    #: a stop asked during a run's last time step (after which the run did not ask again):
+    #: it applies before the next run of the command (rate, cathode, seed) starts
+    pending = False
+
     def __init__(self, comm: MPI.Comm) -> None:
         self.comm = comm
         self.asked = False
         self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> _DeferredStop:
+        stop_if_asked_before()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self.previous[sig] = signal.getsignal(sig)
                 signal.signal(sig, self._handle)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if kind is None and self.requested():  # the run ended on the step that was asked
+            _DeferredStop.pending = True
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.asked:
@@ -183,6 +190,14 @@ class _DeferredStop:
 
     def requested(self) -> bool:
         return bool(self.comm.allreduce(self.asked, op=MPI.LOR))
+
+
+def stop_if_asked_before() -> None:
+    """Raise the interrupt that a signal during the last time step of the previous run
+    asked for (collective: every rank saw that run end alike), before anything new starts."""
+    if _DeferredStop.pending:
+        _DeferredStop.pending = False
+        raise KeyboardInterrupt
 
 
 def _write_records(path: Path, records: Sequence[Record]) -> None:
@@ -337,6 +352,7 @@ def _cathode_cell(comm: MPI.Comm, case: CaseSpec, kind: str, params: CellParamet
                   folder: Path) -> tuple[HalfCell, dict[str, Any]]:
     """Build one cathode's mesh (the 2D section, as the conduction study does, or the 3D
     voxel column of ``case.box``), its half cell and its result sub-folder."""
+    stop_if_asked_before()
     ec = case.electrochemistry
     if comm.rank == 0:
         log.info(f"[{kind}] building the {ec.geometry} mesh")

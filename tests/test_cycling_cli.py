@@ -544,6 +544,30 @@ def test_interrupt_during_a_discharge_keeps_its_records(tmp_path: Path, ranks: i
     assert end["voltage_V"] == pytest.approx(float(rows[-1]["voltage_V"]))
 
 
+def test_a_signal_in_the_last_step_of_a_rate_stops_before_the_next(tmp_path: Path) -> None:
+    # SIGTERM as the 300 mA/g discharge records its last step (the cut-off): that rate is
+    # finished and kept, and the study stops before 600 mA/g starts (exit 130), as a batch
+    # job's time limit asks. Before, the signal was acknowledged, then forgotten: every
+    # remaining rate ran and the command exited 0.
+    case = tmp_path / "rate.toml"
+    case.write_text(TINY)
+    r = _run(["rate", str(case), "--rates", "300", "--cathode", "gradient", "--out",
+              str(tmp_path / "once"), "-q"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    [done] = json.loads((tmp_path / "once" / "summary.json").read_text())["gradient"]["rates"]
+    last = done["time_steps_count"]
+    out = tmp_path / "out"
+    r = _signalled_cli(tmp_path, ["rate", str(case), "--rates", "300,600", "--cathode",
+                                  "gradient", "--out", str(out), "-q"], at_record=last)
+    assert r.returncode == 130, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and "continue with --resume" in r.stderr, r.stderr
+    assert not out.exists()
+    kept = json.loads((tmp_path / "out.incomplete" / "summary.json").read_text())
+    first, second = kept["gradient"]["rates"]
+    assert first["status"] == "completed" and first["time_steps_count"] == last
+    assert second["stopped_by"] == "interrupted" and second["time_steps_count"] == 0
+
+
 def test_interrupt_inside_a_petsc_callback_is_an_interrupt(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     # A signal that arrives while petsc4py runs a Python callback (a KSP monitor, a
