@@ -193,7 +193,7 @@ def _run(args: argparse.Namespace) -> int:
             result = gitt.run_gitt(case, out, comm, kinds=kinds, progress=not args.quiet,
                                    checkpoint_every=args.checkpoint_every, resume=args.resume)
         except KeyboardInterrupt:
-            return _interrupted_with_checkpoints(out, comm)
+            return _interrupted_with_checkpoints(out, args.checkpoint_every, comm)
         if comm.rank == 0:
             gitt.print_gitt(result, kinds)
         return _exit_status(result, kinds, out, comm)
@@ -282,21 +282,36 @@ def _exit_status(summary: dict[str, Any], kinds: Any, out: Path, comm: Any) -> i
 def _check_checkpoint_options(args: argparse.Namespace, out: Path) -> None:
     from cases.cycling import checkpoint_folder
 
+    ck = checkpoint_folder(out)
     if args.checkpoint_every < 0:
         raise ValueError(f"--checkpoint-every {args.checkpoint_every}: must be >= 0")
-    if args.resume and not checkpoint_folder(out).is_dir():
-        raise ValueError(f"--resume: no checkpoint in {checkpoint_folder(out)} "
-                         f"(a run with --checkpoint-every N keeps one; run without "
-                         f"--resume to start afresh)")
+    if args.resume and not ck.is_dir():
+        raise ValueError(f"--resume: no checkpoint in {ck} "
+                         + (f"(the run in {out} is complete: nothing to resume)"
+                            if (out / "summary.json").is_file() else
+                            "(a run with --checkpoint-every N keeps one; run without --resume "
+                            "to start afresh)"))
+    if not args.resume and ck.is_dir():
+        raise ValueError(f"{ck} holds the checkpoint of an interrupted run: continue it with "
+                         f"--resume, or remove it to start afresh")
+    if args.checkpoint_every:
+        _check_writable(ck if ck.is_dir() else ck.parent, "--checkpoint-every")
 
 
-def _interrupted_with_checkpoints(out: Path, comm: Any) -> int:
+def _check_writable(folder: Path, option: str) -> None:
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{option}: cannot write in {folder} (permission denied)")
+
+
+def _interrupted_with_checkpoints(out: Path, every: int, comm: Any) -> int:
     """Say where an interrupted cycle or gitt run can continue from; exit status 130."""
     from cases.cycling import checkpoint_folder
 
     ck = checkpoint_folder(out)
     if comm.rank == 0:
         where = (f"continue from the last checkpoint (in {ck}) with --resume" if ck.is_dir()
+                 else f"nothing was kept (no checkpoint yet: one is saved every {every} time "
+                      f"steps)" if every
                  else "nothing was kept (--checkpoint-every N keeps the state)")
         print(f"cathodefem: interrupted; {where}", file=sys.stderr)
     return 130
@@ -309,9 +324,16 @@ def _resumable(args: argparse.Namespace, out: Path) -> Path:
 
     kept = incomplete_path(out)
     if args.resume and not (kept / "summary.json").is_file():
-        raise ValueError(f"--resume: no interrupted run in {kept} (an interrupted "
-                         f"{args.command} run keeps what it finished there); run without "
-                         f"--resume to start afresh")
+        raise ValueError(f"--resume: no interrupted run in {kept} "
+                         + (f"(the run in {out} is complete: nothing to resume)"
+                            if (out / "summary.json").is_file() else
+                            f"(an interrupted {args.command} run keeps what it finished "
+                            f"there); run without --resume to start afresh"))
+    if not args.resume and (kept / "summary.json").is_file():
+        raise ValueError(f"{kept} holds an interrupted run: continue it with --resume, or "
+                         f"remove it to start afresh")
+    if args.resume:
+        _check_writable(kept, "--resume")
     return kept
 
 
@@ -345,7 +367,7 @@ def _run_electrochemistry(args: argparse.Namespace, case: Any, out: Path, comm: 
                                           checkpoint_every=args.checkpoint_every,
                                           resume=args.resume)
         except KeyboardInterrupt:
-            return _interrupted_with_checkpoints(out, comm)
+            return _interrupted_with_checkpoints(out, args.checkpoint_every, comm)
         statuses = {k: summary[k]["status"] for k in kinds}
     else:
         try:

@@ -441,6 +441,9 @@ def checkpoint_for(out: Path, kind: str, every: int, resume: bool, comm: MPI.Com
         return None
     ck_dir = checkpoint_folder(out) / kind
     found = comm.bcast((ck_dir / "run.json").is_file() if comm.rank == 0 else None, root=0)
+    if resume and not found and comm.rank == 0:
+        log.warning(f"[{kind}] --resume: no checkpoint in {ck_dir} (the interrupted run had "
+                    f"not saved one for this cathode): it starts from the beginning")
     return ck_dir, every, resume and bool(found)
 
 
@@ -532,6 +535,10 @@ def _rate_protocols(case: CaseSpec, rates_mA_g: Sequence[float], kinds: Sequence
     if not rates_mA_g or any(not (0 < r <= 1e5) for r in rates_mA_g):
         raise ProtocolError(f"rates = {list(rates_mA_g)}: need one or more rates in "
                             f"(0, 1e5] mA/g")
+    names = [f"{r:g}" for r in rates_mA_g]
+    if len(set(names)) != len(names):
+        raise ProtocolError(f"rates = {', '.join(names)} mA/g: each rate once (to 6 "
+                            f"significant digits, as the result folders are named)")
     _check_geometry(case, kinds)
     protocols = {rate: protocol_from_dict({**base, "step": [{
         "kind": "cc", "current_mA_g": float(rate), "until_voltage_V": cutoff,
@@ -695,7 +702,18 @@ def _finished_rates(previous: dict[str, Any] | None, folder: Path | None, kind: 
                if r.get("stopped_by") != "interrupted"}
     return [(float(rate), entries[float(rate)]) for rate in rates_mA_g
             if float(rate) in entries
-            and (folder / kind / f"{rate:g}mA_g" / "discharge.csv").is_file()]
+            and _complete_records(folder / kind / f"{rate:g}mA_g" / "discharge.csv",
+                                  entries[float(rate)].get("time_steps_count"))]
+
+
+def _complete_records(path: Path, count: int | None) -> bool:
+    """Whether ``path`` holds the ``count`` records its summary entry says (a discharge
+    whose CSV was damaged or cut short is run again rather than taken over)."""
+    try:
+        records = _read_records(path)
+    except (OSError, ValueError, TypeError):
+        return False
+    return count is not None and len(records) == count
 
 
 def _read_records(path: Path) -> list[Record]:

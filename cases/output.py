@@ -220,7 +220,7 @@ def previous_run(folder: Path | None, case: Any, comm: MPI.Comm) -> dict[str, An
     case (naming the first key that differs). None without a folder. Collective."""
     if folder is None:
         return None
-    from meshes.spec import spec_to_dict
+    from meshes.spec import first_difference, spec_to_dict
 
     data, error = None, None
     if comm.rank == 0:
@@ -230,7 +230,7 @@ def previous_run(folder: Path | None, case: Any, comm: MPI.Comm) -> dict[str, An
         except (OSError, ValueError) as e:
             error = f"--resume: cannot read {path} ({e}); start afresh without --resume"
         else:
-            differs = _first_difference(data.get("case"), clean_json(spec_to_dict(case)))
+            differs = first_difference(data.get("case"), clean_json(spec_to_dict(case)))
             if differs is not None:
                 error = (f"--resume: {folder} holds a run of another case ({differs} differs); "
                          f"resume with the case and --set values of the interrupted run, or "
@@ -239,17 +239,6 @@ def previous_run(folder: Path | None, case: Any, comm: MPI.Comm) -> dict[str, An
     if error is not None:
         raise ValueError(error)
     return data  # type: ignore[no-any-return]
-
-
-def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
-    """The first key (dotted) where two JSON-like trees differ, None where they agree."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            d = _first_difference(a.get(k), b.get(k), f"{where}.{k}" if where else k)
-            if d is not None:
-                return d
-        return None
-    return None if a == b else (where or "the case")
 
 
 def refuse_uncovered(folder: Path | None, left: Sequence[str]) -> None:

@@ -81,7 +81,7 @@ from meshes.adapter import (
 )
 from meshes.build import KINDS
 from meshes.conforming import check_conforming_scope, mesh_conforming_box
-from meshes.spec import CaseSpec, spec_to_dict, with_seed
+from meshes.spec import BoxSpec, CaseSpec, spec_to_dict, with_seed
 from meshes.tags import phase_names
 from meshes.voxels import (
     MAX_PERCOLATION_VOXELS,
@@ -314,6 +314,9 @@ def run_rve(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD, *,
     if seeds < 1:
         raise ValueError(f"--seeds {seeds}: must be >= 1")
     depth_list = depths if depths else [case.box.z_center_fraction]
+    if len({f"{f:g}" for f in depth_list}) != len(depth_list):
+        raise ValueError(f"--depths {','.join(f'{f:g}' for f in depth_list)}: each depth "
+                         f"once")
     for f in depth_list:
         if not 0.0 <= f <= 1.0:
             raise ValueError(f"--depths {f:g}: must be in [0, 1] (fraction of the composite "
@@ -351,7 +354,9 @@ def run_rve(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD, *,
                 entry = {"z_center_fraction": f, "runs": runs}
                 per_depth.append(entry)
                 for s in range(case.box.seed, case.box.seed + seeds):
-                    r = _finished_box(previous, kind, f, s)
+                    r = comm.bcast(_finished_box(previous, previous_folder, kind, f, s,
+                                                 case.box) if comm.rank == 0 else None,
+                                   root=0)
                     if r is not None:
                         if comm.rank == 0:
                             log.info(f"{kind} seed {s} depth {f:g}: taken over from "
@@ -384,9 +389,16 @@ def run_rve(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD, *,
     return summary
 
 
-def _finished_box(previous: dict[str, Any] | None, kind: str, depth: float, seed: int
-                  ) -> dict[str, Any] | None:
-    """The numbers of one box (cathode, depth, seed) an interrupted run finished, or None."""
+def _finished_box(previous: dict[str, Any] | None, folder: Path | None, kind: str,
+                  depth: float, seed: int, box: BoxSpec) -> dict[str, Any] | None:
+    """The numbers of one box (cathode, depth, seed) an interrupted run finished, or None;
+    also None where the image files of a voxel box are missing from ``folder`` (the box is
+    run again)."""
+    tag = f"_seed{seed}_z{depth:g}".replace(".", "p")
+    files = [] if box.mesh == "conforming" else [".npy", ".tif"] + (
+        ["_electronic.npy"] if box.electronic_subdivisions > 1 else [])
+    if folder is None or not all((folder / f"{kind}{tag}{ext}").is_file() for ext in files):
+        return None
     for entry in (previous or {}).get(kind, []):
         if entry.get("z_center_fraction") == depth:
             for r in entry.get("runs", []):

@@ -39,6 +39,7 @@ __all__ = [
     "SymmetricSpec",
     "derive_gradient",
     "derive_homogeneous",
+    "first_difference",
     "load_case",
     "parse_quantity",
     "read_case_toml",
@@ -603,3 +604,21 @@ def spec_to_dict(spec: Any) -> dict[str, Any]:
         v = getattr(spec, f.name)
         out[f.name] = spec_to_dict(v) if is_dataclass(v) else v
     return out
+
+
+def first_difference(a: Any, b: Any, where: str = "") -> str | None:
+    """The first key (dotted; list items by index) where two JSON-like trees differ, None
+    where they agree: what a refused ``--resume`` names."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            d = first_difference(a.get(k), b.get(k), f"{where}.{k}" if where else str(k))
+            if d is not None:
+                return d
+        return None
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            d = first_difference(x, y, f"{where}.{i}" if where else str(i))
+            if d is not None:
+                return d
+        return None
+    return None if a == b else (where or "the whole")

@@ -200,6 +200,32 @@ def test_rate_bad_rates_is_one_line(tmp_path: Path) -> None:
         r = _run([*cmd, str(case), "--resume", "--out", str(tmp_path / "o")], tmp_path)
         assert r.returncode == 2 and "--resume: no " in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+    r = _run(["rate", str(case), "--rates", "300,300.0000001", "--out", str(tmp_path / "o")],
+             tmp_path)
+    assert r.returncode == 2 and "rates = 300, 300 mA/g: each rate once" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+    assert not (tmp_path / "o.incomplete").exists()
+    # A fresh run next to an interrupted one (kept checkpoint or .incomplete) would replace
+    # it: refused; a resume of a complete run says so.
+    (tmp_path / "c.checkpoint" / "gradient").mkdir(parents=True)
+    (tmp_path / "r.incomplete").mkdir()
+    (tmp_path / "r.incomplete" / "summary.json").write_text("{}")
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "summary.json").write_text("{}")
+    (tmp_path / "done" / ".cathodefem-result").write_text("")
+    for args, message in (
+            (["cycle", "--out", str(tmp_path / "c")], "holds the checkpoint of an interrupted "
+                                                      "run: continue it with --resume"),
+            (["gitt", "--out", str(tmp_path / "c")], "holds the checkpoint of an interrupted"),
+            (["rate", "--out", str(tmp_path / "r")], "r.incomplete holds an interrupted run: "
+                                                     "continue it with --resume, or remove"),
+            (["rate", "--resume", "--out", str(tmp_path / "done")], "is complete: nothing to "
+                                                                   "resume"),
+            (["gitt", "--resume", "--out", str(tmp_path / "done")], "is complete: nothing to "
+                                                                   "resume")):
+        r = _run([args[0], str(case), *args[1:]], tmp_path)
+        assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1
     r = _run(["rate", str(case), "--rates", "100,fast", "--out", str(tmp_path / "o")],
              tmp_path)
     assert r.returncode == 2
@@ -356,6 +382,17 @@ def test_interrupted_rate_study_keeps_finished_rates_as_incomplete(tmp_path: Pat
         run_rate_study(other, out, [300.0, 600.0], MPI.COMM_WORLD, kinds=("gradient",),
                        progress=False, resume_from=kept)
     assert (kept / "summary.json").is_file() and not out.exists()
+    # A discharge whose CSV lost records is not taken over (it would run again).
+    import shutil
+
+    from cases.cycling import _finished_rates
+    previous = json.loads((kept / "summary.json").read_text())
+    assert [r for r, _ in _finished_rates(previous, kept, "gradient", [300.0, 600.0])] == [300.0]
+    damaged = tmp_path / "damaged"
+    shutil.copytree(kept, damaged)
+    csv_file = damaged / "gradient" / "300mA_g" / "discharge.csv"
+    csv_file.write_text("\n".join(csv_file.read_text().splitlines()[:-2]) + "\n")
+    assert _finished_rates(previous, damaged, "gradient", [300.0, 600.0]) == []
     # The resume takes the finished 300 mA/g discharge over as it is and runs only 600 mA/g;
     # the result is complete, in the order of the rates, and the kept folder is gone.
     ran = []

@@ -608,11 +608,22 @@ def test_a_job_killed_while_writing_a_checkpoint_resumes_from_the_one_before(
     # another protocol (or parameter set) cannot continue this checkpoint
     other = Protocol(steps=(Step(kind="cc", current_mA_g=200.0, until_voltage_V=2.8),
                             Step(kind="rest", duration_s=900.0)), initial_theta=0.02)
-    with pytest.raises(CheckpointError, match="another protocol or parameter set"):
+    with pytest.raises(CheckpointError, match=r"other settings \(protocol.steps.0."
+                                              r"current_mA_g differs\)"):
         run_protocol(HalfCell(pillar, default_parameters()), other, checkpoint_dir=ck,
                      resume=True)
-    with pytest.raises(CheckpointError, match="another protocol or parameter set"):
+    with pytest.raises(CheckpointError, match=r"other settings \(parameters\.\S+ differs\)"):
         run_protocol(HalfCell(pillar, default_parameters(318.15)), proto, checkpoint_dir=ck,
+                     resume=True)
+    # a damaged checkpoint is one line that names it, never a traceback of numpy or json
+    [state] = ck.glob("state_*.npz")
+    state.write_bytes(state.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=rf"{state.name} cannot be read .*start afresh"):
+        run_protocol(HalfCell(pillar, default_parameters()), proto, checkpoint_dir=ck,
+                     resume=True)
+    (ck / "run.json").write_text('{"ranks": 1, "posit')
+    with pytest.raises(CheckpointError, match=r"cannot read .*run.json.*start afresh"):
+        run_protocol(HalfCell(pillar, default_parameters()), proto, checkpoint_dir=ck,
                      resume=True)
 
 

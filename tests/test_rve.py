@@ -817,6 +817,7 @@ def test_interrupted_rve_keeps_its_finished_boxes_and_resumes(
     (["--depths", "0.5,abc"], "--depths"),
     (["--depths", "1.2"], "--depths"),
     (["--resume"], "--resume: no interrupted run in"),
+    (["--depths", "0.5,0.5"], "--depths 0.5,0.5: each depth once"),
     (["--set", "box.mesh=tets"], "box.mesh"),
     (["--set", "box.electronic_subdivisions=9"], "box.electronic_subdivisions"),
     (["--set", "box.electronic_subdivisions=1.5"], "box.electronic_subdivisions"),

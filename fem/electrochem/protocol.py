@@ -41,6 +41,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ import numpy as np
 
 from fem.electrochem.halfcell import HalfCell, NewtonFailure, StepReport
 from fem.electrochem.parameters import ModelUnits
+from meshes.spec import first_difference
 
 __all__ = [
     "VOLTAGE_RANGE_V",
@@ -307,11 +309,12 @@ def run_protocol(cell: HalfCell, protocol: Protocol,
     f_model = ModelUnits.faraday
     result = RunResult()
     k0, t_step0, t, capacity, dt = 0, 0.0, 0.0, 0.0, protocol.dt_initial_s
-    key = run_key(cell, protocol) if (resume or checkpoint_every) else None
+    settings = run_settings(cell, protocol) if (resume or checkpoint_every) else None
     if resume:
         if checkpoint_dir is None:
             raise CheckpointError("resume: needs checkpoint_dir")
-        k0, t_step0, t, capacity, dt, result = load_checkpoint(cell, checkpoint_dir, key)
+        k0, t_step0, t, capacity, dt, result = load_checkpoint(cell, checkpoint_dir,
+                                                               settings)
     else:
         cell.set_equilibrium(protocol.initial_theta)
     li_scale = cell.params.c_max_mol_m3 * cell.active_volume_um3()
@@ -414,7 +417,7 @@ def run_protocol(cell: HalfCell, protocol: Protocol,
                 if checkpoint_every and checkpoint_dir is not None \
                         and len(result.records) % checkpoint_every == 0:
                     save_checkpoint(cell, checkpoint_dir, (k, t_step, t, capacity, dt), result,
-                                    key)
+                                    settings)
                 if stop_requested is not None and stop_requested():
                     raise KeyboardInterrupt
             result.stopped_by.append(stopped)
@@ -437,17 +440,24 @@ def _state_file(folder: Path, comm: MPI.Comm, records: int | None) -> Path:
     return folder / f"state_rank{comm.rank}_of{comm.size}{tail}.npz"
 
 
-def run_key(cell: HalfCell, protocol: Protocol) -> str:
-    """A fingerprint of the protocol, the parameter values (not their citations) and the
-    mesh (cells per phase), kept with a checkpoint so that a resume with other settings or
-    another geometry is refused rather than continued with mixed records. Collective."""
+def run_settings(cell: HalfCell, protocol: Protocol) -> dict[str, Any]:
+    """The protocol, the parameter values (not their citations) and the mesh (cells per
+    phase) as plain JSON values, kept with a checkpoint so that a resume with other
+    settings or another geometry is refused (naming what differs) rather than continued
+    with mixed records. Collective."""
     tdim = cell.tm.mesh.topology.dim
     owned = cell.tm.mesh.topology.index_map(tdim).size_local
     counts = np.bincount(np.asarray(cell.tm.phase[:owned], dtype=np.int64), minlength=64)
     cells_per_phase = cell.comm.allreduce(counts, op=MPI.SUM)
-    text = json.dumps([_plain(protocol), _plain(cell.params), cells_per_phase.tolist()],
-                      sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return json.loads(json.dumps({
+        "protocol": _plain(protocol), "parameters": _plain(cell.params),
+        "mesh_cells_per_phase": {str(i): int(n) for i, n in enumerate(cells_per_phase) if n}},
+        sort_keys=True))
+
+
+def run_key(settings: dict[str, Any]) -> str:
+    """A short fingerprint of :func:`run_settings`."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _plain(obj: Any) -> Any:
@@ -465,7 +475,7 @@ def _plain(obj: Any) -> Any:
 
 
 def save_checkpoint(cell: HalfCell, folder: Path, position: _Position, result: RunResult,
-                    key: str | None = None) -> None:
+                    settings: dict[str, Any] | None = None) -> None:
     """Write the state (every rank its own arrays) and the run position and records (rank 0).
     Collective. The lagged Jacobian is dropped, so that the next step starts alike in the
     running and in a resumed run.
@@ -486,6 +496,12 @@ def save_checkpoint(cell: HalfCell, folder: Path, position: _Position, result: R
     tmp.replace(state)
     comm.barrier()
     if comm.rank == 0:
+        key = None
+        if settings is not None:
+            key = run_key(settings)
+            if not (folder / f"settings_{key}.json").is_file():
+                (folder / "settings.json.tmp").write_text(json.dumps(settings))
+                (folder / "settings.json.tmp").replace(folder / f"settings_{key}.json")
         meta = {"ranks": comm.size, "run_key": key, "records_count": count,
                 "position": list(position),
                 "stopped_by": result.stopped_by,
@@ -500,38 +516,59 @@ def save_checkpoint(cell: HalfCell, folder: Path, position: _Position, result: R
     cell.forget_history()
 
 
-def load_checkpoint(cell: HalfCell, folder: Path, key: str | None = None
+def load_checkpoint(cell: HalfCell, folder: Path, settings: dict[str, Any] | None = None
                     ) -> tuple[int, float, float, float, float, RunResult]:
     """Restore a state written by :func:`save_checkpoint` (same mesh, same rank count, and
-    the same protocol and parameters where both the checkpoint and the caller give a
-    :func:`run_key`)."""
+    the same :func:`run_settings` where both the checkpoint and the caller give them).
+    Collective; anything wrong is a one-line :class:`CheckpointError` on every rank."""
     comm = cell.comm
+    afresh = f"remove {str(folder)!r} and run without --resume to start afresh"
     meta_path = folder / "run.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    try:
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+        if meta is not None:
+            ranks, count, position = meta["ranks"], meta.get("records_count"), meta["position"]
+            records = [Record(**r) for r in meta["records"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"resume: cannot read {str(meta_path)!r} ({type(e).__name__}: "
+                              f"{e}); {afresh}") from None
     if meta is None:
         raise CheckpointError(f"resume: no checkpoint in {str(folder)!r}")
-    if meta["ranks"] != comm.size:
-        raise CheckpointError(f"resume: the checkpoint was written on {meta['ranks']} ranks; "
-                              f"resume on the same number (this run has {comm.size})")
+    if ranks != comm.size:
+        raise CheckpointError(f"resume: the checkpoint was written on {ranks} "
+                              f"rank{'s' if ranks != 1 else ''}; resume on the same number "
+                              f"(this run has {comm.size})")
+    key = run_key(settings) if settings is not None else None
     if key is not None and meta.get("run_key") not in (None, key):
+        try:
+            old = json.loads((folder / f"settings_{meta['run_key']}.json").read_text())
+            differs = first_difference(old, settings) or "something"
+        except (OSError, ValueError):
+            differs = "the protocol or the parameter set"
         raise CheckpointError(f"resume: the checkpoint in {str(folder)!r} was written with "
-                              f"another protocol or parameter set; resume with the settings "
-                              f"of the interrupted run, or start afresh without --resume")
-    with np.load(_state_file(folder, comm, meta.get("records_count"))) as data:
-        arrays = [data[f"arr_{i}"] for i in range(len(cell.u))]
-        phi_a = float(data["phi_a"])
-        applied_scale = float(data["applied_scale"])
-    ok = all(a.shape == f.x.array.shape for a, f in zip(arrays, cell.u, strict=True))
-    if not comm.allreduce(ok, op=MPI.LAND):
-        raise CheckpointError("resume: the checkpoint does not match this mesh (different case, "
-                              "seed or partition)")
+                              f"other settings ({differs} differs); resume with the settings "
+                              f"of the interrupted run, or {afresh}")
+    state = _state_file(folder, comm, count)
+    error = None
+    try:
+        with np.load(state) as data:
+            arrays = [data[f"arr_{i}"] for i in range(len(cell.u))]
+            phi_a = float(data["phi_a"])
+            applied_scale = float(data["applied_scale"])
+        if not all(a.shape == f.x.array.shape for a, f in zip(arrays, cell.u, strict=True)):
+            error = ("it does not match this mesh (different case, seed or partition); resume "
+                     "with the case of the interrupted run, or " + afresh)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        error = f"{state.name} cannot be read ({type(e).__name__}: {e}); {afresh}"
+    errors = [e for e in comm.allgather(error) if e is not None]
+    if errors:
+        raise CheckpointError(f"resume: the checkpoint in {str(folder)!r}: {errors[0]}")
     cell.restore((arrays, phi_a))
     cell.applied_scale = applied_scale
     cell.forget_history()
     cell.accept()
-    k, t_step, t, capacity, dt = meta["position"]
-    result = RunResult(records=[Record(**r) for r in meta["records"]],
-                       stopped_by=list(meta["stopped_by"]))
+    k, t_step, t, capacity, dt = position
+    result = RunResult(records=records, stopped_by=list(meta.get("stopped_by", [])))
     return int(k), float(t_step), float(t), float(capacity), float(dt), result
 
 
