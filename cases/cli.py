@@ -609,6 +609,7 @@ def _end_job(signum: int, frame: object) -> None:
         time.sleep(0.5)
     print(f"cathodefem: interrupted ({signal.Signals(signum).name}) outside a time step; "
           f"ending all {comm.size} ranks at once", file=sys.stderr, flush=True)
+    time.sleep(0.2)  # mpiexec forwards the line before the abort ends the job's output
     comm.Abort(130)
 
 

@@ -710,6 +710,9 @@ pids = MPI.COMM_WORLD.allgather(os.getpid())
 
 def busy(*args, **kwargs):
     signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.SIGTERM, signal.SIGINT}})
+    # rank 1 has long passed cathodefem's start (its handlers) when rank 0 meshes; on a
+    # loaded machine it may lag by a second, so the signal waits for it
+    time.sleep(2)
     for pid in pids:
         os.kill(pid, signal.SIGTERM)
     time.sleep(120)
