@@ -677,7 +677,7 @@ def _previous_run(folder: Path | None, case: CaseSpec, comm: MPI.Comm, ensemble:
                          + (f"an ensemble of {len(data['seeds'])} seeds; resume with --seeds "
                             f"{len(data['seeds'])}" if "seeds" in data else
                             "a single rate study; resume without --seeds")
-                         + ", or start afresh without --resume")
+                         + f", or remove {folder} and run without --resume to start afresh")
     return data
 
 
@@ -766,7 +766,8 @@ def run_rate_ensemble(case: CaseSpec, out: Path, rates_mA_g: Sequence[float], se
         raise ValueError(f"--resume: {previous_folder} holds an ensemble of other rates or "
                          f"seeds (--rates {','.join(f'{r:g}' for r in previous['rates_mA_g'])}"
                          f", from seed {(previous.get('seeds') or ['?'])[0]}); resume with "
-                         f"those, or start afresh without --resume")
+                         f"those, or remove {previous_folder} and run without --resume to "
+                         f"start afresh")
     if previous is not None and previous_folder is not None:
         asked = set(range(s0, s0 + seeds))
         left = [f"seed {s}" for s in previous.get("seeds_done", []) if s not in asked]

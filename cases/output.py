@@ -228,13 +228,14 @@ def previous_run(folder: Path | None, case: Any, comm: MPI.Comm) -> dict[str, An
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as e:
-            error = f"--resume: cannot read {path} ({e}); start afresh without --resume"
+            error = (f"--resume: cannot read {path} ({e}); remove {folder} and run without "
+                     f"--resume to start afresh")
         else:
             differs = first_difference(data.get("case"), clean_json(spec_to_dict(case)))
             if differs is not None:
                 error = (f"--resume: {folder} holds a run of another case ({differs} differs); "
                          f"resume with the case and --set values of the interrupted run, or "
-                         f"start afresh without --resume")
+                         f"remove that folder and run without --resume to start afresh")
     data, error = comm.bcast((data, error), root=0)
     if error is not None:
         raise ValueError(error)
