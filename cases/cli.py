@@ -206,6 +206,8 @@ def _run(args: argparse.Namespace) -> int:
         except ValueError:
             raise ValueError(f"--depths {args.depths!r}: expected fractions in [0, 1], "
                              f"e.g. 0.1,0.5,0.9") from None
+        if args.seeds < 1:
+            raise ValueError(f"--seeds {args.seeds}: must be >= 1")
         kept = _resumable(args, out)
         started = time.time()
         try:
