@@ -326,9 +326,14 @@ def _resumable(args: argparse.Namespace, out: Path) -> Path:
 
     kept = incomplete_path(out)
     if args.resume and not (kept / "summary.json").is_file():
+        # a run killed outright (SIGKILL) never renamed its staging folder
+        killed = sorted((p for p in out.parent.glob(f".{out.name}.partial-*")
+                         if (p / "summary.json").is_file()), key=lambda p: p.stat().st_mtime)
         raise ValueError(f"--resume: no interrupted run in {kept} "
                          + (f"(the run in {out} is complete: nothing to resume)"
                             if (out / "summary.json").is_file() else
+                            f"(a run killed outright left {killed[-1]}: if no run is writing "
+                            f"there any more, rename it to {kept} and resume)" if killed else
                             f"(an interrupted {args.command} run keeps what it finished "
                             f"there); run without --resume to start afresh"))
     if not args.resume and (kept / "summary.json").is_file():

@@ -226,6 +226,12 @@ def test_rate_bad_rates_is_one_line(tmp_path: Path) -> None:
         r = _run([args[0], str(case), *args[1:]], tmp_path)
         assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1
+    # A run killed outright (SIGKILL) leaves its staging folder: --resume says where it is.
+    (tmp_path / ".k.partial-abc").mkdir()
+    (tmp_path / ".k.partial-abc" / "summary.json").write_text("{}")
+    r = _run(["rate", str(case), "--resume", "--out", str(tmp_path / "k")], tmp_path)
+    assert r.returncode == 2 and "a run killed outright left" in r.stderr, r.stderr
+    assert "rename it to" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = _run(["rate", str(case), "--rates", "100,fast", "--out", str(tmp_path / "o")],
              tmp_path)
     assert r.returncode == 2
