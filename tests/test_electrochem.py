@@ -35,6 +35,7 @@ from fem.electrochem.protocol import (
     CheckpointError,
     Protocol,
     ProtocolError,
+    RunResult,
     Step,
     protocol_from_dict,
     run_protocol,
@@ -534,12 +535,21 @@ def test_particle_lithiation_finds_the_wire_that_never_lithiates() -> None:
                                                        rel=1e-12)
 
 
+#: a discharge to 2.8 V and a rest, checkpointed every 4 steps, as the restart tests run it
+_CHECKPOINTED = Protocol(steps=(Step(kind="cc", current_mA_g=300.0, until_voltage_V=2.8),
+                                Step(kind="rest", duration_s=900.0)), initial_theta=0.02)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(pillar: TaggedMesh, tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    """The run of :data:`_CHECKPOINTED` that was never stopped (same checkpoint cadence)."""
+    return run_protocol(HalfCell(pillar, default_parameters()), _CHECKPOINTED,
+                        checkpoint_dir=tmp_path_factory.mktemp("full"), checkpoint_every=4)
+
+
 def test_restart_from_a_checkpoint_reproduces_the_uninterrupted_run(
-        pillar: TaggedMesh, tmp_path: Path) -> None:
-    proto = Protocol(steps=(Step(kind="cc", current_mA_g=300.0, until_voltage_V=2.8),
-                            Step(kind="rest", duration_s=900.0)), initial_theta=0.02)
-    full = run_protocol(HalfCell(pillar, default_parameters()), proto,
-                        checkpoint_dir=tmp_path / "a", checkpoint_every=4)
+        pillar: TaggedMesh, tmp_path: Path, uninterrupted: RunResult) -> None:
+    proto, full = _CHECKPOINTED, uninterrupted
 
     class Crash(Exception):
         pass
@@ -569,15 +579,13 @@ def test_restart_from_a_checkpoint_reproduces_the_uninterrupted_run(
 
 
 def test_a_job_killed_while_writing_a_checkpoint_resumes_from_the_one_before(
-        pillar: TaggedMesh, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        pillar: TaggedMesh, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        uninterrupted: RunResult) -> None:
     # A batch system's SIGKILL can land between the state files and run.json of a
     # checkpoint: here the run dies as the checkpoint of record 8 replaces its run.json (its
     # state files are already written). The resume must continue from the checkpoint of
     # record 4, state and records alike, and reproduce the uninterrupted run.
-    proto = Protocol(steps=(Step(kind="cc", current_mA_g=300.0, until_voltage_V=2.8),
-                            Step(kind="rest", duration_s=900.0)), initial_theta=0.02)
-    full = run_protocol(HalfCell(pillar, default_parameters()), proto,
-                        checkpoint_dir=tmp_path / "a", checkpoint_every=4)
+    proto, full = _CHECKPOINTED, uninterrupted
 
     class Killed(BaseException):
         pass
