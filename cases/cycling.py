@@ -249,11 +249,13 @@ def _cell_info(cell: HalfCell, info: dict[str, Any]) -> dict[str, Any]:
 def _run_one(comm: MPI.Comm, cell: HalfCell, protocol: Protocol, folder: Path, csv_name: str,
              title: str, fields_every: int, progress: bool,
              checkpoint: tuple[Path, int, bool] | None = None, *,
-             fields_at_steps: bool = True) -> tuple[RunResult, str, float]:
+             fields_at_steps: bool = True, observe: Callable[[Record], None] | None = None
+             ) -> tuple[RunResult, str, float]:
     """Run ``protocol``, writing fields as it goes (every ``fields_every`` time steps, at the
     start of every protocol step unless ``fields_at_steps`` is False, and at the end); returns
     the records, the status and the wall time. A run that cannot continue keeps its records
-    and its last converged state."""
+    and its last converged state. ``observe`` sees every new record (not those of a resumed
+    checkpoint)."""
     writer = _FieldWriter(folder / "fields", cell)
     bar = _Progress(comm, title, progress)
     seen: list[Record] = []
@@ -262,6 +264,8 @@ def _run_one(comm: MPI.Comm, cell: HalfCell, protocol: Protocol, folder: Path, c
     def on_record(r: Record) -> None:
         seen.append(r)
         bar.update(r)
+        if observe is not None:
+            observe(r)
         new_step = r.step != last_step[0]
         last_step[0] = r.step
         if (fields_every and len(seen) % fields_every == 0) or (new_step and fields_at_steps):

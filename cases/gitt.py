@@ -32,11 +32,12 @@ from cases.study import KINDS
 from fem.electrochem.gitt import (
     GittPulse,
     analyse_gitt,
+    evaluate_pulse,
     gitt_protocol,
     solid_diffusion_number,
 )
 from fem.electrochem.parameters import default_parameters
-from fem.electrochem.protocol import Protocol, ProtocolError
+from fem.electrochem.protocol import Protocol, ProtocolError, Record
 from meshes.spec import CaseSpec, SpecError, spec_to_dict
 from meshes.tags import phase_names
 
@@ -70,6 +71,54 @@ def gitt_case_protocol(case: CaseSpec) -> Protocol:
         raise SpecError(f"gitt.first_dt_s = {g.first_dt_s:g}: must be >= protocol.dt_min_s "
                         f"= {protocol.dt_min_s:g} s")
     return protocol
+
+
+class _PulseLog:
+    """One log line per pulse as soon as its rest has ended (a cycler's running titration
+    report, for runs of hours): capacity, rested voltage, IR drop, dE_s / dE_t and Eq. 2 with
+    the geometric area, from the same records and formula as ``gitt_pulses.csv``. A pulse
+    that began before a resume (its first records are in the checkpoint, not seen here) gets
+    no line; the files at the end hold every pulse."""
+
+    def __init__(self, kind: str, protocol: Protocol, initial_voltage_V: float,
+                 volume_per_area_um: float, volume_per_interface_um: float | None,
+                 comm: MPI.Comm) -> None:
+        self.kind, self.protocol, self.initial = kind, protocol, initial_voltage_V
+        self.volumes = (volume_per_area_um, volume_per_interface_um)
+        self.rank0 = comm.rank == 0
+        self.by_step: dict[int, list[Record]] = {}
+        self.whole_from: int | None = None  # the first step whose every record is seen here
+
+    def __call__(self, r: Record) -> None:
+        if self.whole_from is None:  # the run's first record, or the first after a resume
+            fresh = r.step == 0 and math.isclose(r.time_s, r.dt_s, rel_tol=1e-9)
+            self.whole_from = 0 if fresh else r.step + 1
+        steps = self.by_step.setdefault(r.step, [])
+        steps.append(r)
+        if not self.rank0 or r.step % 2 == 0:
+            return
+        # a rest's record: report its pulse when the rest has run its whole duration (the
+        # criterion of run_protocol, on the same sum of time steps)
+        duration = self.protocol.steps[r.step].duration_s or 0.0
+        if duration - sum(x.dt_s for x in steps) > 1e-9 * max(1.0, duration):
+            return
+        k = r.step - 1
+        rp, rr = self.by_step.get(k), steps
+        before = (self.initial if k == 0 else
+                  self.by_step[k - 1][-1].voltage_V if k - 1 in self.by_step else None)
+        for old in [s for s in self.by_step if s < k]:
+            del self.by_step[old]
+        if k < self.whole_from or not rp or before is None:
+            return
+        sign = 1.0 if self.protocol.steps[k].current_mA_g > 0 else -1.0
+        p = evaluate_pulse(k // 2 + 1, rp, rr, before, sign,
+                           active_volume_per_area_um=self.volumes[0],
+                           active_volume_per_interface_um=self.volumes[1])
+        ratio = _text(p.de_s_de_t_ratio, ".3f")
+        log.info(f"[{self.kind}] pulse {p.pulse}: {p.capacity_mAh_g:.2f} mAh/g, rested "
+                 f"{p.rest_voltage_after_V:.4f} V, IR drop {p.ir_drop_V * 1e3:.1f} mV, "
+                 f"dE_s / dE_t {ratio}, D (geometric area) "
+                 f"{_text(p.d_geometric_cm2_s)} cm2/s")
 
 
 def _write_pulses(path: Path, pulses: Sequence[GittPulse]) -> None:
@@ -125,11 +174,13 @@ def run_gitt(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
             cross = cell.cross_section_um2()
             volume = cell.active_volume_um3()
             area = cell.connected_interface_area_um2()
+            pulse_log = _PulseLog(kind, protocol, initial_voltage, volume / cross,
+                                  volume / area if area > 0 else None, comm)
             res, status, wall = _run_one(comm, cell, protocol, folder / kind, "gitt.csv",
                                          kind, ec.fields_every, progress,
                                          checkpoint_for(out, kind, checkpoint_every, resume,
                                                         comm),
-                                         fields_at_steps=False)
+                                         fields_at_steps=False, observe=pulse_log)
             cell.release_solver_options()
             entry["utilization"] = _utilization(cell, protocol.initial_theta,
                                                 folder / kind / "particles.csv")

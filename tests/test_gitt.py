@@ -163,7 +163,8 @@ def test_eq2_on_given_voltages(sign: float) -> None:
     assert q.de_s_V < 0 and q.d_geometric_cm2_s is None and q.de_s_de_t_ratio is None
 
 
-def test_gitt_runs_to_the_cutoff_with_short_first_steps(slab: TaggedMesh) -> None:
+def test_gitt_runs_to_the_cutoff_with_short_first_steps(slab: TaggedMesh,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
     p = _params(d_s_cm2_s=1e-11)
     cell = HalfCell(slab, p)
     # large pulses: a handful reach the cut-off
@@ -192,6 +193,33 @@ def test_gitt_runs_to_the_cutoff_with_short_first_steps(slab: TaggedMesh) -> Non
     assert all(q.d_interface_cm2_s is None and q.d_geometric_cm2_s > 0 for q in pulses)
     caps = [q.capacity_mAh_g for q in pulses]
     assert np.allclose(np.diff(caps), 1000.0 * 60 / 3600, rtol=1e-9)
+
+    # The running report of `cathodefem gitt` (one line per pulse once its rest has ended)
+    # gives the pulses of the analysis; fed from a resume in the middle of pulse 1 or 2
+    # (their first records ran before the resume), it starts at the next pulse.
+    from cases.gitt import _PulseLog
+
+    def report(records: list[Record]) -> list[str]:
+        caplog.clear()
+        feed = _PulseLog("slab", proto, float(p.ocv(0.3)), SLAB_UM, None, COMM)
+        with caplog.at_level("INFO", logger="cathodefem"):
+            for r in records:
+                feed(r)
+        return [m for m in caplog.messages if m.startswith("[slab] pulse ")]
+
+    lines = report(res.records) if COMM.rank == 0 else []
+    if COMM.rank == 0:
+        assert len(lines) == len(pulses)
+        for line, q in zip(lines, pulses, strict=True):
+            assert line.startswith(f"[slab] pulse {q.pulse}: {q.capacity_mAh_g:.2f} mAh/g, "
+                                   f"rested {q.rest_voltage_after_V:.4f} V, IR drop "
+                                   f"{q.ir_drop_V * 1e3:.1f} mV")
+            assert line.endswith(f"D (geometric area) {q.d_geometric_cm2_s:.3g} cm2/s")
+        for k in (0, 2):
+            start = [i for i, r in enumerate(res.records) if r.step == k][2]
+            resumed = report(res.records[start:])
+            assert [ln.split(":")[0] for ln in resumed] == [
+                f"[slab] pulse {q.pulse}" for q in pulses[k // 2 + 1:]]
 
 
 @pytest.mark.parametrize(("step", "message"), [
@@ -259,6 +287,10 @@ def test_gitt_command_writes_pulses_and_the_figure(tmp_path: Path) -> None:
     assert h["end_voltage_V"] == pytest.approx(1.5, abs=1e-3)
     assert (out / "gitt.png").stat().st_size > 10_000
     assert "D, geometric area, median [cm2/s]" in r.stdout
+    # the running report: one line per pulse, the last one too (its rest ended the run)
+    reported = [ln for ln in r.stdout.splitlines() if ln.startswith("[gradient] pulse ")]
+    assert [ln.split(":")[0] for ln in reported] == [f"[gradient] pulse {k}" for k in (1, 2, 3)]
+    assert not any(ln.startswith("[homogeneous] pulse ") for ln in r.stdout.splitlines())
 
 
 def test_gitt_two_ranks_give_the_one_rank_pulses(tmp_path: Path) -> None:

@@ -42,8 +42,8 @@ from typing import Any
 
 from fem.electrochem.protocol import Protocol, ProtocolError, Record, protocol_from_dict
 
-__all__ = ["GittPulse", "analyse_gitt", "gitt_diffusivity_cm2_s", "gitt_protocol",
-           "solid_diffusion_number"]
+__all__ = ["GittPulse", "analyse_gitt", "evaluate_pulse", "gitt_diffusivity_cm2_s",
+           "gitt_protocol", "solid_diffusion_number"]
 
 
 def gitt_protocol(*, current_mA_g: float, pulse_s: float, rest_s: float, cutoff_V: float,
@@ -140,26 +140,38 @@ def analyse_gitt(records: Sequence[Record], stopped_by: Sequence[str], protocol:
         if not complete:
             break
         sign = 1.0 if pulse.current_mA_g > 0 else -1.0
-        first, end, rested = rp[0], rp[-1], rr[-1]
-        tau = sum(r.dt_s for r in rp)
-        de_s = sign * (before - rested.voltage_V)
-        de_t = sign * (first.voltage_V - end.voltage_V)
-
-        d_geo = _estimate(tau, active_volume_per_area_um, de_s, de_t)
-        d_int = _estimate(tau, active_volume_per_interface_um, de_s, de_t)
-        out.append(GittPulse(
-            pulse=k // 2 + 1, capacity_mAh_g=end.capacity_mAh_g,
-            mean_theta=rested.mean_theta, rest_voltage_before_V=before,
-            rest_voltage_after_V=rested.voltage_V, pulse_start_voltage_V=first.voltage_V,
-            pulse_end_voltage_V=end.voltage_V, first_dt_s=first.dt_s, tau_s=tau,
-            ir_drop_V=sign * (before - first.voltage_V), de_s_V=de_s, de_t_V=de_t,
-            polarization_V=sign * (rested.voltage_V - end.voltage_V),
-            de_s_de_t_ratio=de_s / de_t if de_t > 0 and de_s > 0 else None,
-            rest_end_slope_V_s=((rested.voltage_V - rr[-2].voltage_V) / rested.dt_s
-                                if len(rr) > 1 else math.nan),
-            d_geometric_cm2_s=d_geo, d_interface_cm2_s=d_int))
-        before = rested.voltage_V
+        out.append(evaluate_pulse(k // 2 + 1, rp, rr, before, sign,
+                                  active_volume_per_area_um=active_volume_per_area_um,
+                                  active_volume_per_interface_um=active_volume_per_interface_um))
+        before = rr[-1].voltage_V
     return out
+
+
+def evaluate_pulse(number: int, pulse_records: Sequence[Record], rest_records: Sequence[Record],
+                   rest_voltage_before_V: float, sign: float, *,
+                   active_volume_per_area_um: float,
+                   active_volume_per_interface_um: float | None) -> GittPulse:
+    """Eq. 2 for one complete pulse from its own records and those of its rest (both
+    non-empty, each ran for its whole duration); ``sign`` is +1 for a discharge pulse, -1 for
+    a charge pulse; the volumes per area as in :func:`analyse_gitt`."""
+    rp, rr = pulse_records, rest_records
+    first, end, rested = rp[0], rp[-1], rr[-1]
+    before = rest_voltage_before_V
+    tau = sum(r.dt_s for r in rp)
+    de_s = sign * (before - rested.voltage_V)
+    de_t = sign * (first.voltage_V - end.voltage_V)
+    return GittPulse(
+        pulse=number, capacity_mAh_g=end.capacity_mAh_g,
+        mean_theta=rested.mean_theta, rest_voltage_before_V=before,
+        rest_voltage_after_V=rested.voltage_V, pulse_start_voltage_V=first.voltage_V,
+        pulse_end_voltage_V=end.voltage_V, first_dt_s=first.dt_s, tau_s=tau,
+        ir_drop_V=sign * (before - first.voltage_V), de_s_V=de_s, de_t_V=de_t,
+        polarization_V=sign * (rested.voltage_V - end.voltage_V),
+        de_s_de_t_ratio=de_s / de_t if de_t > 0 and de_s > 0 else None,
+        rest_end_slope_V_s=((rested.voltage_V - rr[-2].voltage_V) / rested.dt_s
+                            if len(rr) > 1 else math.nan),
+        d_geometric_cm2_s=_estimate(tau, active_volume_per_area_um, de_s, de_t),
+        d_interface_cm2_s=_estimate(tau, active_volume_per_interface_um, de_s, de_t))
 
 
 def _estimate(tau_s: float, length_um: float | None, de_s: float, de_t: float
