@@ -273,6 +273,7 @@ def _run_one(comm: MPI.Comm, cell: HalfCell, protocol: Protocol, folder: Path, c
 
     t0 = time.perf_counter()
     status = "completed"
+    interrupted = False
     try:
         try:
             with _DeferredStop(comm) as stop:
@@ -297,6 +298,7 @@ def _run_one(comm: MPI.Comm, cell: HalfCell, protocol: Protocol, folder: Path, c
             # and travel with the exception
             if comm.rank == 0:
                 _write_records(folder / csv_name, seen)
+            interrupted = True
             raise RunInterrupted(seen, time.perf_counter() - t0) from e
         finally:
             bar.close()
@@ -308,6 +310,10 @@ def _run_one(comm: MPI.Comm, cell: HalfCell, protocol: Protocol, folder: Path, c
         # exists; left to the interpreter's exit, they would be closed after the result
         # folder was renamed, and ADIOS2 aborts the process
         writer.close()
+        if checkpoint is not None and interrupted:
+            _keep_field_piece(folder / "fields", checkpoint[0], seen, comm)
+    if checkpoint is not None and comm.rank == 0:
+        _collect_field_pieces(checkpoint[0], folder, move=status == "completed")
     if comm.rank == 0:
         _write_records(folder / csv_name, res.records)
         low = _min_salt(res.records)
@@ -317,6 +323,35 @@ def _run_one(comm: MPI.Comm, cell: HalfCell, protocol: Protocol, folder: Path, c
                         f"(P1 undershoot at the depletion front); refine the mesh at the "
                         f"reacting interfaces to trust the end of this discharge")
     return res, status, wall
+
+
+def _keep_field_piece(fields: Path, ck_dir: Path, seen: Sequence[Record], comm: MPI.Comm
+                     ) -> None:
+    """An interrupted run with a checkpoint: keep the field files it wrote (the staging folder
+    that holds them is removed) beside the checkpoint, as ``fields_<start>-<end>s``, the
+    times of this piece of the run; a resumed run starts new field files at its checkpoint
+    and brings the kept pieces into its result. Nothing is kept before the first checkpoint
+    (a resume then starts from the beginning). Collective."""
+    comm.barrier()  # every rank has closed its field files
+    if comm.rank == 0 and seen and (ck_dir / "run.json").is_file() and fields.is_dir():
+        def text(t: float) -> str:
+            return f"{max(t, 0.0):.3f}".rstrip("0").rstrip(".")
+
+        target = ck_dir / f"fields_{text(seen[0].time_s - seen[0].dt_s)}-{text(seen[-1].time_s)}s"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.move(fields, target)
+    comm.barrier()
+
+
+def _collect_field_pieces(ck_dir: Path, folder: Path, *, move: bool) -> None:
+    """Bring the field files of the interrupted pieces of a resumed run into its result
+    folder (moved when the run completed and its checkpoint goes, copied otherwise)."""
+    for piece in sorted(ck_dir.glob("fields_*-*s")):
+        if piece.is_dir():
+            if move:
+                shutil.move(piece, folder / piece.name)
+            else:
+                shutil.copytree(piece, folder / piece.name, dirs_exist_ok=True)
 
 
 def _min_salt(records: Sequence[Record]) -> float | None:

@@ -767,6 +767,18 @@ def test_cycle_stopped_by_sigterm_resumes_to_the_uninterrupted_result(tmp_path: 
     for ra, rb in zip(a, b, strict=True):
         assert float(rb["time_s"]) == pytest.approx(float(ra["time_s"]), rel=1e-12)
         assert float(rb["voltage_V"]) == pytest.approx(float(ra["voltage_V"]), abs=1e-10)
+    # The field files of the stopped piece (from 0 s to the step it stopped after, the
+    # fifth) are in the result beside those of the resumed piece (fields/, from the
+    # checkpoint of step 4 on), each with the three VTX series.
+    stopped_at = float(a[4]["time_s"])
+    piece = "fields_0-" + f"{stopped_at:.3f}".rstrip("0").rstrip(".") + "s"
+    folders = sorted(f.name for f in (out / "gradient").glob("fields*"))
+    assert folders == ["fields", piece], folders
+    for name in folders:
+        series = sorted(f.name for f in (out / "gradient" / name).glob("*.bp"))
+        assert series == ["electrolyte.bp", "solid_lithium.bp", "solid_potential.bp"]
+        assert (out / "gradient" / name / "electrolyte.bp" / "data.0").stat().st_size > 0
+    assert sorted(f.name for f in (full / "gradient").glob("fields*")) == ["fields"]
 
 
 def test_batch_progress_logs_every_ten_steps_and_after_five_quiet_minutes(
