@@ -21,6 +21,7 @@ import csv
 import json
 import logging
 import math
+import os
 import shutil
 import signal
 import sys
@@ -296,9 +297,9 @@ def _run_one(comm: MPI.Comm, cell: HalfCell, protocol: Protocol, folder: Path, c
         except KeyboardInterrupt as e:
             # Ctrl-C or SIGTERM (_DeferredStop): the records up to the interrupt are written
             # and travel with the exception
+            interrupted = True
             if comm.rank == 0:
                 _write_records(folder / csv_name, seen)
-            interrupted = True
             raise RunInterrupted(seen, time.perf_counter() - t0) from e
         finally:
             bar.close()
@@ -313,7 +314,7 @@ def _run_one(comm: MPI.Comm, cell: HalfCell, protocol: Protocol, folder: Path, c
         if checkpoint is not None and interrupted:
             _keep_field_piece(folder / "fields", checkpoint[0], seen, comm)
     if checkpoint is not None and comm.rank == 0:
-        _collect_field_pieces(checkpoint[0], folder, move=status == "completed")
+        _collect_field_pieces(checkpoint[0], folder)
     if comm.rank == 0:
         _write_records(folder / csv_name, res.records)
         low = _min_salt(res.records)
@@ -331,27 +332,39 @@ def _keep_field_piece(fields: Path, ck_dir: Path, seen: Sequence[Record], comm: 
     that holds them is removed) beside the checkpoint, as ``fields_<start>-<end>s``, the
     times of this piece of the run; a resumed run starts new field files at its checkpoint
     and brings the kept pieces into its result. Nothing is kept before the first checkpoint
-    (a resume then starts from the beginning). Collective."""
+    (a resume then starts from the beginning). Collective; a file system error is a warning
+    (the fields are lost, the checkpoint is not)."""
     comm.barrier()  # every rank has closed its field files
     if comm.rank == 0 and seen and (ck_dir / "run.json").is_file() and fields.is_dir():
         def text(t: float) -> str:
             return f"{max(t, 0.0):.3f}".rstrip("0").rstrip(".")
 
         target = ck_dir / f"fields_{text(seen[0].time_s - seen[0].dt_s)}-{text(seen[-1].time_s)}s"
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.move(fields, target)
+        try:
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.move(fields, target)
+        except OSError as e:
+            log.warning(f"the field files of this piece of the run could not be kept in "
+                        f"{target}: {e}")
     comm.barrier()
 
 
-def _collect_field_pieces(ck_dir: Path, folder: Path, *, move: bool) -> None:
+def _collect_field_pieces(ck_dir: Path, folder: Path) -> None:
     """Bring the field files of the interrupted pieces of a resumed run into its result
-    folder (moved when the run completed and its checkpoint goes, copied otherwise)."""
+    folder: hard links where the file system allows (no second copy of large series),
+    copies otherwise. The originals stay with the checkpoint until it is removed (the
+    command may still be interrupted in a later cathode)."""
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
     for piece in sorted(ck_dir.glob("fields_*-*s")):
         if piece.is_dir():
-            if move:
-                shutil.move(piece, folder / piece.name)
-            else:
-                shutil.copytree(piece, folder / piece.name, dirs_exist_ok=True)
+            shutil.copytree(piece, folder / piece.name, copy_function=link,
+                            dirs_exist_ok=True)
 
 
 def _min_salt(records: Sequence[Record]) -> float | None:

@@ -76,9 +76,9 @@ def gitt_case_protocol(case: CaseSpec) -> Protocol:
 class _PulseLog:
     """One log line per pulse as soon as its rest has ended (a cycler's running titration
     report, for runs of hours): capacity, rested voltage, IR drop, dE_s / dE_t and Eq. 2 with
-    the geometric area, from the same records and formula as ``gitt_pulses.csv``. A pulse
-    that began before a resume (its first records are in the checkpoint, not seen here) gets
-    no line; the files at the end hold every pulse."""
+    the geometric area, from the same records and formula as ``gitt_pulses.csv``. Rank 0
+    only. A pulse whose records, or whose preceding rest's, are partly in the checkpoint of a
+    resume (not seen here) gets no line; the files at the end hold every pulse."""
 
     def __init__(self, kind: str, protocol: Protocol, initial_voltage_V: float,
                  volume_per_area_um: float, volume_per_interface_um: float | None,
@@ -90,12 +90,14 @@ class _PulseLog:
         self.whole_from: int | None = None  # the first step whose every record is seen here
 
     def __call__(self, r: Record) -> None:
+        if not self.rank0:
+            return
         if self.whole_from is None:  # the run's first record, or the first after a resume
             fresh = r.step == 0 and math.isclose(r.time_s, r.dt_s, rel_tol=1e-9)
             self.whole_from = 0 if fresh else r.step + 1
         steps = self.by_step.setdefault(r.step, [])
         steps.append(r)
-        if not self.rank0 or r.step % 2 == 0:
+        if r.step % 2 == 0:
             return
         # a rest's record: report its pulse when the rest has run its whole duration (the
         # criterion of run_protocol, on the same sum of time steps)
@@ -110,10 +112,13 @@ class _PulseLog:
             del self.by_step[old]
         if k < self.whole_from or not rp or before is None:
             return
-        sign = 1.0 if self.protocol.steps[k].current_mA_g > 0 else -1.0
-        p = evaluate_pulse(k // 2 + 1, rp, rr, before, sign,
-                           active_volume_per_area_um=self.volumes[0],
-                           active_volume_per_interface_um=self.volumes[1])
+        sign = 1.0 if (self.protocol.steps[k].current_mA_g or 0.0) > 0 else -1.0
+        try:
+            p = evaluate_pulse(k // 2 + 1, rp, rr, before, sign,
+                               active_volume_per_area_um=self.volumes[0],
+                               active_volume_per_interface_um=self.volumes[1])
+        except (ArithmeticError, ValueError):  # a report only: never stop the run (rank 0)
+            return
         ratio = _text(p.de_s_de_t_ratio, ".3f")
         log.info(f"[{self.kind}] pulse {p.pulse}: {p.capacity_mAh_g:.2f} mAh/g, rested "
                  f"{p.rest_voltage_after_V:.4f} V, IR drop {p.ir_drop_V * 1e3:.1f} mV, "
