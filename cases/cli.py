@@ -126,6 +126,15 @@ def _parser() -> argparse.ArgumentParser:
         if name == "ensemble":
             p.add_argument("--seeds", type=int, default=5,
                            help="number of seeds, from section.seed on (default 5)")
+    text = "one figure of finished result folders, e.g. gitt runs of both cathodes"
+    p = sub.add_parser("plot", help=text, description=text)
+    p.add_argument("what", choices=["gitt"], help="the command whose results to draw")
+    p.add_argument("folders", nargs="+", help="result folders (--out of the runs)")
+    p.add_argument("--labels", default=None, metavar="A,B,...",
+                   help="one label per folder (default: the folder names)")
+    p.add_argument("--out", default="gitt_comparison.png",
+                   help="figure file: .png, .pdf or .svg (default gitt_comparison.png)")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     return ap
 
 
@@ -135,6 +144,14 @@ def _run(args: argparse.Namespace) -> int:
     comm = MPI.COMM_WORLD
     level = logging.WARNING if args.quiet or comm.rank != 0 else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stdout, force=True)
+    if args.command == "plot":
+        from cases.gitt import plot_gitt_runs
+
+        labels = args.labels.split(",") if args.labels is not None else None
+        if comm.rank == 0:
+            drawn = plot_gitt_runs([Path(f) for f in args.folders], Path(args.out), labels)
+            log.info(f"{len(drawn)} curves ({'; '.join(drawn)}) written to {args.out}")
+        return 0
     case = load_case_with_overrides(args.case, args.set)
     out = Path(args.out) if args.out else Path("results") / case.name
     if args.command != "show-spec":

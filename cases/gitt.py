@@ -41,7 +41,7 @@ from fem.electrochem.protocol import Protocol, ProtocolError, Record
 from meshes.spec import CaseSpec, SpecError, spec_to_dict
 from meshes.tags import phase_names
 
-__all__ = ["PAPER_GITT", "gitt_case_protocol", "print_gitt", "run_gitt"]
+__all__ = ["PAPER_GITT", "gitt_case_protocol", "plot_gitt_runs", "print_gitt", "run_gitt"]
 
 log = logging.getLogger("cathodefem")
 
@@ -297,3 +297,82 @@ def print_gitt(summary: dict[str, Any], kinds: Sequence[str] = KINDS) -> None:
     lo, hi = paper["diffusivity_range_cm2_s"]
     print(f"paper (gradient, Fig. 3h-i): {paper['capacity_mAh_g']:g} mAh/g, D {lo:g}-{hi:g} "
           f"cm2/s; homogeneous about 3x lower")
+
+
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def plot_gitt_runs(folders: Sequence[Path], path: Path,
+                   labels: Sequence[str] | None = None) -> list[str]:
+    """One figure (paper Fig. 3h-i) of the GITT runs in several ``cathodefem gitt`` result
+    folders, e.g. the membrane on a 2D section and the tape-cast cathode on a 3D column (two
+    cases, two runs). Every cathode of every folder that ran is drawn; ``labels`` (one per
+    folder, default the folder names when there are several) tell the runs apart. Returns
+    the curves' labels. Bad input is a one-line ValueError naming the folder."""
+    import json
+
+    from cases.plots import _KIND_COLORS, GittSeries, gitt_comparison_figure
+
+    if path.suffix.lower() not in FIGURE_SUFFIXES:
+        raise ValueError(f"--out {path}: the figure's file name must end in "
+                         f"{', '.join(FIGURE_SUFFIXES)}")
+    if not path.parent.is_dir():
+        raise ValueError(f"--out {path}: folder {path.parent} does not exist")
+    if labels is not None and len(labels) != len(folders):
+        raise ValueError(f"--labels: {len(labels)} given for {len(folders)} folders "
+                         f"(one per folder)")
+    runs: list[tuple[str, dict[str, Any]]] = []
+    for k, folder in enumerate(folders):
+        file = folder / "summary.json"
+        if not file.is_file():
+            raise ValueError(f"{folder}: no summary.json (not a finished cathodefem gitt "
+                             f"result folder)")
+        try:
+            summary = json.loads(file.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{file}: cannot be read ({e})") from None
+        if not (isinstance(summary, dict) and isinstance(summary.get("case"), dict)
+                and "gitt" in summary["case"] and "paper" in summary
+                and any(isinstance(summary.get(kd), dict) and "pulses" in summary[kd]
+                        for kd in KINDS)):
+            raise ValueError(f"{folder}: not a cathodefem gitt result (its summary.json has "
+                             f"no pulses)")
+        name = labels[k] if labels is not None else (folder.resolve().name
+                                                     if len(folders) > 1 else "")
+        runs.append((name, summary))
+    settings = {json.dumps([s["case"]["gitt"][x] for x in ("current_mA_g", "pulse_s",
+                                                          "rest_s")]) for _, s in runs}
+    same = len(settings) == 1
+    inputs = {s.get("input_solid_diffusivity_cm2_s") for _, s in runs}
+    kinds_drawn = [kd for _, s in runs for kd in KINDS if isinstance(s.get(kd), dict)]
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+               "#e377c2", "#7f7f7f"]
+    series: list[GittSeries] = []
+    for folder, (name, summary) in zip(folders, runs, strict=True):
+        for kd in KINDS:
+            entry = summary.get(kd)
+            if not isinstance(entry, dict):
+                continue
+            q: list[float] = []
+            v: list[float] = []
+            csv_file = folder / kd / "gitt.csv"
+            if entry.get("status") != "blocked":
+                try:
+                    with csv_file.open(newline="") as fh:
+                        for row in csv.DictReader(fh):
+                            q.append(float(row["capacity_mAh_g"]))
+                            v.append(float(row["voltage_V"]))
+                except (OSError, KeyError, ValueError) as e:
+                    raise ValueError(f"{csv_file}: cannot be read ({e})") from None
+            label = kd if not name else f"{kd}, {name}"
+            if not same:
+                label += f" ({summary['case']['gitt']['current_mA_g']:g} mA/g)"
+            color = (_KIND_COLORS[kd] if kinds_drawn.count(kd) == 1
+                     else palette[len(series) % len(palette)])
+            series.append(GittSeries(label=label, color=color, entry=entry,
+                                     capacity_mAh_g=q, voltage_V=v,
+                                     initial_voltage_V=summary["initial_voltage_V"]))
+    first = runs[0][1]
+    gitt_comparison_figure(series, first["case"]["gitt"] if same else None, first["paper"],
+                           inputs.pop() if len(inputs) == 1 else None, path)
+    return [s.label for s in series]

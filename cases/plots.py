@@ -8,6 +8,8 @@ only (the XDMF files hold every field for ParaView on any rank count).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -530,22 +532,52 @@ def render_conforming_3d(points_um: np.ndarray, cells: np.ndarray, phase: np.nda
 
 def gitt_figure(summary: dict[str, Any], records: dict[str, Any], kinds: Any, path: Path
                 ) -> None:
-    """GITT of every cathode: cell voltage vs specific capacity (paper Fig. 3h), and the
-    diffusivities of Eq. 2 per pulse vs discharge fraction (Fig. 3i), with the geometric area
-    (filled) and the connected wire surface (open) as contact area; the paper's range for the
-    gradient cathode shaded."""
-    fig, (ax, dx) = plt.subplots(1, 2, figsize=(11.5, 4.2), layout="constrained")
+    """GITT of every cathode of one run: cell voltage vs specific capacity (paper Fig. 3h),
+    and the diffusivities of Eq. 2 per pulse vs discharge fraction (Fig. 3i)."""
+    series = []
     for kind in kinds:
-        e, recs = summary[kind], records.get(kind) or []
-        c = _KIND_COLORS.get(kind, "k")
-        if e["status"] == "blocked" or not recs:
-            ax.plot([], [], color=c, label=f"{kind}: blocked")
+        recs = records.get(kind) or []
+        series.append(GittSeries(
+            label=kind, color=_KIND_COLORS.get(kind, "k"), entry=summary[kind],
+            capacity_mAh_g=[r.capacity_mAh_g for r in recs],
+            voltage_V=[r.voltage_V for r in recs],
+            initial_voltage_V=summary["initial_voltage_V"]))
+    gitt_comparison_figure(series, summary["case"]["gitt"], summary["paper"],
+                           summary["input_solid_diffusivity_cm2_s"], path)
+
+
+@dataclass(frozen=True)
+class GittSeries:
+    """One GITT curve of :func:`gitt_comparison_figure`: a cathode's summary entry (with its
+    pulses) and its records' capacities and voltages."""
+
+    label: str
+    color: str
+    entry: dict[str, Any]
+    capacity_mAh_g: Sequence[float]
+    voltage_V: Sequence[float]
+    initial_voltage_V: float
+
+
+def gitt_comparison_figure(series: Sequence[GittSeries], gitt: dict[str, Any] | None,
+                           paper: dict[str, Any], input_diffusivity_cm2_s: float | None,
+                           path: Path) -> None:
+    """Voltage vs specific capacity (paper Fig. 3h) and the diffusivities of Eq. 2 per pulse
+    vs discharge fraction (Fig. 3i) of several GITT runs, with the geometric area (filled)
+    and the connected wire surface (open) as contact area; the paper's range for the
+    gradient cathode shaded; ``gitt`` is the ``[gitt]`` table of the runs (the title; None
+    when they differ)."""
+    fig, (ax, dx) = plt.subplots(1, 2, figsize=(11.5, 4.2), layout="constrained")
+    for s in series:
+        e, c = s.entry, s.color
+        if e["status"] == "blocked" or not s.capacity_mAh_g:
+            ax.plot([], [], color=c, label=f"{s.label}: blocked")
             continue
-        q = [0.0] + [r.capacity_mAh_g for r in recs]
-        v = [summary["initial_voltage_V"]] + [r.voltage_V for r in recs]
+        q = [0.0, *s.capacity_mAh_g]
+        v = [s.initial_voltage_V, *s.voltage_V]
         ended = "at the cut-off" if e["reached_cutoff"] else "(cut-off not reached)"
         ax.plot(q, v, "-", lw=0.6, color=c,
-                label=f"{kind}: {e['capacity_mAh_g']:.0f} mAh/g {ended}")
+                label=f"{s.label}: {e['capacity_mAh_g']:.0f} mAh/g {ended}")
         pulses = e["pulses"]
         total = max(e["capacity_mAh_g"], 1e-30)
         x = [p["capacity_mAh_g"] / total for p in pulses]
@@ -556,18 +588,18 @@ def gitt_figure(summary: dict[str, Any], records: dict[str, Any], kinds: Any, pa
             if pts:
                 dx.semilogy(*zip(*pts, strict=True), marker, ms=3, color=c,
                             mfc=c if marker == "o" else "none",
-                            label=f"{kind}, S = {text}")
-    paper = summary["paper"]["gradient"]
-    lo, hi = paper["diffusivity_range_cm2_s"]
+                            label=f"{s.label}, S = {text}")
+    lo, hi = paper["gradient"]["diffusivity_range_cm2_s"]
     dx.axhspan(lo, hi, color=_KIND_COLORS["gradient"], alpha=0.12,
                label="paper, gradient (Fig. 3i)")
-    dx.axhline(summary["input_solid_diffusivity_cm2_s"], color="k", lw=0.8, ls=":",
-               label="input solid diffusivity")
+    if input_diffusivity_cm2_s is not None:
+        dx.axhline(input_diffusivity_cm2_s, color="k", lw=0.8, ls=":",
+                   label="input solid diffusivity")
     ax.set_xlabel("specific capacity [mAh/g]")
     ax.set_ylabel("cell voltage vs Li/Li$^+$ [V]")
-    g = summary["case"]["gitt"]
-    ax.set_title(f"{g['current_mA_g']:g} mA/g pulses of {g['pulse_s']:g} s, "
-                 f"{g['rest_s']:g} s rests", fontsize=9)
+    if gitt is not None:  # None: runs of different pulses (the labels say which)
+        ax.set_title(f"{gitt['current_mA_g']:g} mA/g pulses of {gitt['pulse_s']:g} s, "
+                     f"{gitt['rest_s']:g} s rests", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     dx.set_xlabel("discharge fraction [-]")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -291,6 +292,30 @@ def test_gitt_command_writes_pulses_and_the_figure(tmp_path: Path) -> None:
     reported = [ln for ln in r.stdout.splitlines() if ln.startswith("[gradient] pulse ")]
     assert [ln.split(":")[0] for ln in reported] == [f"[gradient] pulse {k}" for k in (1, 2, 3)]
     assert not any(ln.startswith("[homogeneous] pulse ") for ln in r.stdout.splitlines())
+
+    # `cathodefem plot gitt`: one figure of several runs' folders (here the same run twice,
+    # told apart by their labels); a folder that is no gitt result, a figure name without a
+    # known suffix and a wrong number of labels are one line each.
+    fig = tmp_path / "both.png"
+    r = run_cli(["plot", "gitt", str(out), str(out), "--labels", "A,B", "--out", str(fig)],
+                tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "4 curves (gradient, A; homogeneous, A; gradient, B; homogeneous, B)" in r.stdout
+    assert fig.stat().st_size > 10_000
+    from cases.gitt import plot_gitt_runs
+
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "summary.json").write_text(json.dumps({"case": {}, "gradient": {}}))
+    for folders, path, labels, message in (
+            ([tmp_path], fig, None, "no summary.json (not a finished cathodefem gitt"),
+            ([tmp_path / "other"], fig, None, "not a cathodefem gitt result"),
+            ([out], tmp_path / "fig.txt", None, "must end in .png, .pdf, .svg"),
+            ([out, out], fig, ["A"], "--labels: 1 given for 2 folders")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            plot_gitt_runs(folders, path, labels)
+    r = run_cli(["plot", "gitt", str(tmp_path), "--out", str(fig)], tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "no summary.json" in r.stderr, r.stderr
 
 
 def test_gitt_two_ranks_give_the_one_rank_pulses(tmp_path: Path) -> None:
