@@ -623,6 +623,11 @@ def test_a_job_killed_while_writing_a_checkpoint_resumes_from_the_one_before(
     with pytest.raises(CheckpointError, match=r"other settings \(parameters\.\S+ differs\)"):
         run_protocol(HalfCell(pillar, default_parameters(318.15)), proto, checkpoint_dir=ck,
                      resume=True)
+    # nor another model of the same mesh (equipotential electronic network; the state
+    # vectors have the same sizes, so only the settings can tell)
+    with pytest.raises(CheckpointError, match=r"other settings \(model\.electronic differs\)"):
+        run_protocol(HalfCell(pillar, default_parameters(), electronic="ideal"), proto,
+                     checkpoint_dir=ck, resume=True)
     # a damaged checkpoint is one line that names it, never a traceback of numpy or json
     [state] = ck.glob("state_*.npz")
     state.write_bytes(state.read_bytes()[:100])

@@ -182,6 +182,7 @@ class HalfCell:
         if electronic not in ("resolved", "ideal"):
             raise ValueError(f"electronic = {electronic!r}: must be 'resolved' or 'ideal'")
         self.electronic_mode = electronic_mode = electronic
+        self.quadrature_degree = quadrature_degree
         self.tm = tm
         self.params = params
         #: ``extra_residual(cell, tests)`` returns one UFL form (or None) per block to add to

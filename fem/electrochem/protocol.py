@@ -441,16 +441,20 @@ def _state_file(folder: Path, comm: MPI.Comm, records: int | None) -> Path:
 
 
 def run_settings(cell: HalfCell, protocol: Protocol) -> dict[str, Any]:
-    """The protocol, the parameter values (not their citations) and the mesh (cells per
-    phase) as plain JSON values, kept with a checkpoint so that a resume with other
-    settings or another geometry is refused (naming what differs) rather than continued
-    with mixed records. Collective."""
+    """The protocol, the parameter values (not their citations), the model choices of the
+    cell (electronic network resolved or ideal, quadrature degree, lateral periodicity) and
+    the mesh (cells per phase) as plain JSON values, kept with a checkpoint so that a
+    resume with other settings or another geometry is refused (naming what differs) rather
+    than continued with mixed records. Collective."""
     tdim = cell.tm.mesh.topology.dim
     owned = cell.tm.mesh.topology.index_map(tdim).size_local
     counts = np.bincount(np.asarray(cell.tm.phase[:owned], dtype=np.int64), minlength=64)
     cells_per_phase = cell.comm.allreduce(counts, op=MPI.SUM)
     return json.loads(json.dumps({
         "protocol": _plain(protocol), "parameters": _plain(cell.params),
+        "model": {"electronic": cell.electronic_mode,
+                  "quadrature_degree": cell.quadrature_degree,
+                  "periodic": cell._pmap is not None},
         "mesh_cells_per_phase": {str(i): int(n) for i, n in enumerate(cells_per_phase) if n}},
         sort_keys=True))
 
