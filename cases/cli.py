@@ -131,7 +131,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=["gitt"], help="the command whose results to draw")
     p.add_argument("folders", nargs="+", help="result folders (--out of the runs)")
     p.add_argument("--labels", default=None, metavar="A,B,...",
-                   help="one label per folder (default: the folder names)")
+                   help="one label per folder, separated by commas (default: the folder "
+                        "names)")
     p.add_argument("--out", default="gitt_comparison.png",
                    help="figure file: .png, .pdf or .svg (default gitt_comparison.png)")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
@@ -148,9 +149,16 @@ def _run(args: argparse.Namespace) -> int:
         from cases.gitt import plot_gitt_runs
 
         labels = args.labels.split(",") if args.labels is not None else None
-        if comm.rank == 0:
-            drawn = plot_gitt_runs([Path(f) for f in args.folders], Path(args.out), labels)
-            log.info(f"{len(drawn)} curves ({'; '.join(drawn)}) written to {args.out}")
+        error = None
+        if comm.rank == 0:  # one figure: rank 0 draws, every rank ends alike
+            try:
+                drawn = plot_gitt_runs([Path(f) for f in args.folders], Path(args.out), labels)
+                log.info(f"{len(drawn)} curves ({'; '.join(drawn)}) written to {args.out}")
+            except ValueError as e:
+                error = str(e)
+        error = comm.bcast(error, root=0)
+        if error is not None:
+            raise ValueError(error)
         return 0
     case = load_case_with_overrides(args.case, args.set)
     out = Path(args.out) if args.out else Path("results") / case.name

@@ -307,8 +307,9 @@ def plot_gitt_runs(folders: Sequence[Path], path: Path,
     """One figure (paper Fig. 3h-i) of the GITT runs in several ``cathodefem gitt`` result
     folders, e.g. the membrane on a 2D section and the tape-cast cathode on a 3D column (two
     cases, two runs). Every cathode of every folder that ran is drawn; ``labels`` (one per
-    folder, default the folder names when there are several) tell the runs apart. Returns
-    the curves' labels. Bad input is a one-line ValueError naming the folder."""
+    folder, default the folder names when there are several) tell the runs apart; a cathode
+    drawn once keeps its colour. An existing figure file is replaced. Returns the curves'
+    labels. Bad input is a one-line ValueError naming the folder or option."""
     import json
 
     from cases.plots import _KIND_COLORS, GittSeries, gitt_comparison_figure
@@ -318,9 +319,16 @@ def plot_gitt_runs(folders: Sequence[Path], path: Path,
                          f"{', '.join(FIGURE_SUFFIXES)}")
     if not path.parent.is_dir():
         raise ValueError(f"--out {path}: folder {path.parent} does not exist")
-    if labels is not None and len(labels) != len(folders):
-        raise ValueError(f"--labels: {len(labels)} given for {len(folders)} folders "
-                         f"(one per folder)")
+    if path.is_dir():
+        raise ValueError(f"--out {path}: is a folder; give the figure's file name")
+    if labels is not None:
+        labels = [text.strip() for text in labels]
+        if len(labels) != len(folders):
+            raise ValueError(f"--labels: {len(labels)} given for {len(folders)} folders (one "
+                             f"per folder, separated by commas)")
+        if not all(labels) or len(set(labels)) != len(labels):
+            raise ValueError(f"--labels {','.join(labels)}: every label must be non-empty and "
+                             f"different")
     runs: list[tuple[str, dict[str, Any]]] = []
     for k, folder in enumerate(folders):
         file = folder / "summary.json"
@@ -345,8 +353,9 @@ def plot_gitt_runs(folders: Sequence[Path], path: Path,
     same = len(settings) == 1
     inputs = {s.get("input_solid_diffusivity_cm2_s") for _, s in runs}
     kinds_drawn = [kd for _, s in runs for kd in KINDS if isinstance(s.get(kd), dict)]
-    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
-               "#e377c2", "#7f7f7f"]
+    palette = ["#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#17becf",
+               "#bcbd22"]
+    repeated = 0
     series: list[GittSeries] = []
     for folder, (name, summary) in zip(folders, runs, strict=True):
         for kd in KINDS:
@@ -362,17 +371,26 @@ def plot_gitt_runs(folders: Sequence[Path], path: Path,
                         for row in csv.DictReader(fh):
                             q.append(float(row["capacity_mAh_g"]))
                             v.append(float(row["voltage_V"]))
-                except (OSError, KeyError, ValueError) as e:
+                except (OSError, KeyError, ValueError, TypeError) as e:
                     raise ValueError(f"{csv_file}: cannot be read ({e})") from None
             label = kd if not name else f"{kd}, {name}"
             if not same:
-                label += f" ({summary['case']['gitt']['current_mA_g']:g} mA/g)"
-            color = (_KIND_COLORS[kd] if kinds_drawn.count(kd) == 1
-                     else palette[len(series) % len(palette)])
+                g = summary["case"]["gitt"]
+                label += (f" ({g['current_mA_g']:g} mA/g, {g['pulse_s']:g} s pulses, "
+                          f"{g['rest_s']:g} s rests)")
+            if kinds_drawn.count(kd) == 1:
+                color = _KIND_COLORS[kd]
+            else:  # a cathode drawn more than once: colours other than the cathodes'
+                color = palette[repeated % len(palette)]
+                repeated += 1
             series.append(GittSeries(label=label, color=color, entry=entry,
                                      capacity_mAh_g=q, voltage_V=v,
                                      initial_voltage_V=summary["initial_voltage_V"]))
     first = runs[0][1]
-    gitt_comparison_figure(series, first["case"]["gitt"] if same else None, first["paper"],
-                           inputs.pop() if len(inputs) == 1 else None, path)
+    try:
+        gitt_comparison_figure(series, first["case"]["gitt"] if same else None,
+                               first["paper"], inputs.pop() if len(inputs) == 1 else None,
+                               path)
+    except OSError as e:
+        raise ValueError(f"--out {path}: cannot be written ({e.strerror or e})") from None
     return [s.label for s in series]

@@ -38,6 +38,7 @@ from fem.electrochem.protocol import (
     RunResult,
     Step,
     protocol_from_dict,
+    run_key,
     run_protocol,
 )
 from fem.parameters import Conductivities, Parameter
@@ -580,7 +581,7 @@ def test_restart_from_a_checkpoint_reproduces_the_uninterrupted_run(
 
 def test_a_job_killed_while_writing_a_checkpoint_resumes_from_the_one_before(
         pillar: TaggedMesh, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        uninterrupted: RunResult) -> None:
+        uninterrupted: RunResult, caplog: pytest.LogCaptureFixture) -> None:
     # A batch system's SIGKILL can land between the state files and run.json of a
     # checkpoint: here the run dies as the checkpoint of record 8 replaces its run.json (its
     # state files are already written). The resume must continue from the checkpoint of
@@ -628,6 +629,23 @@ def test_a_job_killed_while_writing_a_checkpoint_resumes_from_the_one_before(
     with pytest.raises(CheckpointError, match=r"other settings \(model\.electronic differs\)"):
         run_protocol(HalfCell(pillar, default_parameters(), electronic="ideal"), proto,
                      checkpoint_dir=ck, resume=True)
+    # a checkpoint of an earlier version, whose settings lack the model choices, is resumed
+    # with a warning when everything it recorded agrees, and refused as before otherwise
+    meta = json.loads((ck / "run.json").read_text())
+    settings = json.loads((ck / f"settings_{meta['run_key']}.json").read_text())
+    del settings["model"]
+    meta["run_key"] = run_key(settings)
+    (ck / f"settings_{meta['run_key']}.json").write_text(json.dumps(settings))
+    (ck / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"other settings \(protocol.steps.0."
+                                              r"current_mA_g differs\)"):
+        run_protocol(HalfCell(pillar, default_parameters()), other, checkpoint_dir=ck,
+                     resume=True)
+    with caplog.at_level("WARNING", logger="cathodefem"):
+        old = run_protocol(HalfCell(pillar, default_parameters()), proto, checkpoint_dir=ck,
+                           resume=True)
+    assert "did not record the model choices" in caplog.text
+    assert old.records[-1].voltage_V == pytest.approx(full.records[-1].voltage_V, abs=1e-10)
     # a damaged checkpoint is one line that names it, never a traceback of numpy or json
     [state] = ck.glob("state_*.npz")
     state.write_bytes(state.read_bytes()[:100])

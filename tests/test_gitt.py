@@ -305,12 +305,15 @@ def test_gitt_command_writes_pulses_and_the_figure(tmp_path: Path) -> None:
     from cases.gitt import plot_gitt_runs
 
     (tmp_path / "other").mkdir()
+    (tmp_path / "a_folder.png").mkdir()
     (tmp_path / "other" / "summary.json").write_text(json.dumps({"case": {}, "gradient": {}}))
     for folders, path, labels, message in (
             ([tmp_path], fig, None, "no summary.json (not a finished cathodefem gitt"),
             ([tmp_path / "other"], fig, None, "not a cathodefem gitt result"),
             ([out], tmp_path / "fig.txt", None, "must end in .png, .pdf, .svg"),
-            ([out, out], fig, ["A"], "--labels: 1 given for 2 folders")):
+            ([out, out], fig, ["A"], "--labels: 1 given for 2 folders"),
+            ([out, out], fig, ["A", " A"], "every label must be non-empty and different"),
+            ([out], tmp_path / "a_folder.png", None, "is a folder; give the figure's")):
         with pytest.raises(ValueError, match=re.escape(message)):
             plot_gitt_runs(folders, path, labels)
     r = run_cli(["plot", "gitt", str(tmp_path), "--out", str(fig)], tmp_path)

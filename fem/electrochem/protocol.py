@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import zipfile
 from collections.abc import Callable, Mapping
@@ -454,7 +455,7 @@ def run_settings(cell: HalfCell, protocol: Protocol) -> dict[str, Any]:
         "protocol": _plain(protocol), "parameters": _plain(cell.params),
         "model": {"electronic": cell.electronic_mode,
                   "quadrature_degree": cell.quadrature_degree,
-                  "periodic": cell._pmap is not None},
+                  "periodic": cell.periodic is not None},
         "mesh_cells_per_phase": {str(i): int(n) for i, n in enumerate(cells_per_phase) if n}},
         sort_keys=True))
 
@@ -543,12 +544,23 @@ def load_checkpoint(cell: HalfCell, folder: Path, settings: dict[str, Any] | Non
                               f"rank{'s' if ranks != 1 else ''}; resume on the same number "
                               f"(this run has {comm.size})")
     key = run_key(settings) if settings is not None else None
+    differs: str | None = None
     if key is not None and meta.get("run_key") not in (None, key):
         try:
             old = json.loads((folder / f"settings_{meta['run_key']}.json").read_text())
             differs = first_difference(old, settings) or "something"
         except (OSError, ValueError):
-            differs = "the protocol or the parameter set"
+            old, differs = None, "the protocol or the parameter set"
+        if settings is not None and isinstance(old, dict) and "model" not in old:
+            # written before the settings held the model choices: the rest is checked
+            differs = first_difference(old, {k: v for k, v in settings.items()
+                                             if k != "model"})
+            if differs is None and comm.rank == 0:
+                logging.getLogger("cathodefem").warning(
+                    f"resume: the checkpoint in {str(folder)!r} was written by an earlier "
+                    f"cathodefem that did not record the model choices ({settings['model']} "
+                    f"now); make sure they are those of the interrupted run")
+    if differs is not None:
         raise CheckpointError(f"resume: the checkpoint in {str(folder)!r} was written with "
                               f"other settings ({differs} differs); resume with the settings "
                               f"of the interrupted run, or {afresh}")
