@@ -26,7 +26,14 @@ from typing import Any
 
 from mpi4py import MPI  # isort: split
 
-from cases.cycling import _cathode_cell, _cell_info, _min_salt, _run_one, _utilization
+from cases.cycling import (
+    _cathode_cell,
+    _cell_info,
+    _min_salt,
+    _read_records,
+    _run_one,
+    _utilization,
+)
 from cases.output import atomic_result_dir, write_json
 from cases.study import KINDS
 from fem.electrochem.gitt import (
@@ -367,12 +374,11 @@ def plot_gitt_runs(folders: Sequence[Path], path: Path,
             csv_file = folder / kd / "gitt.csv"
             if entry.get("status") != "blocked":
                 try:
-                    with csv_file.open(newline="") as fh:
-                        for row in csv.DictReader(fh):
-                            q.append(float(row["capacity_mAh_g"]))
-                            v.append(float(row["voltage_V"]))
+                    recs = _read_records(csv_file)
                 except (OSError, KeyError, ValueError, TypeError) as e:
                     raise ValueError(f"{csv_file}: cannot be read ({e})") from None
+                q = [r.capacity_mAh_g for r in recs]
+                v = [r.voltage_V for r in recs]
             label = kd if not name else f"{kd}, {name}"
             if not same:
                 g = summary["case"]["gitt"]
