@@ -18,6 +18,7 @@ separator layer of ``section.separator_um``, and write, per cathode:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -55,7 +56,8 @@ from fem.electrochem.protocol import (
     protocol_from_dict,
     run_protocol,
 )
-from meshes.adapter import TaggedMesh, build_on_root, distribute_voxels
+from meshes.adapter import TaggedMesh, build_on_root, distribute_conforming, distribute_voxels
+from meshes.conforming import check_conforming_scope, mesh_conforming_box
 from meshes.spec import CaseSpec, SpecError, spec_to_dict, with_seed
 from meshes.tags import phase_names
 from meshes.voxels import cathode_layers_um, film_caveat, periodic_caveat, voxelize_case
@@ -236,6 +238,9 @@ def _cell_info(cell: HalfCell, info: dict[str, Any]) -> dict[str, Any]:
         "electronic_network": cell.electronic_mode,
         "interface_facets_count": cell.interface_facets_count,
         "connected_interface_facets_count": cell.connected_interface_facets_count,
+        # 3D: um2 and um3 of the column; 2D: um and um2 per um of section depth
+        "connected_interface_area_um2": cell.connected_interface_area_um2(),
+        "active_volume_um3": cell.active_volume_um3(),
         # periodic columns: wire/electrolyte pairs across the periodic faces (no reaction)
         "seam_interface_facets_count": cell.seam_interface_facets_count,
         "removed_cells_count": cell.removed_cells,
@@ -403,7 +408,8 @@ def _utilization(cell: HalfCell, theta0: float, path: Path) -> dict[str, Any]:
 def _cathode_cell(comm: MPI.Comm, case: CaseSpec, kind: str, params: CellParameters,
                   folder: Path) -> tuple[HalfCell, dict[str, Any]]:
     """Build one cathode's mesh (the 2D section, as the conduction study does, or the 3D
-    voxel column of ``case.box``), its half cell and its result sub-folder."""
+    column of ``case.box``: voxels, or a conforming tetrahedral mesh with ``box.mesh =
+    "conforming"``), its half cell and its result sub-folder."""
     stop_if_asked_before()
     ec = case.electrochemistry
     if comm.rank == 0:
@@ -439,6 +445,10 @@ def _check_geometry(case: CaseSpec, kinds: Sequence[str]) -> None:
                         f"must be 1 for the half cell (it refines the rve's electronic tensor "
                         f"only)")
     if case.electrochemistry.geometry != "box":
+        if case.box.mesh == "conforming":
+            raise SpecError("box.mesh = 'conforming': applies to 3D columns only; must be "
+                            "'voxels' when electrochemistry.geometry = 'section' (or set "
+                            "electrochemistry.geometry = 'box')")
         if case.box.sides == "periodic":
             raise SpecError("box.sides = 'periodic': applies to 3D columns only; must be "
                             "'insulating' when electrochemistry.geometry = 'section' (or set "
@@ -453,19 +463,34 @@ def _check_geometry(case: CaseSpec, kinds: Sequence[str]) -> None:
     if case.box.separator_um <= 0.0:
         raise SpecError("box.separator_um = 0: must be > 0 um when electrochemistry.geometry "
                         "= 'box' (the Li anode sits on the separator)")
+    if case.box.mesh == "conforming":
+        for kind in kinds:
+            check_conforming_scope(case, kind)
 
 
 def _build_box(comm: MPI.Comm, case: CaseSpec, kind: str) -> tuple[TaggedMesh, dict[str, Any]]:
-    """The 3D voxel column of ``case.box`` (whole cathode plus separator) as hexahedra."""
+    """The 3D column of ``case.box`` (whole cathode plus separator): hexahedra of the voxel
+    image, or with ``box.mesh = "conforming"`` tetrahedra fitted to the designed wires
+    (``meshes.conforming``, the same realization)."""
     caveat = periodic_caveat(case, kind)
-    film = film_caveat(case, kind)
+    film = film_caveat(case, kind) if case.box.mesh == "voxels" else None
     for message in (caveat, film):
         if message and comm.rank == 0:
             log.warning(message)
+    if case.box.mesh == "conforming":
+        box = build_on_root(comm, lambda: mesh_conforming_box(case, kind))
+        info = None
+        if box is not None:
+            info = {"box_mesh": "conforming", "conforming_size_um": case.box.conforming_size_um,
+                    "size_um": [box.size_um, box.size_um, box.height_um],
+                    "periodic_sides": box.periodic, "periodic_caveat": caveat,
+                    "contacts": dataclasses.asdict(box.contacts), **box.stats}
+        info = comm.bcast(info, root=0)
+        return distribute_conforming(comm, box), info
     image = build_on_root(comm, lambda: voxelize_case(case, kind))
     info = None
     if image is not None:
-        info = {"voxel_um": image.voxel_um, "size_um": list(image.size_um),
+        info = {"box_mesh": "voxels", "voxel_um": image.voxel_um, "size_um": list(image.size_um),
                 "cells_count": int(image.labels.size), "phase_fractions": image.fractions(),
                 "periodic_sides": case.box.sides == "periodic", "periodic_caveat": caveat,
                 "film_caveat": film,
