@@ -5,7 +5,9 @@ each cathode from the charged state at several specific currents (paper Fig. 4a,
 ``run_rate_ensemble`` repeats the rate study on several realizations (seeds) and gives the mean
 capacity and its 95 % confidence interval per cathode and rate. All
 build the section meshes exactly as the conduction study does (same spec, same seed), add the
-separator layer of ``section.separator_um``, and write, per cathode:
+separator layer of ``section.separator_um`` (or, with ``electrochemistry.geometry = "box"``,
+the 3D column of ``[box]``: voxels, or a conforming tetrahedral mesh of the membrane with
+``box.mesh = "conforming"``), and write, per cathode:
 
 * ``cycling.csv`` / ``rate_<I>mA_g.csv``: every accepted time step (units in the headers);
 * ``fields/*.bp``: VTX time series for ParaView (c_s and phi_s on the solid submeshes, c_e and
@@ -238,9 +240,11 @@ def _cell_info(cell: HalfCell, info: dict[str, Any]) -> dict[str, Any]:
         "electronic_network": cell.electronic_mode,
         "interface_facets_count": cell.interface_facets_count,
         "connected_interface_facets_count": cell.connected_interface_facets_count,
-        # 3D: um2 and um3 of the column; 2D: um and um2 per um of section depth
-        "connected_interface_area_um2": cell.connected_interface_area_um2(),
-        "active_volume_um3": cell.active_volume_um3(),
+        # 3D: the column's; 2D: per um of section depth
+        ("connected_interface_area_um2" if cell.tm.mesh.topology.dim == 3
+         else "connected_interface_area_per_um_depth_um2"): cell.connected_interface_area_um2(),
+        ("active_volume_um3" if cell.tm.mesh.topology.dim == 3
+         else "active_volume_per_um_depth_um3"): cell.active_volume_um3(),
         # periodic columns: wire/electrolyte pairs across the periodic faces (no reaction)
         "seam_interface_facets_count": cell.seam_interface_facets_count,
         "removed_cells_count": cell.removed_cells,
@@ -481,10 +485,15 @@ def _build_box(comm: MPI.Comm, case: CaseSpec, kind: str) -> tuple[TaggedMesh, d
         box = build_on_root(comm, lambda: mesh_conforming_box(case, kind))
         info = None
         if box is not None:
-            info = {"box_mesh": "conforming", "conforming_size_um": case.box.conforming_size_um,
+            info = {**box.stats, "box_mesh": "conforming",
+                    "conforming_size_um": case.box.conforming_size_um,
                     "size_um": [box.size_um, box.size_um, box.height_um],
+                    "cells_count": len(box.cells),
+                    "phase_fractions": {k[:-len("_fraction")]: v for k, v in box.stats.items()
+                                        if k.endswith("_fraction")
+                                        and not k.startswith("target_")},
                     "periodic_sides": box.periodic, "periodic_caveat": caveat,
-                    "contacts": dataclasses.asdict(box.contacts), **box.stats}
+                    "contacts": dataclasses.asdict(box.contacts)}
         info = comm.bcast(info, root=0)
         return distribute_conforming(comm, box), info
     image = build_on_root(comm, lambda: voxelize_case(case, kind))
@@ -749,6 +758,7 @@ def _previous_run(folder: Path | None, case: CaseSpec, comm: MPI.Comm, ensemble:
     """:func:`cases.output.previous_run`, also checked to be of the same kind: a single rate
     study or an ``ensemble`` (one line otherwise). Collective."""
     data = previous_run(folder, case, comm)
+    _check_same_box_mesh(data, folder, case, comm)
     if data is not None and ("seeds" in data) != ensemble:
         raise ValueError(f"--resume: {folder} holds "
                          + (f"an ensemble of {len(data['seeds'])} seeds; resume with --seeds "
@@ -756,6 +766,38 @@ def _previous_run(folder: Path | None, case: CaseSpec, comm: MPI.Comm, ensemble:
                             "a single rate study; resume without --seeds")
                          + f", or remove {folder} and run without --resume to start afresh")
     return data
+
+
+def _check_same_box_mesh(data: dict[str, Any] | None, folder: Path | None, case: CaseSpec,
+                         comm: MPI.Comm) -> None:
+    """Refuse (one line) a resume of a 3D study whose finished discharges were solved on
+    another kind of column than ``box.mesh`` asks: versions before conforming half-cell
+    columns voxelized whatever ``box.mesh`` said, with the same case. Collective."""
+    if data is None or folder is None or case.electrochemistry.geometry != "box":
+        return
+    found: set[str] = set()
+    if comm.rank == 0:
+        studies = [data]
+        for path in sorted(folder.glob("seed*/summary.json")) if "seeds" in data else []:
+            try:
+                studies.append(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                pass  # an unreadable seed study is run again (_finished_seeds)
+        for study in studies:
+            if not isinstance(study, dict):
+                continue
+            for kind in KINDS:
+                entry = study.get(kind)
+                mesh = entry.get("mesh") if isinstance(entry, dict) else None
+                if isinstance(mesh, dict):
+                    found.add(str(mesh.get("box_mesh", "voxels")))
+    found = comm.bcast(found, root=0)
+    other = found - {case.box.mesh}
+    if other:
+        raise ValueError(f"--resume: {folder} holds discharges solved on "
+                         f"{' and '.join(sorted(other))} columns, but box.mesh = "
+                         f"'{case.box.mesh}'; remove {folder} and run without --resume to "
+                         f"start afresh")
 
 
 def _uncovered_rates(previous: dict[str, Any] | None, kinds: Sequence[str],

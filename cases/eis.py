@@ -1,16 +1,15 @@
 """``cathodefem eis``: virtual impedance spectroscopy of both cathodes (paper Fig. 3j).
 
-Each cathode's half cell (the 2D section or the 3D voxel column of the case, as ``rate``
-builds it) is linearised about rest at the open-circuit voltage ``eis.voltage_V``
-(:mod:`fem.electrochem.impedance`) and its impedance computed from ``eis.f_max_Hz`` down to
-``eis.f_min_Hz``. An equivalent circuit R0 - (R || C) arcs - Wo is fitted to every spectrum:
-R0 is the bulk resistance R_b, the arcs the charge-transfer resistances (the sum is
-reported as R_ct, each arc apart, and beside them the closed forms of the linearised
-kinetics of the connected interface and of the Li anode, which exclude transport). Writes, per
-cathode, ``<cathode>/impedance.csv`` (frequency, Z in ohm for ``eis.electrode_area_cm2`` and
-in ohm cm2), and ``summary.json`` (spectra, fits, the paper's values, parameters with
-sources) and ``nyquist.png`` for both.
-"""
+Each cathode's half cell (the 2D section or the 3D column of the case, voxels or conforming,
+as ``rate`` builds it) is linearised about rest at the open-circuit voltage
+``eis.voltage_V`` (:mod:`fem.electrochem.impedance`) and its impedance computed from
+``eis.f_max_Hz`` down to ``eis.f_min_Hz``. An equivalent circuit R0 - (R || C) arcs - Wo is
+fitted to every spectrum: R0 is the bulk resistance R_b, the arcs the charge-transfer
+resistances (the sum is reported as R_ct, each arc apart, and beside them the closed forms
+of the linearised kinetics of the connected interface and of the Li anode, which exclude
+transport). Writes, per cathode, ``<cathode>/impedance.csv`` (frequency, Z in ohm for
+``eis.electrode_area_cm2`` and in ohm cm2), and ``summary.json`` (spectra, fits, the paper's
+values, parameters with sources) and ``nyquist.png`` for both. """
 
 from __future__ import annotations
 

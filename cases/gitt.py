@@ -1,11 +1,12 @@
 """``cathodefem gitt``: galvanostatic intermittent titration of both cathodes (paper Fig. 3h-i).
 
-Each cathode's half cell (the 2D section or the 3D voxel column of the case, as ``rate``
-builds it) is discharged in pulses of ``gitt.current_mA_g`` for ``gitt.pulse_s``, each followed
-by a rest of ``gitt.rest_s``, from ``protocol.initial_theta`` until a pulse reaches
-``gitt.cutoff_V`` (:mod:`fem.electrochem.gitt`). Every complete pulse is evaluated by the
-paper's Eq. 2 with two contact areas (the electrode's geometric area and the connected wire
-surface, see :mod:`fem.electrochem.gitt`).
+Each cathode's half cell (the 2D section or the 3D column of the case, voxels or conforming,
+as ``rate`` builds it) is discharged in pulses of ``gitt.current_mA_g`` for
+``gitt.pulse_s``, each followed by a rest of ``gitt.rest_s``, from
+``protocol.initial_theta`` until a pulse reaches ``gitt.cutoff_V``
+(:mod:`fem.electrochem.gitt`). Every complete pulse is evaluated by the paper's Eq. 2 with
+two contact areas (the electrode's geometric area and the connected wire surface, see
+:mod:`fem.electrochem.gitt`).
 
 Writes, per cathode, ``<cathode>/gitt.csv`` (every time step, with the voltage breakdown),
 ``<cathode>/gitt_pulses.csv`` (one row per pulse: voltages, IR drop, dE_s, dE_t,

@@ -265,9 +265,9 @@ class BoxSpec(_Spec):
     #: separator-side face (rounded to whole voxels on voxel boxes, exact on conforming
     #: boxes; 0: none)
     separator_um: float = _num(0.0, 0.0, 1000.0, "um")
-    #: the mesh an RVE is solved on: "voxels" (one hexahedron per voxel, both cathodes) or
-    #: "conforming" (tetrahedra fitted to the wires and rGO sheets; gradient membrane, rGO
-    #: with insulating sides only: meshes/conforming.py)
+    #: the mesh an RVE or a half-cell column is solved on: "voxels" (one hexahedron per
+    #: voxel, both cathodes) or "conforming" (tetrahedra fitted to the wires and rGO sheets;
+    #: gradient membrane, rGO with insulating sides only: meshes/conforming.py)
     mesh: str = _choice("voxels", ("voxels", "conforming"))
     #: element size at the wire surfaces of a conforming box (it grows to 0.1 um in the pore)
     conforming_size_um: float = _num(0.03, 0.005, 0.1, "um")
@@ -410,20 +410,27 @@ class CaseSpec(_Spec):
                                 f"([{key}] ...)")
         sec, box = self.section, self.box
         if box.mesh == "conforming":
-            # measured: 2.5e5-3.5e5 tetrahedra per um3 at 30 nm elements at the wires; the
-            # box is cut from the membrane (conforming boxes are the gradient cathode's) and
-            # a box through its whole thickness carries the separator layer on top
-            g_thick = self.gradient.thickness_um
-            height = min(box.height_um, g_thick) + (box.separator_um if box.height_um
-                                                    >= g_thick else 0.0)
-            cells = 3.5e5 * (0.03 / box.conforming_size_um) ** 3 * box.size_um**2 * height
+            # measured: 2.5e5-3.5e5 tetrahedra per um3 at 30 nm elements at the wires
+            # (counted over the whole height: an upper bound where the SPE skin and the
+            # separator, meshed coarser, take a large part). The box is cut from the
+            # membrane (conforming boxes are the gradient cathode's) as
+            # meshes.voxels.box_window cuts it, and a box that reaches the membrane's top
+            # face carries the separator layer on top (meshes.conforming.mesh_conforming_box)
+            g = self.gradient
+            height = min(box.height_um, g.thickness_um)
+            zc = box.z_center_fraction * (g.thickness_um - g.skin_thickness_um)
+            top = min(max(0.0, zc - 0.5 * height), g.thickness_um - height) + height
+            meshed = height + (box.separator_um if abs(top - g.thickness_um)
+                               <= 1e-6 * g.thickness_um else 0.0)
+            cells = 3.5e5 * (0.03 / box.conforming_size_um) ** 3 * box.size_um**2 * meshed
             if cells > 5.0e6:
                 raise SpecError(
                     f"box.size_um = {box.size_um:g}, height_um = {box.height_um:g}, "
                     f"conforming_size_um = {box.conforming_size_um:g}: a conforming box "
-                    f"of about {cells:.2g} tetrahedra ({height:g} um high meshed); must be "
-                    f"<= 5e6 (meshed on one rank: shrink the box, e.g. 1 x 1 x 1 um, or use "
-                    f"box.mesh = 'voxels')")
+                    f"of about {cells:.2g} tetrahedra ({meshed:g} um high meshed); must be "
+                    f"<= 5e6 (meshed on one rank: shrink the box, e.g. 1 x 1 x 1 um, or for a "
+                    f"half-cell column, which holds the whole membrane, narrow it or raise "
+                    f"box.conforming_size_um; or use box.mesh = 'voxels')")
         if sec.method != "box":
             return
         why = "with section.method = 'box' (the section is a plane of the box)"

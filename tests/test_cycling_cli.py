@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 import time
@@ -347,7 +348,10 @@ def test_cycle_on_a_conforming_column_on_1_and_2_ranks(tmp_path: Path) -> None:
     # box.mesh = 'conforming': the half cell on the tetrahedral column fitted to the designed
     # wires (meshes.conforming), the same steps and voltages on 1 and 2 ranks, charge and Li
     # conserved; its mesh report is the conforming box's. The voxel column of the same case
-    # has more reacting area (voxel faces step around the round wires), so less kinetic loss.
+    # (the realization's wires before the contact design moved some by up to 68 nm) has
+    # more reacting surface per active volume (voxel faces step around the round wires:
+    # 1.29x here, 1.22x on the designed wires, benchmarks/bench_conforming_halfcell.py), so
+    # less kinetic loss.
     case = tmp_path / "conforming.toml"
     case.write_text(CONFORMING)
     runs = {}
@@ -359,7 +363,9 @@ def test_cycle_on_a_conforming_column_on_1_and_2_ranks(tmp_path: Path) -> None:
         g = json.loads((out / "summary.json").read_text())["gradient"]
         assert g["status"] == "completed"
         assert g["mesh"]["box_mesh"] == "conforming"
-        assert g["mesh"]["cells_count"] == 37134 and g["mesh"]["min_quality"] > 0.01
+        assert isinstance(g["mesh"]["cells_count"], int) and g["mesh"]["cells_count"] > 1e4
+        assert g["mesh"]["min_quality"] > 0.01
+        assert g["mesh"]["phase_fractions"]["separator"] == pytest.approx(0.3 / 1.3)
         assert g["max_charge_balance_rel"] < 1e-8 and g["max_li_balance_rel"] < 1e-8
         with (out / "gradient" / "cycling.csv").open() as f:
             runs[ranks] = (g, list(csv.DictReader(f)))
@@ -383,6 +389,35 @@ def test_cycle_on_a_conforming_column_on_1_and_2_ranks(tmp_path: Path) -> None:
                        for name, g in (("conforming", g1), ("voxels", gv))}
     assert area_per_volume["voxels"] > 1.1 * area_per_volume["conforming"]
     assert float(rows_v[0]["kinetic_cathode_V"]) > float(rows1[0]["kinetic_cathode_V"])
+
+
+def test_a_resume_on_another_kind_of_column_is_refused(tmp_path: Path) -> None:
+    # Before conforming half-cell columns, rate voxelized whatever box.mesh said: an
+    # interrupted study of such a case holds voxel discharges under box.mesh = 'conforming'
+    # and must not be continued on tetrahedra (single study and ensemble seeds).
+    from mpi4py import MPI
+
+    from cases.cycling import _check_same_box_mesh
+    from meshes.spec import load_case, read_case_toml
+
+    path = tmp_path / "c.toml"
+    path.write_text(CONFORMING)
+    case = load_case(read_case_toml(path))
+    old = {"gradient": {"mesh": {"voxel_um": 0.1, "cells_count": 2600}}}
+    new = {"gradient": {"mesh": {"box_mesh": "conforming"}}}
+    with pytest.raises(ValueError, match=re.escape(
+            "holds discharges solved on voxels columns, but box.mesh = 'conforming'")):
+        _check_same_box_mesh(old, tmp_path, case, MPI.COMM_WORLD)
+    _check_same_box_mesh(new, tmp_path, case, MPI.COMM_WORLD)
+    (tmp_path / "seed6").mkdir()
+    (tmp_path / "seed6" / "summary.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="solved on voxels columns"):
+        _check_same_box_mesh({"seeds": [5, 6], **new}, tmp_path, case, MPI.COMM_WORLD)
+    voxels = load_case({**read_case_toml(path), "box": {**read_case_toml(path)["box"],
+                                                        "mesh": "voxels"}})
+    with pytest.raises(ValueError, match=re.escape(
+            "solved on conforming columns, but box.mesh = 'voxels'")):
+        _check_same_box_mesh(new, tmp_path, voxels, MPI.COMM_WORLD)
 
 
 def test_conforming_columns_are_refused_where_they_cannot_be_built(tmp_path: Path) -> None:

@@ -106,6 +106,28 @@ def test_bad_input_one_line_error(data: dict, fragment: str) -> None:
     assert "\n" not in msg
 
 
+def test_conforming_box_size_counts_the_height_meshed() -> None:
+    # A half-cell column asks for "the whole cathode" with a tall box (height_um = 100): the
+    # conforming estimate counts the membrane's thickness plus the separator on top, not
+    # 100 um (it refused such columns before). 3.5e5 tetrahedra per um3 at 30 nm.
+    column = {"gradient": {"thickness_um": 4.0, "loading_mg_cm2": 0.17647,
+                           "skin_thickness_um": 0.5, "lean_zone_um": 1.0},
+              "box": {"size_um": 1.0, "height_um": 100.0, "separator_um": 1.0,
+                      "mesh": "conforming"}}
+    assert load_case(column).box.height_um == 100.0  # 5 um meshed: 1.75e6 tetrahedra
+    with pytest.raises(SpecError, match=r"about 5\.2e\+06 tetrahedra \(15 um high meshed\)"):
+        load_case({"gradient": {"thickness_um": 14.0, "loading_mg_cm2": 0.6176},
+                   "box": {**column["box"], "separator_um": 1.0}})
+    # a box at the top of the membrane (z_center_fraction = 1) reaches its top face and
+    # carries the separator too; one lower down does not
+    top = {"gradient": {"thickness_um": 20.0, "loading_mg_cm2": 0.882},
+           "box": {"size_um": 1.0, "height_um": 14.0, "separator_um": 1.0,
+                   "mesh": "conforming", "z_center_fraction": 1.0}}
+    with pytest.raises(SpecError, match=r"\(15 um high meshed\)"):
+        load_case(top)
+    assert load_case({**top, "box": {**top["box"], "z_center_fraction": 0.2}})
+
+
 def test_units_are_converted() -> None:
     case = load_case({"gradient": {"thickness_um": "0.034 mm", "rgo_wt_fraction": "2.5 %",
                                    "fill_correlation_um": "3e2 nm"},
