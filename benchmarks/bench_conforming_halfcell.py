@@ -18,10 +18,11 @@ discharge voltage and the wall time. Voxel images finer than 20 nm run only the 
 (``FULL_DISCHARGE_MIN_VOXEL_UM``: the 12.5 nm discharge takes over an hour on one rank).
 Prints a table and writes benchmarks/out/bench_conforming_halfcell.json.
 
-What it shows: a voxel surface steps around a round wire, so its area does not converge to
-the wire's as the voxels shrink (it tends to the mean of |n_x| + |n_y| + |n_z| times the true
-area); the half cell on voxels then reacts through a larger surface, with a smaller kinetic
-loss, than on the conforming mesh, at every voxel size.
+What it shows (README "Half cells on conforming columns"): the conforming column converges
+(capacity within 0.02 %, first voltage within 0.8 mV from 41 k to 174 k tetrahedra); a voxel
+surface steps around the round wires and its area grows as the voxels shrink (1.07-1.38x
+the conforming surface per volume from 100 to 12.5 nm), and the cathode's kinetic loss is
+smaller by the Tafel shift (2RT/F) ln(A_voxels / A_conforming) to 0.2 mV.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ CONFORMING_UM = (0.04, 0.02, 0.015)
 VOXEL_UM = (0.1, 0.05, 0.025, 0.0125)
 RATE_MA_G = 300.0
 #: voxel images finer than this run only the first time step (1 s): the full discharge of
-#: the 12.5 nm image (166 k hexahedra) had reached 519 s of its 3400 s after 30 min
+#: the 12.5 nm image (166 k hexahedra) had reached 519 s of its 3400 s after 22 min
 FULL_DISCHARGE_MIN_VOXEL_UM = 0.02
 
 
