@@ -60,7 +60,7 @@ from fem.electrochem.protocol import (
 )
 from meshes.adapter import TaggedMesh, build_on_root, distribute_conforming, distribute_voxels
 from meshes.conforming import check_conforming_scope, mesh_conforming_box
-from meshes.spec import CaseSpec, SpecError, spec_to_dict, with_seed
+from meshes.spec import AUTO_WEIGHTED_WIRE_VOXELS, CaseSpec, SpecError, spec_to_dict, with_seed
 from meshes.tags import phase_names
 from meshes.voxels import cathode_layers_um, film_caveat, periodic_caveat, voxelize_case
 
@@ -472,6 +472,17 @@ def _check_geometry(case: CaseSpec, kinds: Sequence[str]) -> None:
             check_conforming_scope(case, kind)
 
 
+def voxel_surface(case: CaseSpec, kind: str) -> str:
+    """How a voxel column of ``kind`` reacts: ``electrochemistry.voxel_surface``, with
+    "auto" resolved by the wire diameter in voxels (``AUTO_WEIGHTED_WIRE_VOXELS``)."""
+    surface = case.electrochemistry.voxel_surface
+    if surface != "auto":
+        return surface
+    wire = case.gradient.nanowire if kind == "gradient" else case.homogeneous.nanowire
+    return ("weighted" if wire.diameter_um >= AUTO_WEIGHTED_WIRE_VOXELS * case.box.voxel_um
+            else "faces")
+
+
 def _build_box(comm: MPI.Comm, case: CaseSpec, kind: str) -> tuple[TaggedMesh, dict[str, Any]]:
     """The 3D column of ``case.box`` (whole cathode plus separator): hexahedra of the voxel
     image, or with ``box.mesh = "conforming"`` tetrahedra fitted to the designed wires
@@ -497,15 +508,18 @@ def _build_box(comm: MPI.Comm, case: CaseSpec, kind: str) -> tuple[TaggedMesh, d
         info = comm.bcast(info, root=0)
         return distribute_conforming(comm, box), info
     image = build_on_root(comm, lambda: voxelize_case(case, kind))
+    surface = voxel_surface(case, kind)
     info = None
     if image is not None:
         info = {"box_mesh": "voxels", "voxel_um": image.voxel_um, "size_um": list(image.size_um),
+                "voxel_surface": surface,
                 "cells_count": int(image.labels.size), "phase_fractions": image.fractions(),
                 "periodic_sides": case.box.sides == "periodic", "periodic_caveat": caveat,
                 "film_caveat": film,
                 **image.stats}
     info = comm.bcast(info, root=0)
-    return distribute_voxels(comm, image), info
+    return distribute_voxels(comm, image, normals=surface == "weighted",
+                             periodic=case.box.sides == "periodic"), info
 
 
 def _parameter_table(params: CellParameters) -> dict[str, Any]:
@@ -768,14 +782,22 @@ def _previous_run(folder: Path | None, case: CaseSpec, comm: MPI.Comm, ensemble:
     return data
 
 
+def _column_kind(box_mesh: str, voxel_surface: str) -> str:
+    return ("conforming columns" if box_mesh == "conforming"
+            else f"voxel columns with voxel_surface = '{voxel_surface}'")
+
+
 def _check_same_box_mesh(data: dict[str, Any] | None, folder: Path | None, case: CaseSpec,
                          comm: MPI.Comm) -> None:
     """Refuse (one line) a resume of a 3D study whose finished discharges were solved on
-    another kind of column than ``box.mesh`` asks: versions before conforming half-cell
-    columns voxelized whatever ``box.mesh`` said, with the same case. Collective."""
+    another kind of column than the case asks: versions before conforming half-cell
+    columns voxelized whatever ``box.mesh`` said, and versions before the weighted voxel
+    surface (``electrochemistry.voxel_surface``) reacted through the bare voxel faces, with
+    the same case. Collective."""
     if data is None or folder is None or case.electrochemistry.geometry != "box":
         return
-    found: set[str] = set()
+    other: set[str] = set()
+    asked = ""
     if comm.rank == 0:
         studies = [data]
         for path in sorted(folder.glob("seed*/summary.json")) if "seeds" in data else []:
@@ -789,15 +811,22 @@ def _check_same_box_mesh(data: dict[str, Any] | None, folder: Path | None, case:
             for kind in KINDS:
                 entry = study.get(kind)
                 mesh = entry.get("mesh") if isinstance(entry, dict) else None
-                if isinstance(mesh, dict):
-                    found.add(str(mesh.get("box_mesh", "voxels")))
-    found = comm.bcast(found, root=0)
-    other = found - {case.box.mesh}
+                if not isinstance(mesh, dict):
+                    continue
+                surface = voxel_surface(case, kind)
+                found = _column_kind(str(mesh.get("box_mesh", "voxels")),
+                                     str(mesh.get("voxel_surface", "faces")))
+                if found != _column_kind(case.box.mesh, surface):
+                    other.add(found)
+                    asked = ("box.mesh = 'conforming'" if case.box.mesh == "conforming" else
+                             f"box.mesh = 'voxels' and the {kind} column's voxel surface "
+                             f"'{surface}' (electrochemistry.voxel_surface = "
+                             f"'{case.electrochemistry.voxel_surface}')")
+    other, asked = comm.bcast((other, asked), root=0)
     if other:
         raise ValueError(f"--resume: {folder} holds discharges solved on "
-                         f"{' and '.join(sorted(other))} columns, but box.mesh = "
-                         f"'{case.box.mesh}'; remove {folder} and run without --resume to "
-                         f"start afresh")
+                         f"{' and '.join(sorted(other))}, but {asked}; remove {folder} and "
+                         f"run without --resume to start afresh")
 
 
 def _uncovered_rates(previous: dict[str, Any] | None, kinds: Sequence[str],

@@ -13,7 +13,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mpi4py import MPI  # isort: split
 
@@ -25,7 +25,7 @@ import numpy as np
 from meshes.build import SectionMesh
 from meshes.conforming import ConformingBox
 from meshes.tags import ELECTRONIC_PHASES, Facet, Phase
-from meshes.voxels import VoxelImage
+from meshes.voxels import VoxelImage, surface_normals
 
 __all__ = [
     "TaggedMesh",
@@ -58,6 +58,10 @@ class TaggedMesh:
     depth_um: float = 0.0
     #: z of the mesh's z = 0 in the realization's frame (3D boxes cut at a depth)
     z_offset_um: float = 0.0
+    #: voxel meshes built with ``normals=True``: the estimated outward surface direction of
+    #: the active phase (:func:`meshes.voxels.surface_normals`) at every local cell, (n, 3);
+    #: the half cell weights each interface face by it (``fem.electrochem.halfcell``)
+    surface_normals: np.ndarray | None = None
 
     @property
     def comm(self) -> MPI.Comm:
@@ -217,11 +221,16 @@ def _voxel_box(msh: dolfinx.mesh.Mesh, phase: np.ndarray, cell_tags: dolfinx.mes
                       z_offset_um=float(origin[2]))
 
 
-def distribute_voxels(comm: MPI.Comm, image: VoxelImage | None, root: int = 0) -> TaggedMesh:
+def distribute_voxels(comm: MPI.Comm, image: VoxelImage | None, root: int = 0, *,
+                      normals: bool = False, periodic: bool = False) -> TaggedMesh:
     """Hexahedral mesh of a phase image built on ``root`` (None elsewhere): one cell per voxel,
     coordinates in the box's own frame ([0, size] in x, y, z; ``z_offset_um`` records where
     it sits in the cathode). Every rank receives the label image (uint8) and tags its cells
-    by their midpoints, so the tags are independent of the partition."""
+    by their midpoints, so the tags are independent of the partition.
+
+    ``normals``: also estimate the active phase's surface direction at every cell
+    (``TaggedMesh.surface_normals``; ``periodic``: the image wraps in x and y), on every
+    rank from the whole image, so that it does not depend on the partition either."""
     kind, shape, h, origin, comp = _image_meta(comm, image, root)
     labels = comm.bcast(image.labels if comm.rank == root and image is not None else None,
                         root=root)
@@ -236,7 +245,12 @@ def distribute_voxels(comm: MPI.Comm, image: VoxelImage | None, root: int = 0) -
     phase = labels[idx[0], idx[1], idx[2]].astype(np.int32)
     cell_tags = dolfinx.mesh.meshtags(msh, tdim, np.arange(n_local, dtype=np.int32), phase)
     cell_tags.name = "phase"
-    return _voxel_box(msh, phase, cell_tags, kind, size, origin, comp)
+    tm = _voxel_box(msh, phase, cell_tags, kind, size, origin, comp)
+    if normals:
+        field = surface_normals(labels, [int(Phase.NANOWIRE)], periodic=periodic)
+        tm = replace(tm, surface_normals=np.ascontiguousarray(
+            field[:, idx[0], idx[1], idx[2]].T, dtype=np.float64))
+    return tm
 
 
 #: a hexahedron's corners in DOLFINx's (tensor-product) order, as voxel-index offsets

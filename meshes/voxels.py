@@ -49,6 +49,8 @@ from meshes.tags import ELECTRONIC_PHASES, Phase
 __all__ = [
     "MAX_ELECTRONIC_VOXELS",
     "MAX_PERCOLATION_VOXELS",
+    "NORMAL_FLOOR",
+    "NORMAL_SIGMA_VOXELS",
     "BoxFill",
     "VoxelImage",
     "box_section_source",
@@ -56,13 +58,17 @@ __all__ = [
     "cathode_layers_um",
     "check_electronic_image",
     "electronic_image",
+    "face_area_weights",
     "film_caveat",
     "fine_phase_image",
     "fine_phase_image_voxels",
+    "interface_area_um2",
+    "interface_faces",
     "lateral_shifts",
     "periodic_caveat",
     "periodic_images",
     "sheet_caveat",
+    "surface_normals",
     "voxelize",
     "voxelize_case",
     "write_image",
@@ -699,3 +705,90 @@ def write_image(image: VoxelImage, path: str | Path) -> list[Path]:
     tifffile.imwrite(tif, stack, imagej=True, resolution=(res, res),
                      metadata={"spacing": image.voxel_um, "unit": "um", "axes": "ZYX"})
     return [tif, npy]
+
+
+#: width (voxels) of the Gaussian whose derivative estimates the surface normal of a phase:
+#: the face-weighted area is within 2 % of a round wire's (a torus) at a radius of 2 voxels
+#: and within 0.5 % from 4 voxels on, where the bare voxel faces give about 1.5x
+#: (tests/test_voxel_surface.py); 1-voxel-thick wires are oriented poorly (about 7 % low)
+NORMAL_SIGMA_VOXELS = 1.5
+#: below this length (per voxel) the estimated normal counts as vanishing (weight 1); at a
+#: resolved surface it is about 0.2
+NORMAL_FLOOR = 1e-4
+
+
+def surface_normals(labels: np.ndarray, phases: list[int] | tuple[int, ...], *,
+                    periodic: bool = False, sigma_voxels: float = NORMAL_SIGMA_VOXELS
+                    ) -> np.ndarray:
+    """Outward surface direction of the region ``labels in phases`` at every voxel centre,
+    array (3, nx, ny, nz) float32, not normalized: minus the gradient of the region's
+    indicator smoothed by a Gaussian of ``sigma_voxels`` (per voxel). ``periodic``: the image
+    wraps in x and y. Where a voxel face separates the region from the rest, the mean of the
+    two voxels' values points along the estimated normal of the true surface there."""
+    inside = np.isin(labels, phases).astype(np.float32)
+    modes = ["wrap", "wrap", "nearest"] if periodic else ["nearest"] * 3
+    out = np.empty((3, *labels.shape), dtype=np.float32)
+    for axis in range(3):
+        order = [1 if k == axis else 0 for k in range(3)]
+        ndimage.gaussian_filter(inside, sigma_voxels, order=order, mode=modes, output=out[axis])
+    out *= -1.0
+    return out
+
+
+def interface_faces(labels: np.ndarray, phases_a: list[int] | tuple[int, ...],
+                    phases_b: list[int] | tuple[int, ...]
+                    ) -> list[tuple[int, int, np.ndarray]]:
+    """The voxel faces between a voxel of ``phases_a`` and a face neighbour of
+    ``phases_b`` (inside the image: no wrap), as (axis, side, indices (n, 3) of the a-voxel):
+    side +1 when the b-voxel lies at index + 1 along ``axis``, -1 at index - 1."""
+    a = np.isin(labels, phases_a)
+    b = np.isin(labels, phases_b)
+    out = []
+    for axis in range(3):
+        n = labels.shape[axis]
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[axis], hi[axis] = slice(0, n - 1), slice(1, n)
+        for side, (sa, sb) in ((1, (lo, hi)), (-1, (hi, lo))):
+            idx = np.argwhere(a[tuple(sa)] & b[tuple(sb)])
+            if side == -1:
+                idx[:, axis] += 1
+            out.append((axis, side, idx))
+    return out
+
+
+def face_area_weights(normals: np.ndarray, axis: int, side: int, idx: np.ndarray
+                      ) -> np.ndarray:
+    """|cos| of the angle between each face's normal (``axis``) and the estimated surface
+    normal there (the mean of :func:`surface_normals` over the face's two voxels); 1 where
+    the estimate vanishes (a feature too thin to orient)."""
+    other = idx.copy()
+    other[:, axis] += side
+    n = 0.5 * (normals[:, idx[:, 0], idx[:, 1], idx[:, 2]]
+               + normals[:, other[:, 0], other[:, 1], other[:, 2]]).astype(np.float64)
+    norm = np.linalg.norm(n, axis=0)
+    return np.where(norm > NORMAL_FLOOR, np.abs(n[axis]) / np.maximum(norm, NORMAL_FLOOR), 1.0)
+
+
+def interface_area_um2(labels: np.ndarray, voxel_um: float,
+                       phases_a: list[int] | tuple[int, ...],
+                       phases_b: list[int] | tuple[int, ...], *,
+                       weighted: bool = True, periodic: bool = False) -> float:
+    """Area (um2) of the surface between two groups of phases on an image: the voxel faces
+    between them, each weighted (``weighted``) by the cosine between its normal and the
+    region's estimated surface normal (:func:`surface_normals` of ``phases_a``).
+
+    The voxel faces of a surface step around it: their area tends to
+    (|n_x| + |n_y| + |n_z|) times the true area (1.27x a round wire along an axis, about 1.5x
+    for random orientations), however small the voxels. The faces normal to axis k cover
+    the surface's projection on the plane normal to k once, so weighting each by |n_k|
+    recovers the area as the voxels shrink (the face-based estimators of digital geometry,
+    e.g. Windreich, Kiryati, Lohmann, Pattern Recognit. 36 (2003) 2531,
+    doi:10.1016/S0031-3203(03)00173-0). Faces across a periodic seam are not counted."""
+    faces = interface_faces(labels, phases_a, phases_b)
+    if not weighted:
+        return float(sum(len(idx) for _, _, idx in faces)) * voxel_um ** 2
+    normals = surface_normals(labels, phases_a, periodic=periodic)
+    total = sum(float(face_area_weights(normals, axis, side, idx).sum())
+                for axis, side, idx in faces)
+    return total * voxel_um ** 2

@@ -64,6 +64,7 @@ from fem.percolation import cell_components, components_touching, seam_pairs_cou
 from fem.periodic import PeriodicMap, check_periods
 from meshes.adapter import TaggedMesh
 from meshes.tags import ELECTRONIC_PHASES, IONIC_PHASES, Facet, Phase
+from meshes.voxels import NORMAL_FLOOR
 
 __all__ = ["HalfCell", "NewtonFailure", "StepReport"]
 
@@ -313,6 +314,30 @@ class HalfCell:
         self.thermo = per_phase({Phase.SPE: e_spe.thermodynamic_factor.value,
                                  Phase.SEPARATOR: e_sep.thermodynamic_factor.value})
 
+        # --- reacting surface of voxel meshes ---------------------------------------------
+        #: weight of the interface facets: the cosine between a facet's normal and the
+        #: estimated normal of the wire surface (meshes.voxels.surface_normals), so that the
+        #: staircase of voxel faces reacts through the area of the surface it stands for;
+        #: 1 on meshes without ``tm.surface_normals`` (conforming meshes, 2D sections, and
+        #: voxel meshes whose faces are to be taken as they are)
+        self.area_weight: Any = dolfinx.fem.Constant(msh, 1.0)
+        if tm.surface_normals is not None:
+            if tm.surface_normals.shape != (n_local, tdim):
+                raise ValueError(f"surface_normals: shape {tm.surface_normals.shape}, expected "
+                                 f"({n_local}, {tdim}) (one vector per local cell)")
+            qv = dolfinx.fem.functionspace(msh, ("DG", 0, (tdim,)))
+            normal = dolfinx.fem.Function(qv, name="surface_normal")
+            dofs = qv.dofmap.list[:n_local, 0]
+            for k in range(tdim):
+                normal.x.array[dofs * tdim + k] = tm.surface_normals[:, k]
+            normal.x.scatter_forward()
+            mean = 0.5 * (normal("+") + normal("-"))
+            size = ufl.sqrt(ufl.dot(mean, mean))
+            self.area_weight = ufl.conditional(
+                ufl.gt(size, NORMAL_FLOOR),
+                abs(ufl.dot(mean, ufl.FacetNormal(msh)("+"))) / ufl.max_value(size, NORMAL_FLOOR),
+                1.0)
+
         # --- integration domains -----------------------------------------------------------
         itype = dolfinx.fem.IntegralType
         topo = msh.topology
@@ -416,6 +441,8 @@ class HalfCell:
         d_s = ModelUnits.diffusivity(p.solid_diffusivity.value)
         i_n, i_a, di_a = self._kinetics()
         self.i_n, self.i_a = i_n, i_a
+        # current per facet area: i_n per surface area times the facet's area weight
+        i_n = self.area_weight * i_n
         tp = self.t_plus
         kappa_d = (2 * self.kappa * p.thermal_voltage_V * (1 - tp) * self.thermo)
         dt = self.dt
@@ -468,8 +495,7 @@ class HalfCell:
         self.anode_area_form = form(dolfinx.fem.Constant(self.tm.mesh, 1.0) * ds(_ANODE))
         #: area (um2; um per um of depth in 2D) of the interface facets connected to both the
         #: collector and the anode
-        self.connected_interface_area_form = form(
-            dolfinx.fem.Constant(self.tm.mesh, 1.0) * dS(_GAMMA_CONNECTED))
+        self.connected_interface_area_form = form(self.area_weight * dS(_GAMMA_CONNECTED))
         # Overpotential breakdown: current-weighted interface and anode averages.
         ln_ce_i = ufl.ln(self._positive(c_e("-")))
         ln_ce_a = ufl.ln(self._positive(c_e))

@@ -107,14 +107,16 @@ def _mass_forms(cell: HalfCell, c_dl: float) -> list[list[Any]]:
     w, v, q, psi = (ufl.TestFunction(s) for s in cell.spaces)
     dx, dS, ds = cell.dx, cell.dS, cell.ds
     cdl = dolfinx.fem.Constant(cell.tm.mesh, c_dl)
+    # the double layer charges per surface area, like the reaction (voxel faces weighted)
+    cdl_g = cell.area_weight * cdl
     jump_s, jump_e = phi_s("+"), phi_e("-")
     forms: list[list[Any]] = [[None] * 4 for _ in range(4)]
     forms[0][0] = c_s * w * dx(_ACTIVE)
-    forms[1][1] = cdl * jump_s * v("+") * dS(_GAMMA)
-    forms[1][3] = -cdl * jump_e * v("+") * dS(_GAMMA)
+    forms[1][1] = cdl_g * jump_s * v("+") * dS(_GAMMA)
+    forms[1][3] = -cdl_g * jump_e * v("+") * dS(_GAMMA)
     forms[2][2] = c_e * q * dx(_IONIC)
-    forms[3][1] = -cdl * jump_s * psi("-") * dS(_GAMMA)
-    forms[3][3] = cdl * jump_e * psi("-") * dS(_GAMMA) + cdl * phi_e * psi * ds(_ANODE)
+    forms[3][1] = -cdl_g * jump_s * psi("-") * dS(_GAMMA)
+    forms[3][3] = cdl_g * jump_e * psi("-") * dS(_GAMMA) + cdl * phi_e * psi * ds(_ANODE)
     em = cell.entity_maps
     return [[None if f is None else dolfinx.fem.form(f, entity_maps=em) for f in row]
             for row in forms]

@@ -443,7 +443,8 @@ def _state_file(folder: Path, comm: MPI.Comm, records: int | None) -> Path:
 
 def run_settings(cell: HalfCell, protocol: Protocol) -> dict[str, Any]:
     """The protocol, the parameter values (not their citations), the model choices of the
-    cell (electronic network resolved or ideal, quadrature degree, lateral periodicity) and
+    cell (electronic network resolved or ideal, quadrature degree, lateral periodicity, a
+    weighted voxel surface) and
     the mesh (cells per phase) as plain JSON values, kept with a checkpoint so that a
     resume with other settings or another geometry is refused (naming what differs) rather
     than continued with mixed records. Collective."""
@@ -451,11 +452,15 @@ def run_settings(cell: HalfCell, protocol: Protocol) -> dict[str, Any]:
     owned = cell.tm.mesh.topology.index_map(tdim).size_local
     counts = np.bincount(np.asarray(cell.tm.phase[:owned], dtype=np.int64), minlength=64)
     cells_per_phase = cell.comm.allreduce(counts, op=MPI.SUM)
+    model: dict[str, Any] = {"electronic": cell.electronic_mode,
+                             "quadrature_degree": cell.quadrature_degree,
+                             "periodic": cell.periodic is not None}
+    if cell.tm.surface_normals is not None:
+        # only where set, so that checkpoints written before the weighting still resume
+        model["voxel_surface"] = "weighted"
     return json.loads(json.dumps({
         "protocol": _plain(protocol), "parameters": _plain(cell.params),
-        "model": {"electronic": cell.electronic_mode,
-                  "quadrature_degree": cell.quadrature_degree,
-                  "periodic": cell.periodic is not None},
+        "model": model,
         "mesh_cells_per_phase": {str(i): int(n) for i, n in enumerate(cells_per_phase) if n}},
         sort_keys=True))
 
