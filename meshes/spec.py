@@ -291,8 +291,9 @@ class BoxSpec(_Spec):
 
 #: ``electrochemistry.voxel_surface = "auto"`` weights the voxel faces where the wire
 #: diameter spans at least this many voxels: on the membrane's packed, touching wires the
-#: weighted surface is 0.74, 0.88 and 0.95x the conforming one at 2, 4 and 8 voxels per
-#: diameter, the bare faces 1.23, 1.32 and 1.38x (benchmarks/bench_conforming_halfcell.py)
+#: weighted surface is 0.75, 0.89 and 0.95x the conforming one at 2, 4 and 8 voxels per
+#: diameter (0.60x at 1), the bare faces 1.23, 1.32 and 1.38x (1.07x at 1)
+#: (benchmarks/bench_conforming_halfcell.py; README "Half cells on conforming columns")
 AUTO_WEIGHTED_WIRE_VOXELS = 3.0
 
 
