@@ -172,7 +172,7 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
         tm = distribute_voxels(comm, image)
         stats_ = comm.bcast(image.stats if image is not None else None, root=0)
         wire_surface = comm.bcast(None if image is None else wire_surface_report(
-            image.labels, case.box.sides == "periodic"), root=0)
+            image.labels, case.box.sides == "periodic", image.voxel_um), root=0)
     params = default_conductivities()
     periodic = case.box.sides == "periodic"
     fine: dict[str, Any] = {}
@@ -194,7 +194,7 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
             def fine_reports() -> tuple[dict[str, float], dict[str, float]]:
                 labels = fine_phase_image(case, kind).labels
                 return (image_percolation(labels, periodic),
-                        wire_surface_report(labels, periodic))
+                        wire_surface_report(labels, periodic, fine_um))
 
             fine_perc, wire_surface = comm.bcast(build_on_root(comm, fine_reports), root=0)
         fine = {"electronic_voxel_um": fine_um,

@@ -30,6 +30,7 @@ from scipy.sparse.csgraph import connected_components
 from fem.percolation import cell_components, components_touching, local_cell_sizes
 from meshes.adapter import TaggedMesh
 from meshes.tags import ELECTRONIC_PHASES, IONIC_PHASES, Phase
+from meshes.voxels import face_cosines, surface_normals
 
 __all__ = ["DepthProfile", "PercolationReport", "image_percolation", "percolation_report",
            "wire_surface_report"]
@@ -247,7 +248,8 @@ def image_percolation(labels: np.ndarray, periodic: bool = False) -> dict[str, f
     }
 
 
-def wire_surface_report(labels: np.ndarray, periodic: bool = False) -> dict[str, float]:
+def wire_surface_report(labels: np.ndarray, periodic: bool = False,
+                        voxel_um: float | None = None) -> dict[str, float]:
     """How much of the wire surface of a voxel image can react, counted in voxel faces.
 
     The faces between a nanowire voxel and a voxel of another phase (inside the image; a
@@ -266,22 +268,38 @@ def wire_surface_report(labels: np.ndarray, periodic: bool = False) -> dict[str,
     :func:`image_percolation` they do not count a cluster of touching wires as reached
     whole when the polymer touches it anywhere, so they can be compared across voxel sizes
     (the staircase surface of a voxelized wire is larger than the wire's; the ratios divide
-    that out to first order)."""
+    that out to first order).
+
+    With ``voxel_um``, the same four surfaces as areas (``wire_surface_area_um2``,
+    ``wire_electrolyte_area_um2``, ``..._connected_area_um2``, ``..._active_area_um2``):
+    every face weighted by the cosine between its normal and the wire surface normal
+    estimated from the image (:func:`meshes.voxels.face_area_weights`), so that they stand
+    for the round surface, not its staircase; the connected and active areas are those the
+    half cell reacts through with ``electrochemistry.voxel_surface = "weighted"``
+    (``HalfCell.connected_interface_area_um2``, ideal and resolved)."""
     r = _image_reach(labels, periodic)
     is_ion, is_nw, el_ok, ion_ok = r.is_ion, r.is_nw, r.el_ok, r.ion_ok
+    normals = (None if voxel_um is None
+               else surface_normals(labels, [int(Phase.NANOWIRE)], periodic=periodic))
     counts = np.zeros(4, dtype=np.int64)
-    for a, b in _face_pairs():
+    areas = np.zeros(4)
+    for axis, (a, b) in zip((0, 0, 1, 1, 2, 2), _face_pairs(), strict=True):
         wire = is_nw[a] & ~is_nw[b]  # a wire voxel, its neighbour b of another phase
         ion_b = wire & is_ion[b]
         conn = ion_b & ion_ok[b]
-        counts += [np.count_nonzero(wire), np.count_nonzero(ion_b),
-                   np.count_nonzero(conn), np.count_nonzero(conn & el_ok[a])]
+        masks = (wire, ion_b, conn, conn & el_ok[a])
+        counts += [np.count_nonzero(m) for m in masks]
+        if normals is not None:
+            # only at the wire faces (every mask is a part of them)
+            weight = face_cosines(0.5 * (normals[(slice(None), *a)][:, wire]
+                                         + normals[(slice(None), *b)][:, wire]), axis)
+            areas += [float(weight[m[wire]].sum()) for m in masks]
     surface, ion_faces, connected, active = (int(c) for c in counts)
 
     def ratio(num: int) -> float:
         return num / surface if surface > 0 else 0.0
 
-    return {
+    report: dict[str, float] = {
         "wire_surface_faces_count": surface,
         "wire_electrolyte_faces_count": ion_faces,
         "wire_electrolyte_connected_faces_count": connected,
@@ -290,3 +308,9 @@ def wire_surface_report(labels: np.ndarray, periodic: bool = False) -> dict[str,
         "wire_surface_connected_ratio": ratio(connected),
         "wire_surface_active_ratio": ratio(active),
     }
+    if voxel_um is not None:
+        names = ("wire_surface", "wire_electrolyte", "wire_electrolyte_connected",
+                 "wire_electrolyte_active")
+        report.update({f"{n}_area_um2": float(v) * voxel_um ** 2
+                       for n, v in zip(names, areas, strict=True)})
+    return report

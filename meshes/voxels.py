@@ -59,6 +59,7 @@ __all__ = [
     "check_electronic_image",
     "electronic_image",
     "face_area_weights",
+    "face_cosines",
     "film_caveat",
     "fine_phase_image",
     "fine_phase_image_voxels",
@@ -764,10 +765,18 @@ def face_area_weights(normals: np.ndarray, axis: int, side: int, idx: np.ndarray
     the estimate vanishes (a feature too thin to orient)."""
     other = idx.copy()
     other[:, axis] += side
-    n = 0.5 * (normals[:, idx[:, 0], idx[:, 1], idx[:, 2]]
-               + normals[:, other[:, 0], other[:, 1], other[:, 2]]).astype(np.float64)
-    norm = np.linalg.norm(n, axis=0)
-    return np.where(norm > NORMAL_FLOOR, np.abs(n[axis]) / np.maximum(norm, NORMAL_FLOOR), 1.0)
+    return face_cosines(0.5 * (normals[:, idx[:, 0], idx[:, 1], idx[:, 2]]
+                               + normals[:, other[:, 0], other[:, 1], other[:, 2]]), axis)
+
+
+def face_cosines(mean: np.ndarray, axis: int) -> np.ndarray:
+    """|cos| between the axis ``axis`` and the directions ``mean`` (3, ...): the weights of
+    faces normal to ``axis`` whose estimated surface normal is ``mean``; 1 where its length
+    is below ``NORMAL_FLOOR``."""
+    mean = np.asarray(mean, dtype=np.float64)
+    size = np.sqrt((mean ** 2).sum(axis=0))
+    return np.where(size > NORMAL_FLOOR, np.abs(mean[axis]) / np.maximum(size, NORMAL_FLOOR),
+                    1.0)
 
 
 def interface_area_um2(labels: np.ndarray, voxel_um: float,

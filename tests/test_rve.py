@@ -432,7 +432,8 @@ def test_wire_surface_report_counts_the_half_cell_interface(periodic: bool) -> N
     on the image's hexahedral mesh: all of them, those connected to the anode (electronic
     "ideal") and those connected to both the anode and the collector ("resolved"), on
     random clustered 9 x 7 x 10 images (Al foil below, separator on top) and on full
-    columns of both cathodes."""
+    columns of both cathodes; and its areas, each face weighted by the estimated surface
+    normal, are those the half cell reacts through with the image's normals."""
     from fem.electrochem.halfcell import HalfCell
     from fem.electrochem.parameters import default_parameters
     from fem.microstructure import wire_surface_report
@@ -457,17 +458,30 @@ def test_wire_surface_report_counts_the_half_cell_interface(periodic: bool) -> N
         shape = labels.shape
         image = VoxelImage(labels, 0.1, (0.0, 0.0, 0.0), "gradient", (0.0, 0.1 * shape[2]))
         per = {0: 0.1 * shape[0], 1: 0.1 * shape[1]} if periodic else None
-        got = wire_surface_report(labels, periodic)
-        for mode, key in (("ideal", "wire_electrolyte_connected_faces_count"),
-                          ("resolved", "wire_electrolyte_active_faces_count")):
+        got = wire_surface_report(labels, periodic, 0.1)
+        assert {k: v for k, v in got.items() if "area" not in k} == \
+            wire_surface_report(labels, periodic)
+        for mode, key in (("ideal", "wire_electrolyte_connected"),
+                          ("resolved", "wire_electrolyte_active")):
             if mode == "resolved" and not np.isin(labels[:, :, 0], ELECTRONIC_PHASES).any():
                 # no collector: nothing is active (and the resolved half cell refuses)
-                assert got[key] == 0
+                assert got[f"{key}_faces_count"] == 0
                 continue
             cell = HalfCell(distribute_voxels(COMM, image), params, electronic=mode,
                             periodic=per)
             assert got["wire_electrolyte_faces_count"] == cell.interface_facets_count
-            assert got[key] == cell.connected_interface_facets_count, mode
+            assert got[f"{key}_faces_count"] == cell.connected_interface_facets_count, mode
+            cell.free()
+            # the weighted areas: those the half cell reacts through with the image's normals
+            cell = HalfCell(distribute_voxels(COMM, image, normals=True, periodic=periodic),
+                            params, electronic=mode, periodic=per)
+            assert got[f"{key}_area_um2"] == pytest.approx(
+                cell.connected_interface_area_um2(), rel=1e-6, abs=1e-12), mode
+            cell.free()
+        assert (got["wire_surface_area_um2"] >= got["wire_electrolyte_area_um2"]
+                >= got["wire_electrolyte_connected_area_um2"]
+                >= got["wire_electrolyte_active_area_um2"])
+        assert got["wire_surface_area_um2"] < 0.01 * got["wire_surface_faces_count"]
         assert (got["wire_surface_faces_count"] >= got["wire_electrolyte_faces_count"]
                 >= got["wire_electrolyte_connected_faces_count"]
                 >= got["wire_electrolyte_active_faces_count"])
@@ -513,9 +527,9 @@ def test_rve_with_finer_electronic_voxels_keeps_the_rest_on_the_phase_image(
         assert finer["percolation"][key] == pytest.approx(value, rel=1e-12, abs=1e-15), key
     assert finer["percolation"] != coarse["percolation"]
     # the reacting wire surface is counted on the same image as the percolation report
-    assert finer["wire_surface"] == wire_surface_report(full.labels)
+    assert finer["wire_surface"] == wire_surface_report(full.labels, voxel_um=0.0125)
     phase = voxelize_case(load_case({"box": box}), "gradient")
-    assert coarse["wire_surface"] == wire_surface_report(phase.labels)
+    assert coarse["wire_surface"] == wire_surface_report(phase.labels, voxel_um=0.05)
     assert finer["wire_surface"] != coarse["wire_surface"]
     # too large a finer image: the report stays on the 50 nm image, which breaks the
     # flakes, and the run says so
@@ -744,7 +758,7 @@ def test_rve_command_writes_tensors_images_and_statistics(tmp_path: Path) -> Non
     for d, tag in zip(depths, ("0", "0p8"), strict=True):
         for r in d["runs"]:  # the count of the image the run wrote
             image = np.load(out / f"gradient_seed{r['seed']}_z{tag}.npy")
-            assert r["wire_surface"] == wire_surface_report(image)
+            assert r["wire_surface"] == wire_surface_report(image, voxel_um=0.1)
         ratios = [r["wire_surface"]["wire_surface_connected_ratio"] for r in d["runs"]]
         assert all(0.0 < x <= 1.0 for x in ratios)
         assert d["statistics"]["wire_surface_connected_ratio"]["mean"] == pytest.approx(
