@@ -217,10 +217,13 @@ def abandon_staging_folders() -> Path | None:
 def previous_run(folder: Path | None, case: Any, comm: MPI.Comm) -> dict[str, Any] | None:
     """The summary.json of the interrupted run kept in ``folder`` (``<out>.incomplete``),
     for ``--resume``; a one-line ValueError where it cannot be read or was a run of another
-    case (naming the first key that differs). None without a folder. Collective."""
+    case (naming the first key that differs). Keys the stored case lacks (written by a
+    version before them) count as their defaults; where a new key's default changes what a
+    run computes, the command checks that itself (``cases.cycling._check_same_box_mesh``).
+    None without a folder. Collective."""
     if folder is None:
         return None
-    from meshes.spec import first_difference, spec_to_dict
+    from meshes.spec import SpecError, first_difference, load_case, spec_to_dict
 
     data, error = None, None
     if comm.rank == 0:
@@ -231,7 +234,13 @@ def previous_run(folder: Path | None, case: Any, comm: MPI.Comm) -> dict[str, An
             error = (f"--resume: cannot read {path} ({e}); remove {folder} and run without "
                      f"--resume to start afresh")
         else:
-            differs = first_difference(data.get("case"), clean_json(spec_to_dict(case)))
+            stored = data.get("case") if isinstance(data, dict) else None
+            if isinstance(stored, dict):
+                try:  # the stored case with the defaults of keys added since
+                    stored = clean_json(spec_to_dict(load_case(stored)))
+                except (SpecError, ValueError, TypeError, KeyError, AttributeError):
+                    pass  # compared as it is (and found to differ)
+            differs = first_difference(stored, clean_json(spec_to_dict(case)))
             if differs is not None:
                 error = (f"--resume: {folder} holds a run of another case ({differs} differs); "
                          f"resume with the case and --set values of the interrupted run, or "

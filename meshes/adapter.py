@@ -247,9 +247,12 @@ def distribute_voxels(comm: MPI.Comm, image: VoxelImage | None, root: int = 0, *
     cell_tags.name = "phase"
     tm = _voxel_box(msh, phase, cell_tags, kind, size, origin, comp)
     if normals:
-        field = surface_normals(labels, [int(Phase.NANOWIRE)], periodic=periodic)
+        # the block of this rank's cells only (the values are those of the whole image)
+        box = tuple((int(i.min(initial=0)), int(i.max(initial=0)) + 1) for i in idx)
+        field = surface_normals(labels, [int(Phase.NANOWIRE)], periodic=periodic, box=box)
         tm = replace(tm, surface_normals=np.ascontiguousarray(
-            field[:, idx[0], idx[1], idx[2]].T, dtype=np.float64))
+            field[:, idx[0] - box[0][0], idx[1] - box[1][0], idx[2] - box[2][0]].T,
+            dtype=np.float64))
     return tm
 
 

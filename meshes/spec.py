@@ -317,8 +317,9 @@ class ElectrochemistrySpec(_Spec):
     #: every wire/electrolyte voxel face weighted by the cosine between its normal and the
     #: wire surface's normal estimated from the image (meshes.voxels.surface_normals), so
     #: that the staircase reacts through the area of the round surface it stands for;
-    #: faces: the voxel faces as they are (1.2-1.4x the true area once a wire spans 2 or more
-    #: voxels); auto: weighted where the wire diameter spans at least
+    #: faces: the voxel faces as they are (about 1.5x the area of an isolated round wire
+    #: once it spans a few voxels, 1.2-1.4x on the membrane's touching wires); auto:
+    #: weighted where the wire diameter spans at least
     #: AUTO_WEIGHTED_WIRE_VOXELS voxels, faces on coarser images (README, "Half cells on
     #: conforming columns"). No effect on 2D sections and conforming columns, whose facets
     #: are the surface.

@@ -709,9 +709,10 @@ def write_image(image: VoxelImage, path: str | Path) -> list[Path]:
 
 
 #: width (voxels) of the Gaussian whose derivative estimates the surface normal of a phase:
-#: the face-weighted area is within 2 % of a round wire's (a torus) at a radius of 2 voxels
-#: and within 0.5 % from 4 voxels on, where the bare voxel faces give about 1.5x
-#: (tests/test_voxel_surface.py); 1-voxel-thick wires are oriented poorly (about 7 % low)
+#: the face-weighted area of a round wire (a torus in random orientations) is 1.2-2.2 %
+#: low at a tube radius of 2 voxels and within 0.5 % from 4 voxels on, where the bare voxel
+#: faces give about 1.5x (tests/test_voxel_surface.py); thinner wires are oriented poorly
+#: (1-6 % low at a radius of 1 voxel, 8-34 % at 0.5)
 NORMAL_SIGMA_VOXELS = 1.5
 #: below this length (per voxel) the estimated normal counts as vanishing (weight 1); at a
 #: resolved surface it is about 0.2
@@ -719,19 +720,34 @@ NORMAL_FLOOR = 1e-4
 
 
 def surface_normals(labels: np.ndarray, phases: list[int] | tuple[int, ...], *,
-                    periodic: bool = False, sigma_voxels: float = NORMAL_SIGMA_VOXELS
-                    ) -> np.ndarray:
+                    periodic: bool = False, sigma_voxels: float = NORMAL_SIGMA_VOXELS,
+                    box: tuple[tuple[int, int], ...] | None = None) -> np.ndarray:
     """Outward surface direction of the region ``labels in phases`` at every voxel centre,
     array (3, nx, ny, nz) float32, not normalized: minus the gradient of the region's
     indicator smoothed by a Gaussian of ``sigma_voxels`` (per voxel). ``periodic``: the image
-    wraps in x and y. Where a voxel face separates the region from the rest, the mean of the
-    two voxels' values points along the estimated normal of the true surface there."""
-    inside = np.isin(labels, phases).astype(np.float32)
-    modes = ["wrap", "wrap", "nearest"] if periodic else ["nearest"] * 3
-    out = np.empty((3, *labels.shape), dtype=np.float32)
+    wraps in x and y (otherwise the edge voxels extend outwards). Where a voxel face
+    separates the region from the rest, the mean of the two voxels' values points along the
+    estimated normal of the true surface there.
+
+    ``box``: only the voxels with index ``lo <= i < hi`` per axis (``((lo, hi),) * 3``), the
+    same values as the whole image's, from that block and a margin of the Gaussian's reach
+    (memory of the block, not of the image: every rank of a distributed mesh asks for its
+    own cells)."""
+    shape = labels.shape
+    box = box if box is not None else tuple((0, n) for n in shape)
+    reach = int(4.0 * sigma_voxels + 0.5) + 1  # scipy's kernel radius (truncate = 4) + 1
+    index = []
+    for axis, (lo, hi) in enumerate(box):
+        i = np.arange(lo - reach, hi + reach)
+        index.append(i % shape[axis] if periodic and axis < 2
+                     else np.clip(i, 0, shape[axis] - 1))
+    block = np.isin(labels[np.ix_(*index)], phases).astype(np.float32)
+    inner = tuple(slice(reach, reach + hi - lo) for lo, hi in box)
+    out = np.empty((3, *(hi - lo for lo, hi in box)), dtype=np.float32)
     for axis in range(3):
         order = [1 if k == axis else 0 for k in range(3)]
-        ndimage.gaussian_filter(inside, sigma_voxels, order=order, mode=modes, output=out[axis])
+        out[axis] = ndimage.gaussian_filter(block, sigma_voxels, order=order,
+                                            mode="nearest")[inner]
     out *= -1.0
     return out
 

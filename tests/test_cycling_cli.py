@@ -465,6 +465,30 @@ def test_a_resume_on_another_kind_of_column_is_refused(tmp_path: Path) -> None:
                              voxels(voxel_surface="faces"), MPI.COMM_WORLD)
 
 
+def test_a_resume_of_a_summary_without_newer_keys_takes_their_defaults(tmp_path: Path) -> None:
+    # An .incomplete summary written before electrochemistry.voxel_surface existed is the
+    # same case (the key's default), not "another case"; a stored value that differs is.
+    from mpi4py import MPI
+
+    from cases.output import clean_json, previous_run
+    from meshes.spec import load_case, read_case_toml, spec_to_dict
+
+    path = tmp_path / "c.toml"
+    path.write_text(CONFORMING)
+    case = load_case(read_case_toml(path))
+    stored = clean_json(spec_to_dict(case))
+    del stored["electrochemistry"]["voxel_surface"]
+    folder = tmp_path / "run.incomplete"
+    folder.mkdir()
+    (folder / "summary.json").write_text(json.dumps({"case": stored}))
+    assert previous_run(folder, case, MPI.COMM_WORLD) == {"case": stored}
+    stored["electrochemistry"]["voxel_surface"] = "faces"
+    (folder / "summary.json").write_text(json.dumps({"case": stored}))
+    with pytest.raises(ValueError, match=re.escape(
+            "another case (electrochemistry.voxel_surface differs)")):
+        previous_run(folder, case, MPI.COMM_WORLD)
+
+
 def test_conforming_columns_are_refused_where_they_cannot_be_built(tmp_path: Path) -> None:
     # box.mesh = 'conforming' on a 2D section, or for the tape-cast cathode (conforming boxes
     # are built for the membrane only): one line, exit 2, no folder; before, the setting was

@@ -128,3 +128,36 @@ def test_surface_normals_must_fit_the_mesh() -> None:
     bad = replace(tm, surface_normals=tm.surface_normals[:-1])
     with pytest.raises(ValueError, match="surface_normals: shape"):
         HalfCell(bad, default_parameters(), electronic="ideal")
+
+
+@pytest.mark.parametrize("periodic", [False, True])
+def test_normals_of_a_block_are_those_of_the_whole_image(periodic: bool) -> None:
+    # every rank estimates the normals of its own cells from its block plus a margin: the
+    # values are the whole image's, at the image's faces too (wrapped or extended)
+    rng = np.random.default_rng(11)
+    labels = rng.choice(np.array([1, 3], dtype=np.uint8), size=(13, 11, 17), p=[0.4, 0.6])
+    whole = surface_normals(labels, [1], periodic=periodic)
+    for box in (((0, 13), (0, 11), (0, 17)), ((0, 5), (3, 11), (9, 17)),
+                ((4, 6), (0, 2), (7, 8))):
+        part = surface_normals(labels, [1], periodic=periodic, box=box)
+        ref = whole[:, box[0][0]:box[0][1], box[1][0]:box[1][1], box[2][0]:box[2][1]]
+        assert part.shape == ref.shape
+        assert np.allclose(part, ref, rtol=0, atol=1e-6)
+
+
+def test_auto_weights_from_three_voxels_per_wire_diameter() -> None:
+    # 'auto': bare faces below 3 voxels per diameter, weighted from 3 on (also where
+    # 3 * voxel_um rounds above the diameter: 3 * 0.025 > 0.075 in floats)
+    from cases.cycling import voxel_surface
+    from meshes.spec import load_case
+
+    for diameter, voxel, expected in ((0.075, 0.025, "weighted"), (0.3, 0.1, "weighted"),
+                                      (0.1, 0.05, "faces"), (0.1, 0.034, "faces"),
+                                      (0.1, 0.033, "weighted"), (0.1, 0.1, "faces")):
+        for kind in ("gradient", "homogeneous"):
+            case = load_case({"box": {"voxel_um": voxel},
+                              kind: {"nanowire": {"diameter_um": diameter}}})
+            assert voxel_surface(case, kind) == expected, (diameter, voxel, kind)
+        fixed = load_case({"box": {"voxel_um": voxel},
+                           "electrochemistry": {"voxel_surface": "faces"}})
+        assert voxel_surface(fixed, "gradient") == "faces"

@@ -494,7 +494,7 @@ class HalfCell:
             dolfinx.fem.Constant(self.tm.mesh, 1.0) * dx(_CATHODE_POLYMER))
         self.anode_area_form = form(dolfinx.fem.Constant(self.tm.mesh, 1.0) * ds(_ANODE))
         #: area (um2; um per um of depth in 2D) of the interface facets connected to both the
-        #: collector and the anode
+        #: collector and the anode, each weighted by area_weight (1 without normals)
         self.connected_interface_area_form = form(self.area_weight * dS(_GAMMA_CONNECTED))
         # Overpotential breakdown: current-weighted interface and anode averages.
         ln_ce_i = ufl.ln(self._positive(c_e("-")))
@@ -912,8 +912,9 @@ class HalfCell:
         return tm.width_um * (tm.depth_um if tm.mesh.topology.dim == 3 else 1.0)
 
     def connected_interface_area_um2(self) -> float:
-        """Area of the active/electrolyte facets connected to both the collector and the
-        anode (length x 1 um in 2D)."""
+        """Area of the active/electrolyte surface connected to both the collector and the
+        anode (length x 1 um in 2D): of its facets, or on a voxel mesh with surface normals
+        the weighted area of its faces (``area_weight``), the area the reaction uses."""
         return self._scalar(self.connected_interface_area_form)
 
     def active_mass_g(self) -> float:
