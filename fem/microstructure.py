@@ -30,7 +30,7 @@ from scipy.sparse.csgraph import connected_components
 from fem.percolation import cell_components, components_touching, local_cell_sizes
 from meshes.adapter import TaggedMesh
 from meshes.tags import ELECTRONIC_PHASES, IONIC_PHASES, Phase
-from meshes.voxels import face_cosines, surface_normals
+from meshes.voxels import face_cosines, face_pairs, surface_normals
 
 __all__ = ["DepthProfile", "PercolationReport", "image_percolation", "percolation_report",
            "wire_surface_report"]
@@ -201,18 +201,6 @@ def _image_reach(labels: np.ndarray, periodic: bool) -> _ImageReach:
                        int(n_el), int(n_ion))
 
 
-def _face_pairs() -> list[tuple[tuple[slice, ...], tuple[slice, ...]]]:
-    """Index pairs (a, b) of face-neighbour voxels inside an image, each face both ways
-    round: ``x[a][i]`` and ``x[b][i]`` share a face (never across a periodic seam)."""
-    pairs = []
-    for axis in range(3):
-        lo = [slice(None)] * 3
-        hi = [slice(None)] * 3
-        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
-        pairs += [(tuple(lo), tuple(hi)), (tuple(hi), tuple(lo))]
-    return pairs
-
-
 def image_percolation(labels: np.ndarray, periodic: bool = False) -> dict[str, float]:
     """:func:`percolation_report` of a voxel image's hexahedral mesh, computed on the image
     (no mesh): the same components (voxels sharing a face; across the x and y faces too when
@@ -224,7 +212,7 @@ def image_percolation(labels: np.ndarray, periodic: bool = False) -> dict[str, f
     is_el, is_ion, is_nw, el_ok, ion_ok = r.is_el, r.is_ion, r.is_nw, r.el_ok, r.ion_ok
     nw, n_nw = _image_components(is_nw, periodic)
     hits: list[np.ndarray] = []
-    for a, b in _face_pairs():
+    for _, a, b in face_pairs():
         w = nw[a]
         hits.append(w[(w > 0) & ion_ok[b]])
     access = is_nw & np.isin(nw, _nonzero_ids(np.concatenate(hits)))
@@ -283,7 +271,7 @@ def wire_surface_report(labels: np.ndarray, periodic: bool = False,
                else surface_normals(labels, [int(Phase.NANOWIRE)], periodic=periodic))
     counts = np.zeros(4, dtype=np.int64)
     areas = np.zeros(4)
-    for axis, (a, b) in zip((0, 0, 1, 1, 2, 2), _face_pairs(), strict=True):
+    for axis, a, b in face_pairs():
         wire = is_nw[a] & ~is_nw[b]  # a wire voxel, its neighbour b of another phase
         ion_b = wire & is_ion[b]
         conn = ion_b & ion_ok[b]

@@ -60,6 +60,7 @@ __all__ = [
     "electronic_image",
     "face_area_weights",
     "face_cosines",
+    "face_pairs",
     "film_caveat",
     "fine_phase_image",
     "fine_phase_image_voxels",
@@ -752,25 +753,35 @@ def surface_normals(labels: np.ndarray, phases: list[int] | tuple[int, ...], *,
     return out
 
 
+def face_pairs() -> list[tuple[int, tuple[slice, ...], tuple[slice, ...]]]:
+    """(axis, a, b) index pairs of face-neighbour voxels inside a 3D image, each face both
+    ways round: ``x[a][i]`` and ``x[b][i]`` share a face normal to ``axis`` (never across a
+    periodic seam); b lies at index + 1 along ``axis`` in the first pair of each axis, at
+    index - 1 in the second."""
+    pairs = []
+    for axis in range(3):
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+        pairs += [(axis, tuple(lo), tuple(hi)), (axis, tuple(hi), tuple(lo))]
+    return pairs
+
+
 def interface_faces(labels: np.ndarray, phases_a: list[int] | tuple[int, ...],
                     phases_b: list[int] | tuple[int, ...]
                     ) -> list[tuple[int, int, np.ndarray]]:
     """The voxel faces between a voxel of ``phases_a`` and a face neighbour of
     ``phases_b`` (inside the image: no wrap), as (axis, side, indices (n, 3) of the a-voxel):
     side +1 when the b-voxel lies at index + 1 along ``axis``, -1 at index - 1."""
-    a = np.isin(labels, phases_a)
-    b = np.isin(labels, phases_b)
+    a_mask = np.isin(labels, phases_a)
+    b_mask = np.isin(labels, phases_b)
     out = []
-    for axis in range(3):
-        n = labels.shape[axis]
-        lo = [slice(None)] * 3
-        hi = [slice(None)] * 3
-        lo[axis], hi[axis] = slice(0, n - 1), slice(1, n)
-        for side, (sa, sb) in ((1, (lo, hi)), (-1, (hi, lo))):
-            idx = np.argwhere(a[tuple(sa)] & b[tuple(sb)])
-            if side == -1:
-                idx[:, axis] += 1
-            out.append((axis, side, idx))
+    for axis, a, b in face_pairs():
+        side = 1 if a[axis].start in (None, 0) else -1
+        idx = np.argwhere(a_mask[a] & b_mask[b])
+        if side == -1:
+            idx[:, axis] += 1
+        out.append((axis, side, idx))
     return out
 
 
