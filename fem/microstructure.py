@@ -237,7 +237,8 @@ def image_percolation(labels: np.ndarray, periodic: bool = False) -> dict[str, f
 
 
 def wire_surface_report(labels: np.ndarray, periodic: bool = False,
-                        voxel_um: float | None = None) -> dict[str, float]:
+                        voxel_um: float | None = None, *,
+                        slab_layers: int = 64) -> dict[str, float]:
     """How much of the wire surface of a voxel image can react, counted in voxel faces.
 
     The faces between a nanowire voxel and a voxel of another phase (inside the image; a
@@ -264,24 +265,41 @@ def wire_surface_report(labels: np.ndarray, periodic: bool = False,
     estimated from the image (:func:`meshes.voxels.face_area_weights`), so that they stand
     for the round surface, not its staircase; the connected and active areas are those the
     half cell reacts through with ``electrochemistry.voxel_surface = "weighted"``
-    (``HalfCell.connected_interface_area_um2``, ideal and resolved)."""
+    (``HalfCell.connected_interface_area_um2``, ideal and resolved). The normals are
+    estimated ``slab_layers`` z-layers at a time (:func:`meshes.voxels.surface_normals`
+    with ``box``), so their memory is that of a slab, not of the image; the result does not
+    depend on it."""
     r = _image_reach(labels, periodic)
     is_ion, is_nw, el_ok, ion_ok = r.is_ion, r.is_nw, r.el_ok, r.ion_ok
-    normals = (None if voxel_um is None
-               else surface_normals(labels, [int(Phase.NANOWIRE)], periodic=periodic))
     counts = np.zeros(4, dtype=np.int64)
     areas = np.zeros(4)
-    for axis, a, b in face_pairs():
-        wire = is_nw[a] & ~is_nw[b]  # a wire voxel, its neighbour b of another phase
-        ion_b = wire & is_ion[b]
-        conn = ion_b & ion_ok[b]
-        masks = (wire, ion_b, conn, conn & el_ok[a])
-        counts += [np.count_nonzero(m) for m in masks]
-        if normals is not None:
-            # only at the wire faces (every mask is a part of them)
-            weight = face_cosines(0.5 * (normals[(slice(None), *a)][:, wire]
-                                         + normals[(slice(None), *b)][:, wire]), axis)
-            areas += [float(weight[m[wire]].sum()) for m in masks]
+    nz = labels.shape[2]
+    # Slabs of whole z-layers: the normals (12 bytes per voxel and the Gaussian's work
+    # arrays) are estimated for one slab and the layer on either side at a time; a face
+    # belongs to the slab of its wire voxel. The same faces and values as the whole image.
+    step = max(1, int(slab_layers))
+    for z0 in range(0, nz, step):
+        z1 = min(z0 + step, nz)
+        e0, e1 = max(z0 - 1, 0), min(z1 + 1, nz)
+        ext = (slice(None), slice(None), slice(e0, e1))
+        normals = (None if voxel_um is None else surface_normals(
+            labels, [int(Phase.NANOWIRE)], periodic=periodic,
+            box=((0, labels.shape[0]), (0, labels.shape[1]), (e0, e1))))
+        nw_s, ion_s, ion_ok_s, el_ok_s = is_nw[ext], is_ion[ext], ion_ok[ext], el_ok[ext]
+        for axis, a, b in face_pairs():
+            # a wire voxel of this slab, its neighbour b of another phase
+            layer = e0 + (a[2].start or 0) + np.arange(nw_s[a].shape[2])
+            own = ((layer >= z0) & (layer < z1))[None, None, :]
+            wire = nw_s[a] & ~nw_s[b] & own
+            ion_b = wire & ion_s[b]
+            conn = ion_b & ion_ok_s[b]
+            masks = (wire, ion_b, conn, conn & el_ok_s[a])
+            counts += [np.count_nonzero(m) for m in masks]
+            if normals is not None:
+                # only at the wire faces (every mask is a part of them)
+                weight = face_cosines(0.5 * (normals[(slice(None), *a)][:, wire]
+                                             + normals[(slice(None), *b)][:, wire]), axis)
+                areas += [float(weight[m[wire]].sum()) for m in masks]
     surface, ion_faces, connected, active = (int(c) for c in counts)
 
     def ratio(num: int) -> float:

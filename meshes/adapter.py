@@ -62,6 +62,9 @@ class TaggedMesh:
     #: the active phase (:func:`meshes.voxels.surface_normals`) at every local cell, (n, 3);
     #: the half cell weights each interface face by it (``fem.electrochem.halfcell``)
     surface_normals: np.ndarray | None = None
+    #: the image wrapped in x and y when ``surface_normals`` were estimated (a half cell on
+    #: the mesh must then be periodic in x and y, and not otherwise)
+    surface_normals_periodic: bool = False
 
     @property
     def comm(self) -> MPI.Comm:
@@ -252,7 +255,7 @@ def distribute_voxels(comm: MPI.Comm, image: VoxelImage | None, root: int = 0, *
         field = surface_normals(labels, [int(Phase.NANOWIRE)], periodic=periodic, box=box)
         tm = replace(tm, surface_normals=np.ascontiguousarray(
             field[:, idx[0] - box[0][0], idx[1] - box[1][0], idx[2] - box[2][0]].T,
-            dtype=np.float64))
+            dtype=np.float64), surface_normals_periodic=bool(periodic))
     return tm
 
 

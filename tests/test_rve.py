@@ -433,7 +433,8 @@ def test_wire_surface_report_counts_the_half_cell_interface(periodic: bool) -> N
     "ideal") and those connected to both the anode and the collector ("resolved"), on
     random clustered 9 x 7 x 10 images (Al foil below, separator on top) and on full
     columns of both cathodes; and its areas, each face weighted by the estimated surface
-    normal, are those the half cell reacts through with the image's normals."""
+    normal, are those the half cell reacts through with the image's normals, also when the
+    normals are estimated a few z-layers at a time."""
     from fem.electrochem.halfcell import HalfCell
     from fem.electrochem.parameters import default_parameters
     from fem.microstructure import wire_surface_report
@@ -461,6 +462,11 @@ def test_wire_surface_report_counts_the_half_cell_interface(periodic: bool) -> N
         got = wire_surface_report(labels, periodic, 0.1)
         assert {k: v for k, v in got.items() if "area" not in k} == \
             wire_surface_report(labels, periodic)
+        for layers in (1, 2, 3):  # normals a slab at a time: the same faces and areas
+            slabs = wire_surface_report(labels, periodic, 0.1, slab_layers=layers)
+            assert slabs == pytest.approx(got, rel=1e-12, abs=0.0)
+            assert {k: v for k, v in slabs.items() if "count" in k} == \
+                {k: v for k, v in got.items() if "count" in k}
         for mode, key in (("ideal", "wire_electrolyte_connected"),
                           ("resolved", "wire_electrolyte_active")):
             if mode == "resolved" and not np.isin(labels[:, :, 0], ELECTRONIC_PHASES).any():

@@ -128,6 +128,17 @@ def test_surface_normals_must_fit_the_mesh() -> None:
     bad = replace(tm, surface_normals=tm.surface_normals[:-1])
     with pytest.raises(ValueError, match="surface_normals: shape"):
         HalfCell(bad, default_parameters(), electronic="ideal")
+    # normals estimated on a wrapped image belong to a periodic cell, and only to one
+    params = default_parameters()
+    width, depth = tm.width_um, tm.depth_um
+    with pytest.raises(ValueError, match="surface normals did not wrap"):
+        HalfCell(tm, params, electronic="ideal", periodic={0: width, 1: depth})
+    wrapped = distribute_voxels(COMM, _wire_column(), normals=True, periodic=True)
+    assert wrapped.surface_normals_periodic and not tm.surface_normals_periodic
+    for sides in (None, {0: width}):
+        with pytest.raises(ValueError, match="surface normals wrapped"):
+            HalfCell(wrapped, params, electronic="ideal", periodic=sides)
+    HalfCell(wrapped, params, electronic="ideal", periodic={0: width, 1: depth}).free()
 
 
 @pytest.mark.parametrize("periodic", [False, True])

@@ -325,6 +325,13 @@ class HalfCell:
             if tm.surface_normals.shape != (n_local, tdim):
                 raise ValueError(f"surface_normals: shape {tm.surface_normals.shape}, expected "
                                  f"({n_local}, {tdim}) (one vector per local cell)")
+            wraps = sorted(self.periodic or {}) == [0, 1]
+            if wraps != tm.surface_normals_periodic or (self.periodic and not wraps):
+                said = "wrapped" if tm.surface_normals_periodic else "did not wrap"
+                raise ValueError(
+                    f"periodic = {sorted(self.periodic or {})}: the mesh's surface normals "
+                    f"{said} the image in x and y (distribute_voxels(periodic=...)); the half "
+                    f"cell must be periodic in both x and y exactly when they did")
             qv = dolfinx.fem.functionspace(msh, ("DG", 0, (tdim,)))
             normal = dolfinx.fem.Function(qv, name="surface_normal")
             dofs = qv.dofmap.list[:n_local, 0]
