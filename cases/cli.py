@@ -261,10 +261,10 @@ def _check_protocol_and_parameters(case: Any) -> None:
     from fem.electrochem.parameters import default_parameters
     from fem.electrochem.protocol import protocol_from_dict
 
-    if case.parameters:
-        default_parameters(case.electrochemistry.temperature_K).with_overrides(case.parameters)
+    params = default_parameters(case.electrochemistry.temperature_K).with_overrides(
+        case.parameters)
     if "step" in case.protocol:  # a cycle protocol
-        protocol_from_dict(case.protocol)
+        protocol_from_dict(case.protocol, capacity_mAh_g=params.theoretical_capacity_mAh_g)
     elif case.protocol:  # the settings of rate and gitt, which add their own steps
         base, _ = rate_settings(case)
         protocol_from_dict({**base, "step": [{"kind": "rest", "duration_s": 1.0}]})

@@ -571,10 +571,11 @@ def run_cycling(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
     ``checkpoint_every = N`` saves the state every N time steps in
     :func:`checkpoint_folder`; ``resume`` continues from there (same case, same number of
     ranks). The checkpoints are removed when the whole run has completed."""
-    protocol = protocol_from_dict(case.protocol)
-    _check_geometry(case, kinds)
     ec = case.electrochemistry
     params = default_parameters(ec.temperature_K).with_overrides(case.parameters)
+    protocol = protocol_from_dict(case.protocol,
+                                  capacity_mAh_g=params.theoretical_capacity_mAh_g)
+    _check_geometry(case, kinds)
     summary: dict[str, Any] = {"case": spec_to_dict(case), "phase_names": phase_names(),
                                "parameters": _parameter_table(params)}
     with atomic_result_dir(out, comm) as folder:

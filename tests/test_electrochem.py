@@ -374,11 +374,44 @@ def test_single_wire_matches_1d_radial_diffusion_at_second_order() -> None:
      "voltage_V does not apply to a cc step"),
     ({"discharge_cutoff_V": 1.5, "step": [{"kind": "rest", "duration_s": 1}]},
      "protocol.discharge_cutoff_V: used by the rate command only"),
+    ({"step": [{"kind": "cc", "c_rate": 1, "current_mA_g": 3, "duration_s": 1}]},
+     r"protocol.step\[0\]: give current_mA_g or c_rate, not both"),
+    ({"step": [{"kind": "cc", "c_rate": 0, "duration_s": 1}]},
+     r"protocol.step\[0\].c_rate = 0: must be finite with 0 < \|C-rate\| <= 1e4 1/h"),
+    ({"step": [{"kind": "cc", "c_rate": "1C", "duration_s": 1}]},
+     r"protocol.step\[0\].c_rate = '1C': must be a number \(1/h\)"),
+    ({"step": [{"kind": "cv", "voltage_V": 4.0, "until_c_rate": -0.05}]},
+     r"protocol.step\[0\].until_c_rate = -0.05: must be in \(0, 1e4\] 1/h"),
+    ({"step": [{"kind": "cc", "c_ratio": 1, "duration_s": 1}]},
+     r"protocol.step\[0\].c_ratio: unknown key \(allowed: .*'c_rate'"),
 ])
 def test_protocol_input_errors_are_one_line(data: dict, message: str) -> None:
     with pytest.raises(ProtocolError, match=message) as info:
-        protocol_from_dict(data)
+        protocol_from_dict(data, capacity_mAh_g=400.0)
     assert "\n" not in str(info.value)
+
+
+def test_protocol_steps_in_c_rate() -> None:
+    # 1C discharges the theoretical capacity in one hour: C/2 of 400 mAh/g is 200 mA/g
+    proto = protocol_from_dict({"step": [
+        {"kind": "cc", "c_rate": 0.5, "until_voltage_V": 1.5},
+        {"kind": "cc", "c_rate": -0.25, "until_voltage_V": 4.0},
+        {"kind": "cv", "voltage_V": 4.0, "until_c_rate": 0.05}]}, capacity_mAh_g=400.0)
+    assert [s.current_mA_g for s in proto.steps[:2]] == [200.0, -100.0]
+    assert proto.steps[2].until_current_mA_g == pytest.approx(20.0)
+    with pytest.raises(ProtocolError, match="c_rate: a C-rate needs the theoretical capacity"):
+        protocol_from_dict({"step": [{"kind": "cc", "c_rate": 1, "duration_s": 1}]})
+    # a case's [protocol] is read with its parameter set's capacity (426 mAh/g for H2V3O8)
+    from cases.cli import _check_protocol_and_parameters
+    from meshes.spec import load_case
+
+    case = load_case({"protocol": {"step": [{"kind": "cc", "c_rate": 1.0,
+                                             "until_voltage_V": 1.5}]}})
+    _check_protocol_and_parameters(case)
+    bad = load_case({"protocol": {"step": [{"kind": "cc", "c_rate": 0.0,
+                                            "until_voltage_V": 1.5}]}})
+    with pytest.raises(ProtocolError, match=r"c_rate = 0\.0"):
+        _check_protocol_and_parameters(bad)
 
 
 def test_newton_failure_cuts_the_step_then_stops_with_the_last_state(

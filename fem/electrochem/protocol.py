@@ -200,8 +200,47 @@ class Protocol:
                                 f"(or stall_steps = 0)")
 
 
-def protocol_from_dict(data: Mapping[str, Any]) -> Protocol:
-    """Build a protocol from a TOML table (``[protocol]`` with ``[[protocol.step]]``)."""
+#: step keys in C-rate (1/h), converted to mA/g with the theoretical capacity: 1C
+#: discharges the theoretical capacity in one hour
+C_RATE_KEYS = {"c_rate": "current_mA_g", "until_c_rate": "until_current_mA_g"}
+
+
+def _with_currents(raw: Mapping[str, Any], k: int, capacity_mAh_g: float | None
+                   ) -> dict[str, Any]:
+    """A step table whose C-rates (``c_rate``, ``until_c_rate``) are replaced by the
+    specific currents they stand for."""
+    out = dict(raw)
+    for key, target in C_RATE_KEYS.items():
+        if key not in raw:
+            continue
+        if target in raw:
+            raise ProtocolError(f"protocol.step[{k}]: give {target} or {key}, not both")
+        value = raw[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ProtocolError(f"protocol.step[{k}].{key} = {value!r}: must be a number "
+                                f"(1/h)")
+        if capacity_mAh_g is None:
+            raise ProtocolError(f"protocol.step[{k}].{key}: a C-rate needs the theoretical "
+                                f"capacity (this command takes {target})")
+        if key == "c_rate" and not (math.isfinite(value) and 0 < abs(value) <= 1e4):
+            raise ProtocolError(f"protocol.step[{k}].c_rate = {value}: must be finite with "
+                                f"0 < |C-rate| <= 1e4 1/h (positive in discharge; no "
+                                f"current: a rest step)")
+        if key == "until_c_rate" and not (math.isfinite(value) and 0 < value <= 1e4):
+            raise ProtocolError(f"protocol.step[{k}].until_c_rate = {value}: must be in "
+                                f"(0, 1e4] 1/h (a magnitude)")
+        del out[key]
+        out[target] = float(value) * capacity_mAh_g
+    return out
+
+
+def protocol_from_dict(data: Mapping[str, Any], *,
+                       capacity_mAh_g: float | None = None) -> Protocol:
+    """Build a protocol from a TOML table (``[protocol]`` with ``[[protocol.step]]``).
+
+    A cc step may give its current as ``c_rate`` (1/h, positive in discharge) and a cv step
+    its end current as ``until_c_rate`` (1/h) instead of mA/g: ``capacity_mAh_g`` (the
+    parameter set's theoretical capacity) converts them, 1C = that capacity per hour."""
     if not isinstance(data, Mapping):
         raise ProtocolError(f"protocol: expected a table, got {data!r}")
     known_steps = {f for f in Step.__dataclass_fields__}
@@ -223,11 +262,12 @@ def protocol_from_dict(data: Mapping[str, Any]) -> Protocol:
         if key != "step":
             _check_type(f"protocol.{key}", value, Protocol.__dataclass_fields__[key].type)
     steps = []
-    for k, raw in enumerate(raw_steps):
+    for k, given in enumerate(raw_steps):
+        raw = _with_currents(given, k, capacity_mAh_g)
         for key in raw:
             if key not in known_steps:
                 raise ProtocolError(f"protocol.step[{k}].{key}: unknown key (allowed: "
-                                    f"{sorted(known_steps)})")
+                                    f"{sorted(known_steps | set(C_RATE_KEYS))})")
             _check_type(f"protocol.step[{k}].{key}", raw[key],
                         Step.__dataclass_fields__[key].type)
         try:
