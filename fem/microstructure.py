@@ -277,7 +277,10 @@ def wire_surface_report(labels: np.ndarray, periodic: bool = False,
     # Slabs of whole z-layers: the normals (12 bytes per voxel and the Gaussian's work
     # arrays) are estimated for one slab and the layer on either side at a time; a face
     # belongs to the slab of its wire voxel. The same faces and values as the whole image.
-    step = max(1, int(slab_layers))
+    if isinstance(slab_layers, bool) or not isinstance(slab_layers, int | np.integer) \
+            or slab_layers < 1:
+        raise ValueError(f"slab_layers = {slab_layers!r}: must be an integer >= 1")
+    step = int(slab_layers)
     for z0 in range(0, nz, step):
         z1 = min(z0 + step, nz)
         e0, e1 = max(z0 - 1, 0), min(z1 + 1, nz)
@@ -287,7 +290,8 @@ def wire_surface_report(labels: np.ndarray, periodic: bool = False,
             box=((0, labels.shape[0]), (0, labels.shape[1]), (e0, e1))))
         nw_s, ion_s, ion_ok_s, el_ok_s = is_nw[ext], is_ion[ext], ion_ok[ext], el_ok[ext]
         for axis, a, b in face_pairs():
-            # a wire voxel of this slab, its neighbour b of another phase
+            # a wire voxel of this slab, its neighbour b of another phase (the z index of
+            # x[a] starts at a[2].start: face_pairs slices start at None, 0 or 1)
             layer = e0 + (a[2].start or 0) + np.arange(nw_s[a].shape[2])
             own = ((layer >= z0) & (layer < z1))[None, None, :]
             wire = nw_s[a] & ~nw_s[b] & own

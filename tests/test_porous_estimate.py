@@ -39,17 +39,19 @@ def _bvp_loss_V(current_A_cm2: float, length_cm: float, sigma: float, kappa: flo
     return float(sol.sol(0.0)[0] - sol.sol(1.0)[1]) * scale
 
 
-@pytest.mark.parametrize(("sigma", "kappa", "area", "i0"), [
-    (3.1e-6, 7.3e-6, 173 / 34, 0.01),    # the membrane column's numbers (nu about 2.9)
-    (8.3e-4, 5.9e-7, 7.8 / 34, 0.01),    # the tape-cast column's (sigma >> kappa)
-    (1e-5, 1e-5, 0.05, 0.01),            # slow kinetics (nu about 0.2)
-    (2e-6, 5e-5, 20.0, 1.0),             # fast kinetics (nu about 70)
+@pytest.mark.parametrize(("sigma", "kappa", "thickness", "area", "i0", "alphas", "temp"), [
+    (3.1e-6, 7.3e-6, 34.0, 173 / 34, 0.01, 1.0, 298.15),  # the membrane's inputs (nu 3.2)
+    (8.3e-4, 5.9e-7, 13.0, 7.8 / 13, 0.01, 1.0, 298.15),  # the tape-cast cathode's (0.8)
+    (1e-5, 1e-5, 34.0, 0.05, 0.01, 1.0, 298.15),          # slow kinetics (nu 0.2)
+    (2e-6, 5e-5, 34.0, 20.0, 1.0, 1.0, 298.15),           # fast kinetics (nu 70)
+    (5e-6, 2e-6, 20.0, 3.0, 0.05, 0.6, 333.15),           # other alphas and temperature
 ])
 def test_closed_form_equals_the_two_phase_boundary_value_problem(
-        sigma: float, kappa: float, area: float, i0: float) -> None:
-    current, thickness = 0.45, 34.0
-    got = porous_electrode_loss_V(current, thickness, sigma, kappa, area, i0)
-    g = area * 1e4 * i0 * 1e-4 * FARADAY_C_MOL / (GAS_CONSTANT_J_MOL_K * 298.15)
+        sigma: float, kappa: float, thickness: float, area: float, i0: float, alphas: float,
+        temp: float) -> None:
+    current = 0.45
+    got = porous_electrode_loss_V(current, thickness, sigma, kappa, area, i0, alphas, temp)
+    g = area * 1e4 * i0 * 1e-4 * alphas * FARADAY_C_MOL / (GAS_CONSTANT_J_MOL_K * temp)
     ref = _bvp_loss_V(current * 1e-3, thickness * 1e-4, sigma, kappa, g)
     assert got == pytest.approx(ref, rel=1e-5)
 

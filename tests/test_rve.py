@@ -467,6 +467,8 @@ def test_wire_surface_report_counts_the_half_cell_interface(periodic: bool) -> N
             assert slabs == pytest.approx(got, rel=1e-12, abs=0.0)
             assert {k: v for k, v in slabs.items() if "count" in k} == \
                 {k: v for k, v in got.items() if "count" in k}
+        with pytest.raises(ValueError, match="slab_layers = 0: must be an integer >= 1"):
+            wire_surface_report(labels, periodic, 0.1, slab_layers=0)
         for mode, key in (("ideal", "wire_electrolyte_connected"),
                           ("resolved", "wire_electrolyte_active")):
             if mode == "resolved" and not np.isin(labels[:, :, 0], ELECTRONIC_PHASES).any():

@@ -331,7 +331,8 @@ class HalfCell:
                 raise ValueError(
                     f"periodic = {sorted(self.periodic or {})}: the mesh's surface normals "
                     f"{said} the image in x and y (distribute_voxels(periodic=...)); the half "
-                    f"cell must be periodic in both x and y exactly when they did")
+                    f"cell must be periodic in both x and y exactly when they did (a cell "
+                    f"periodic in one direction only cannot weight its surface)")
             qv = dolfinx.fem.functionspace(msh, ("DG", 0, (tdim,)))
             normal = dolfinx.fem.Function(qv, name="surface_normal")
             dofs = qv.dofmap.list[:n_local, 0]

@@ -40,8 +40,10 @@ def porous_electrode_loss_V(current_mA_cm2: float, thickness_um: float, sigma_S_
                             exchange_current_A_m2: float, alpha_sum: float = 1.0,
                             temperature_K: float = 298.15) -> float:
     """Ohmic plus kinetic loss (V) of a porous electrode with linear kinetics (Newman and
-    Tobias 1962; module docstring). ``sigma_S_cm = math.inf``: an equipotential electronic
-    network. ``area_per_volume_per_um``: reacting surface per electrode volume (um2/um3)."""
+    Tobias 1962; module docstring). ``current_mA_cm2`` is a magnitude (discharge or
+    charge alike); ``sigma_S_cm = math.inf``: an equipotential electronic network;
+    ``area_per_volume_per_um``: reacting surface per electrode volume (um2/um3). Where the
+    charge-transfer conductance is too small to represent (nu = 0), the loss is inf."""
     i = _positive("current_mA_cm2", current_mA_cm2, "mA/cm2") * 1e-3  # A/cm2
     length = _positive("thickness_um", thickness_um, "um") * 1e-4  # cm
     sigma = _positive("sigma_S_cm", sigma_S_cm, "S/cm", allow_inf=True)
@@ -52,6 +54,8 @@ def porous_electrode_loss_V(current_mA_cm2: float, thickness_um: float, sigma_S_
     temp = _positive("temperature_K", temperature_K, "K")
     conductance = a * i0 * alphas * FARADAY_C_MOL / (GAS_CONSTANT_J_MOL_K * temp)  # S/cm3
     nu = length * math.sqrt(conductance * (1.0 / kappa + 1.0 / sigma))
+    if nu == 0.0:
+        return math.inf
     if math.isinf(sigma):
         return i * length / (kappa * nu * math.tanh(nu))
     # (cosh nu) / (nu sinh nu) = 1 / (nu tanh nu); 1 / (nu sinh nu) vanishes for large nu

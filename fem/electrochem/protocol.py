@@ -215,6 +215,10 @@ def _with_currents(raw: Mapping[str, Any], k: int, capacity_mAh_g: float | None
             continue
         if target in raw:
             raise ProtocolError(f"protocol.step[{k}]: give {target} or {key}, not both")
+        kind = "cc" if key == "c_rate" else "cv"
+        if raw.get("kind") != kind:
+            raise ProtocolError(f"protocol.step[{k}].{key}: applies to a {kind} step only "
+                                f"(cc: c_rate; cv: until_c_rate)")
         value = raw[key]
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ProtocolError(f"protocol.step[{k}].{key} = {value!r}: must be a number "
@@ -222,13 +226,17 @@ def _with_currents(raw: Mapping[str, Any], k: int, capacity_mAh_g: float | None
         if capacity_mAh_g is None:
             raise ProtocolError(f"protocol.step[{k}].{key}: a C-rate needs the theoretical "
                                 f"capacity (this command takes {target})")
-        if key == "c_rate" and not (math.isfinite(value) and 0 < abs(value) <= 1e4):
+        if not (math.isfinite(capacity_mAh_g) and capacity_mAh_g > 0):
+            raise ProtocolError(f"theoretical capacity = {capacity_mAh_g} mAh/g: must be "
+                                f"finite and > 0 to convert {key}")
+        top = 1e6 / capacity_mAh_g  # the steps' bound of 1e6 mA/g
+        if key == "c_rate" and not (math.isfinite(value) and 0 < abs(value) <= top):
             raise ProtocolError(f"protocol.step[{k}].c_rate = {value}: must be finite with "
-                                f"0 < |C-rate| <= 1e4 1/h (positive in discharge; no "
+                                f"0 < |C-rate| <= {top:.4g} 1/h (positive in discharge; no "
                                 f"current: a rest step)")
-        if key == "until_c_rate" and not (math.isfinite(value) and 0 < value <= 1e4):
+        if key == "until_c_rate" and not (math.isfinite(value) and 0 < value <= top):
             raise ProtocolError(f"protocol.step[{k}].until_c_rate = {value}: must be in "
-                                f"(0, 1e4] 1/h (a magnitude)")
+                                f"(0, {top:.4g}] 1/h (a magnitude)")
         del out[key]
         out[target] = float(value) * capacity_mAh_g
     return out
