@@ -52,12 +52,15 @@ def main() -> None:
         area = c["connected_area_um2_per_um2"] / c["thickness_um"]
         for rate in RATES_MA_G:
             current = rate * LOADING_MG_CM2 * 1e-3  # mA/cm2
-            args = (c["thickness_um"],)
-            ideal = porous_electrode_loss_V(current, *args, math.inf, c["kappa_zz_S_cm"],
-                                            area, i0, alphas)
+
+            def loss_V(sigma: float, current: float = current, c: dict = c,
+                       area: float = area) -> float:
+                return porous_electrode_loss_V(current, c["thickness_um"], sigma,
+                                               c["kappa_zz_S_cm"], area, i0, alphas)
+
+            ideal = loss_V(math.inf)
             for label, sigma in c["sigma_zz_S_cm"].items():
-                loss = porous_electrode_loss_V(current, *args, sigma, c["kappa_zz_S_cm"],
-                                               area, i0, alphas)
+                loss = loss_V(sigma)
                 rows.append({"cathode": kind, "rate_mA_g": rate, "current_mA_cm2": current,
                              "sigma_zz_S_cm": sigma, "sigma_from": label,
                              "loss_ideal_network_V": ideal, "loss_V": loss,
