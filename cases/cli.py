@@ -112,6 +112,10 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--seeds", type=int, default=1,
                            help="number of realizations, from the geometry's seed on (box.seed "
                                 "or section.seed); > 1 gives mean and 95 %% CI (default 1)")
+            p.add_argument("--sensitivity", action="store_true",
+                           help="the study once with the case's parameters and once per value "
+                                "of each [[sensitivity.vary]] parameter (default: every "
+                                "assumption of the set over its range), one at a time")
         if name == "rve":
             p.add_argument("--cathode", choices=["gradient", "homogeneous"], default=None,
                            help="one cathode only (default: both)")
@@ -169,6 +173,9 @@ def _run(args: argparse.Namespace) -> int:
             log.warning(f"[parameters] is used by the electrochemistry commands "
                         f"({', '.join(ELECTROCHEMISTRY_COMMANDS)}), not by '{args.command}' "
                         f"(its conductivities are fem.parameters')")
+    if case.sensitivity and not getattr(args, "sensitivity", False) \
+            and args.command != "show-spec" and comm.rank == 0:
+        log.warning("[sensitivity] is used by 'rate --sensitivity' only")
     if args.command == "show-spec":
         import json
         from dataclasses import asdict
@@ -268,6 +275,10 @@ def _check_protocol_and_parameters(case: Any) -> None:
     elif case.protocol:  # the settings of rate and gitt, which add their own steps
         base, _ = rate_settings(case)
         protocol_from_dict({**base, "step": [{"kind": "rest", "duration_s": 1.0}]})
+    if case.sensitivity:
+        from cases.sensitivity import variations
+
+        variations(case, params)
 
 
 def _check_before_running(args: argparse.Namespace, case: Any, out: Path, comm: Any) -> None:
@@ -376,7 +387,7 @@ def _interrupted_keeping(kept: Path, started: float, done: str, resumed: bool, c
         fresh = kept.is_dir() and kept.stat().st_mtime >= started  # not an old one
         interrupted = (", and the records of the interrupted one up to the interrupt,"
                        if records else "")
-        one = {"rates": "rate", "seeds": "seed", "boxes": "box"}[done]
+        one = {"rates": "rate", "seeds": "seed", "boxes": "box", "studies": "study"}[done]
         where = (f"the finished {done}{interrupted} are in {kept}; continue with --resume"
                  if fresh else
                  f"no further {one} had finished; {kept} is as it was; continue with "
@@ -407,10 +418,20 @@ def _run_electrochemistry(args: argparse.Namespace, case: Any, out: Path, comm: 
         except ValueError:
             raise ValueError(f"--rates {args.rates!r}: expected numbers in mA/g, e.g. "
                              f"50,100,200,300") from None
+        if args.sensitivity and args.seeds != 1:
+            raise ValueError(f"--sensitivity with --seeds {args.seeds}: one realization per "
+                             f"sensitivity study; run without --seeds")
         kept = _resumable(args, out)
         started = time.time()
         try:
-            if args.seeds != 1:
+            if args.sensitivity:
+                from cases.sensitivity import print_sensitivity, run_rate_sensitivity
+
+                summary = run_rate_sensitivity(case, out, rates, comm, kinds=kinds,
+                                               progress=progress, resume=args.resume)
+                if comm.rank == 0:
+                    print_sensitivity(summary)
+            elif args.seeds != 1:
                 summary = cycling.run_rate_ensemble(case, out, rates, args.seeds, comm,
                                                     kinds=kinds, progress=progress,
                                                     resume=args.resume)
@@ -419,16 +440,22 @@ def _run_electrochemistry(args: argparse.Namespace, case: Any, out: Path, comm: 
                                                  progress=progress,
                                                  resume_from=kept if args.resume else None)
         except KeyboardInterrupt:
-            return _interrupted_keeping(kept, started, "seeds" if args.seeds != 1 else "rates",
-                                        args.resume, comm, records=True)
-        if args.seeds != 1:
+            done = ("studies" if args.sensitivity else "seeds" if args.seeds != 1
+                    else "rates")
+            return _interrupted_keeping(kept, started, done, args.resume, comm, records=True)
+        if args.sensitivity:
+            statuses = {f"{k} {b['rate_mA_g']:g} mA/g ({r.get('parameter', 'base')} "
+                        f"{r.get('value', '')})".replace(" )", ")"): r[f"{k}_status"]
+                        for b in summary["rates"] for r in [b["base"], *b["variations"]]
+                        for k in kinds}
+        elif args.seeds != 1:
             statuses = {f"{k} {r['rate_mA_g']:g} mA/g seed {s}": st
                         for k in kinds for r in summary[k]["rates"]
                         for s, st in zip(summary["seeds"], r["status"], strict=True)}
         else:
             statuses = {f"{k} {r['rate_mA_g']:g} mA/g": r["status"]
                         for k in kinds for r in summary[k]["rates"]}
-        if comm.rank == 0:
+        if comm.rank == 0 and not args.sensitivity:
             _print_rates(summary, rates, kinds)
     failed = {k: s for k, s in statuses.items() if s != "completed"}
     if comm.rank == 0:

@@ -769,17 +769,27 @@ def run_rate_study(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
     return summary
 
 
-def _previous_run(folder: Path | None, case: CaseSpec, comm: MPI.Comm, ensemble: bool = False
+def _study_kind(data: dict[str, Any]) -> str:
+    """What a rate-study summary holds: an ``ensemble`` of seeds, a ``sensitivity`` study
+    (cases.sensitivity) or a ``single`` study."""
+    return "ensemble" if "seeds" in data else "sensitivity" if "variations" in data \
+        else "single"
+
+
+def _previous_run(folder: Path | None, case: CaseSpec, comm: MPI.Comm, study: str = "single"
                   ) -> dict[str, Any] | None:
-    """:func:`cases.output.previous_run`, also checked to be of the same kind: a single rate
-    study or an ``ensemble`` (one line otherwise). Collective."""
+    """:func:`cases.output.previous_run`, also checked to be of the same kind of ``study``:
+    "single", "ensemble" or "sensitivity" (one line otherwise). Collective."""
     data = previous_run(folder, case, comm)
     _check_same_box_mesh(data, folder, case, comm)
-    if data is not None and ("seeds" in data) != ensemble:
+    if data is not None and _study_kind(data) != study:
+        held = _study_kind(data)
         raise ValueError(f"--resume: {folder} holds "
                          + (f"an ensemble of {len(data['seeds'])} seeds; resume with --seeds "
-                            f"{len(data['seeds'])}" if "seeds" in data else
-                            "a single rate study; resume without --seeds")
+                            f"{len(data['seeds'])}" if held == "ensemble" else
+                            "a sensitivity study; resume with --sensitivity"
+                            if held == "sensitivity" else
+                            "a single rate study; resume without --seeds or --sensitivity")
                          + f", or remove {folder} and run without --resume to start afresh")
     return data
 
@@ -802,7 +812,9 @@ def _check_same_box_mesh(data: dict[str, Any] | None, folder: Path | None, case:
     asked = ""
     if comm.rank == 0:
         studies = [data]
-        for path in sorted(folder.glob("seed*/summary.json")) if "seeds" in data else []:
+        # the studies of an ensemble (seed<s>/) or a sensitivity study (<name>=<value>/)
+        nested = _study_kind(data) != "single"
+        for path in sorted(folder.glob("*/summary.json")) if nested else []:
             try:
                 studies.append(json.loads(path.read_text()))
             except (OSError, ValueError):
@@ -910,7 +922,7 @@ def run_rate_ensemble(case: CaseSpec, out: Path, rates_mA_g: Sequence[float], se
                                "paper_capacity_mAh_g": PAPER_RATE_CAPABILITY,
                                "complete": False}
     previous_folder = incomplete_path(out) if resume else None
-    previous = _previous_run(previous_folder, case, comm, ensemble=True)
+    previous = _previous_run(previous_folder, case, comm, study="ensemble")
     if previous is not None and (previous.get("rates_mA_g") != [float(r) for r in rates_mA_g]
                                  or previous.get("seeds", [])[:1] != [s0]):
         raise ValueError(f"--resume: {previous_folder} holds an ensemble of other rates or "
@@ -948,21 +960,9 @@ def run_rate_ensemble(case: CaseSpec, out: Path, rates_mA_g: Sequence[float], se
 
         done = _finished_seeds(previous, previous_folder, kinds, summary["seeds"], comm)
         for s in summary["seeds"]:
-            if s in done and previous_folder is not None:
-                if comm.rank == 0:
-                    shutil.copytree(previous_folder / f"seed{s}", folder / f"seed{s}")
-                    log.info(f"seed {s} taken over from {previous_folder}")
-                comm.barrier()
-                studies.append(done[s])
-            else:
-                unfinished = (previous_folder / f"seed{s}.incomplete"
-                              if previous_folder is not None else None)
-                if not comm.bcast(unfinished is not None and unfinished.is_dir()
-                                  if comm.rank == 0 else None, root=0):
-                    unfinished = None
-                studies.append(run_rate_study(
-                    _with_seed(case, s), folder / f"seed{s}", rates_mA_g, comm, kinds=kinds,
-                    progress=progress, on_rate=first_rate_done, resume_from=unfinished))
+            studies.append(run_or_take_over(
+                _with_seed(case, s), folder, f"seed{s}", previous_folder, done.get(s),
+                rates_mA_g, comm, kinds, progress, first_rate_done))
             summary["seeds_done"] = summary["seeds"][:len(studies)]
             for kind in kinds:
                 rows = []
@@ -998,6 +998,28 @@ def run_rate_ensemble(case: CaseSpec, out: Path, rates_mA_g: Sequence[float], se
         shutil.rmtree(previous_folder, ignore_errors=True)  # all it held is in the result
     comm.barrier()
     return summary
+
+
+def run_or_take_over(case: CaseSpec, folder: Path, name: str, previous_folder: Path | None,
+                     finished: dict[str, Any] | None, rates_mA_g: Sequence[float],
+                     comm: MPI.Comm, kinds: Sequence[str], progress: bool,
+                     on_rate: Callable[[str, float, float], None] | None) -> dict[str, Any]:
+    """One rate study of a series (a seed of an ensemble, a parameter value of a sensitivity
+    study) in ``folder/name``: taken over as it is from ``previous_folder/name`` where the
+    interrupted series finished it (``finished``: its summary), else run, continuing the
+    rates ``previous_folder/<name>.incomplete`` holds. Returns its summary. Collective."""
+    if finished is not None and previous_folder is not None:
+        if comm.rank == 0:
+            shutil.copytree(previous_folder / name, folder / name)
+            log.info(f"{name} taken over from {previous_folder}")
+        comm.barrier()
+        return finished
+    unfinished = previous_folder / f"{name}.incomplete" if previous_folder is not None else None
+    if not comm.bcast(unfinished is not None and unfinished.is_dir() if comm.rank == 0
+                      else None, root=0):
+        unfinished = None
+    return run_rate_study(case, folder / name, rates_mA_g, comm, kinds=kinds,
+                          progress=progress, on_rate=on_rate, resume_from=unfinished)
 
 
 def _finished_seeds(previous: dict[str, Any] | None, folder: Path | None,

@@ -32,6 +32,7 @@ __all__ = [
     "render_phases",
     "render_rve",
     "render_rve_3d",
+    "sensitivity_figure",
     "voltage_curves",
 ]
 
@@ -254,6 +255,51 @@ def rate_capability_figure(summary: dict[str, Any], path: Path) -> None:
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.savefig(path, dpi=200)
+    plt.close(fig)
+
+
+def sensitivity_figure(summary: dict[str, Any], path: Path) -> None:
+    """One panel per rate: for each varied parameter (a row) the capacity of each cathode
+    at each of its values (markers labelled with the value, joined by a line), and the
+    capacity with the case's parameters (dashed line per cathode)."""
+    blocks = summary.get("rates", [])
+    kinds = [k for k in KINDS if k in summary.get("kinds", [])]
+    names = [v["parameter"] for v in summary.get("variations", [])]
+    units = {v["parameter"]: v["unit"] for v in summary.get("variations", [])}
+    fig, axes = plt.subplots(1, max(len(blocks), 1), squeeze=False, sharey=True,
+                             figsize=(5.0 * max(len(blocks), 1) + 1.5,
+                                      1.2 + 0.5 * max(len(names), 1)), layout="constrained")
+    shift = {k: 0.14 * (i - 0.5 * (len(kinds) - 1)) for i, k in enumerate(kinds)}
+    for ax, block in zip(axes[0], blocks, strict=False):
+        for kind in kinds:
+            color = _KIND_COLORS[kind]
+            base = block["base"][f"{kind}_capacity_mAh_g"]
+            ax.axvline(base, ls="--", lw=1.0, color=color, label=f"{kind}, the set's values")
+            for y, name in enumerate(names):
+                rows = [r for r in block["variations"] if r["parameter"] == name]
+                if not rows:
+                    continue
+                x = [r[f"{kind}_capacity_mAh_g"] for r in rows]
+                yy = y + shift[kind]
+                ax.plot([min(*x, base), max(*x, base)], [yy, yy], "-", lw=2.0, alpha=0.35,
+                        color=color)
+                ax.plot(x, [yy] * len(x), "o", ms=5, color=color)
+                for j, (r, xv) in enumerate(zip(rows, x, strict=True)):
+                    # alternately above and below: close values stay readable
+                    ax.annotate(f"{r['value']:.3g}", (xv, yy), xytext=(0, 4 if j % 2 else -9),
+                                textcoords="offset points", ha="center", fontsize=6,
+                                color=color)
+        ax.set_title(f"{block['rate_mA_g']:g} mA/g", fontsize=10)
+        ax.set_xlabel("discharge capacity [mAh/g]")
+        top = max([block["base"][f"{k}_capacity_mAh_g"] for k in kinds]
+                  + [r[f"{k}_capacity_mAh_g"] for r in block["variations"] for k in kinds])
+        ax.set_xlim(0, 1.1 * top if top > 0 else 1.0)
+        ax.grid(alpha=0.3, axis="x")
+    axes[0][0].set_yticks(range(len(names)),
+                          [f"{n} [{units[n]}]" for n in names], fontsize=8)
+    axes[0][0].set_ylim(len(names) - 0.5, -0.5)
+    axes[0][0].legend(fontsize=7, loc="lower right")
     fig.savefig(path, dpi=200)
     plt.close(fig)
 

@@ -417,13 +417,18 @@ class CaseSpec(_Spec):
     #: commands): [parameters.<name>] tables with value and source, validated by
     #: :meth:`fem.electrochem.parameters.CellParameters.with_overrides`
     parameters: dict[str, Any] = field(default_factory=dict)
+    #: the parameter values ``cathodefem rate --sensitivity`` tries, one parameter at a time
+    #: ([[sensitivity.vary]] tables with parameter, values and source; default: every
+    #: assumption's range, :data:`fem.electrochem.parameters.ASSUMPTION_RANGES`), validated
+    #: by :func:`cases.sensitivity.variations`
+    sensitivity: dict[str, Any] = field(default_factory=dict)
 
     def _check(self) -> None:
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
             raise SpecError(f"name = {self.name!r}: must be a folder name of 1-100 letters, "
                             f"digits, '.', '_', '+' or '-' starting with a letter or digit "
                             f"(results go to results/<name>)")
-        for key in ("protocol", "parameters"):
+        for key in ("protocol", "parameters", "sensitivity"):
             if not isinstance(getattr(self, key), dict):
                 raise SpecError(f"{key} = {getattr(self, key)!r}: must be a table "
                                 f"([{key}] ...)")

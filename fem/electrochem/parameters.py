@@ -25,6 +25,7 @@ from fem.parameters import Conductivities, Parameter, default_conductivities
 from meshes.materials import MOLAR_MASS_H2V3O8_G_MOL, h2v3o8_density_g_cm3, spe_density_g_cm3
 
 __all__ = [
+    "ASSUMPTION_RANGES",
     "FARADAY_C_MOL",
     "GAS_CONSTANT_J_MOL_K",
     "CellParameters",
@@ -277,6 +278,43 @@ OVERRIDABLE: dict[str, tuple[float, float, bool, bool]] = {
         ("transference", (0.0, 1.0, True, True)),
         ("thermodynamic_factor", (0.0, 10.0, True, False)),
         ("activation_energy", (0.0, 200.0, False, False)))},
+}
+
+
+#: The plausible range of each assumed (or widely scattered) parameter of the set that acts
+#: in a discharge at 25 C: name (as in :data:`OVERRIDABLE`) -> (values in the parameter's
+#: unit, why this range). ``cathodefem rate --sensitivity`` varies them one at a time. The
+#: activation energies are not here: at the reference temperature (25 C) they do not act;
+#: the double-layer capacitance acts only in the impedance experiment.
+ASSUMPTION_RANGES: dict[str, tuple[tuple[float, ...], str]] = {
+    "spe.diffusivity": (
+        (1e-10, 1e-8),
+        "a decade either side of the set's 1e-9 cm2/s, itself 90 C data (Pesko et al. 2017) "
+        "scaled to 25 C by the conductivity's factor of about 100"),
+    "spe.transference": (
+        (0.1, 0.3),
+        "t+ of PEO/LiTFSI near EO:Li 10:1, 0.1-0.3 (Pesko et al. 2017, Bruce-Vincent)"),
+    "spe.thermodynamic_factor": (
+        (0.5, 2.0),
+        "ASSUMPTION bracket: half and twice the ideal-solution value (1)"),
+    "separator.diffusivity": (
+        (1e-9, 1e-7),
+        "a decade either side of the set's 1e-8 cm2/s (the SPE value scaled by the "
+        "separator/SPE conductivity ratio)"),
+    "solid_diffusivity": (
+        (1e-12, 1e-10),
+        "the apparent Li diffusivity of the gradient cathode from GITT, 0.1-10 x 1e-11 "
+        "cm2/s (Cheng et al. 2021, Fig. 3i)"),
+    "exchange_current_cathode": (
+        (0.001, 0.1),
+        "a decade either side of the set's 0.01 A/m2 (derived from one R_ct with an assumed "
+        "coin-cell area and wire surface)"),
+    "alpha_cathodic": (
+        (0.3, 0.7),
+        "ASSUMPTION bracket about the symmetric barrier (0.5)"),
+    "exchange_current_anode": (
+        (0.5, 50.0),
+        "a decade either side of the set's 5 A/m2 (Li metal / wetted polymer electrolyte)"),
 }
 
 
