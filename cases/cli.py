@@ -105,8 +105,9 @@ def _parser() -> argparse.ArgumentParser:
                            help="continue from the checkpoint of an interrupted run")
         if name == "rate":
             p.add_argument("--resume", action="store_true",
-                           help="take the finished rates (and seeds) of an interrupted run "
-                                "over from <out>.incomplete and run the rest")
+                           help="take the finished rates (and seeds or sensitivity studies) "
+                                "of an interrupted run over from <out>.incomplete and run the "
+                                "rest")
             p.add_argument("--rates", default="50,100,200,300", metavar="I1,I2,...",
                            help="specific currents in mA/g (default 50,100,200,300)")
             p.add_argument("--seeds", type=int, default=1,
@@ -114,8 +115,9 @@ def _parser() -> argparse.ArgumentParser:
                                 "or section.seed); > 1 gives mean and 95 %% CI (default 1)")
             p.add_argument("--sensitivity", action="store_true",
                            help="the study once with the case's parameters and once per value "
-                                "of each [[sensitivity.vary]] parameter (default: every "
-                                "assumption of the set over its range), one at a time")
+                                "of each [[sensitivity.vary]] parameter, one at a time "
+                                "(default: the assumed transport and kinetic parameters over "
+                                "their ranges, fem.electrochem.parameters.ASSUMPTION_RANGES)")
         if name == "rve":
             p.add_argument("--cathode", choices=["gradient", "homogeneous"], default=None,
                            help="one cathode only (default: both)")

@@ -5,8 +5,9 @@
 for every value of every varied parameter (``<name>=<value>/``, e.g.
 ``spe.diffusivity=1e-08/``), all other parameters at the set's (or the case's
 ``[parameters]``) values. The varied parameters are the case's ``[[sensitivity.vary]]``
-tables, or by default every assumption of the set with its plausible range
-(:data:`fem.electrochem.parameters.ASSUMPTION_RANGES`). Writes ``summary.json`` (per
+tables, or by default the assumed transport and kinetic parameters of the set over their
+plausible ranges (:data:`fem.electrochem.parameters.ASSUMPTION_RANGES`; a parameter the
+case sets itself is left out of those). Writes ``summary.json`` (per
 variation, cathode and rate the capacity and its change from the base), ``sensitivity.csv``
 and ``sensitivity.png``. Like the ensemble, an interrupted study keeps what it finished in
 ``<out>.incomplete``, and ``--resume`` takes that over.
@@ -20,7 +21,6 @@ from __future__ import annotations
 import copy
 import csv
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -42,6 +42,7 @@ from fem.electrochem.parameters import (
     OVERRIDABLE,
     CellParameters,
     default_parameters,
+    flatten_overrides,
 )
 from meshes.spec import CaseSpec, SpecError, parse_quantity, spec_to_dict
 
@@ -84,8 +85,20 @@ def variations(case: CaseSpec, params: CellParameters) -> list[Variation]:
         raise SpecError(f"sensitivity.{sorted(set(table) - {'vary'})[0]}: unknown key; "
                         f"allowed keys: ['vary']")
     if "vary" not in table:
+        # the ranges are about the set's values: a parameter the case sets itself is left
+        # out (give it a [[sensitivity.vary]] table)
+        own = {name for name, _ in flatten_overrides(case.parameters, "parameters")}
         entries: list[Any] = [{"parameter": name, "values": list(values), "source": why}
-                              for name, (values, why) in ASSUMPTION_RANGES.items()]
+                              for name, (values, why) in ASSUMPTION_RANGES.items()
+                              if name not in own]
+        left_out = sorted(own & set(ASSUMPTION_RANGES))
+        if left_out and MPI.COMM_WORLD.rank == 0:
+            log.warning(f"sensitivity: [parameters] sets {', '.join(left_out)}; the default "
+                        f"ranges are about the set's values, so not varied here (give "
+                        f"[[sensitivity.vary]] tables to vary them)")
+        if not entries:
+            raise SpecError("sensitivity: [parameters] sets every parameter of the default "
+                            "ranges; give [[sensitivity.vary]] tables")
     else:
         entries = table["vary"]
         if not isinstance(entries, list) or not entries:
@@ -98,7 +111,7 @@ def variations(case: CaseSpec, params: CellParameters) -> list[Variation]:
             raise SpecError(f"{at}: expected a table with exactly 'parameter', 'values' and "
                             f"'source', got {entry!r}")
         name = entry["parameter"]
-        if name not in OVERRIDABLE:
+        if not isinstance(name, str) or name not in OVERRIDABLE:
             raise SpecError(f"{at}.parameter = {name!r}: not a parameter a case can set; "
                             f"allowed: {sorted(OVERRIDABLE)}")
         if any(v.parameter == name for v in out):
@@ -118,8 +131,13 @@ def variations(case: CaseSpec, params: CellParameters) -> list[Variation]:
             one = {field_name: {"value": value, "source": source}}
             params.with_overrides({layer: one} if layer else one,
                                   where=f"{at}.values[{j}]: parameters")
-            if any(math.isclose(value, w, rel_tol=1e-6) for w in values):
-                raise SpecError(f"{at}.values[{j}] = {v!r}: given twice")
+            base = _parameter(params, name).value
+            if f"{value:g}" in (f"{w:g}" for w in values):  # one result folder per value
+                raise SpecError(f"{at}.values[{j}] = {v!r}: given twice (values are told "
+                                f"apart to 6 significant digits)")
+            if f"{value:g}" == f"{base:g}":
+                raise SpecError(f"{at}.values[{j}] = {v!r}: is the base value of "
+                                f"{name} (the 'base' study runs it)")
             values.append(float(value))
         out.append(Variation(parameter=name, values=tuple(values), unit=unit,
                              base_value=_parameter(params, name).value, source=source))
@@ -130,15 +148,26 @@ def variations(case: CaseSpec, params: CellParameters) -> list[Variation]:
 
 
 def _with_value(case: CaseSpec, variation: Variation, value: float) -> CaseSpec:
-    """The case with one parameter set to ``value`` (on top of its own [parameters])."""
+    """The case with one parameter set to ``value`` on top of its own [parameters] (which
+    are rewritten as nested tables, so that no dotted alias of the name puts the case's
+    own value back)."""
+    from meshes.spec import SpecError
+
+    parameters: dict[str, Any] = {}
+    for name, entry in flatten_overrides(case.parameters, "parameters"):
+        layer, _, field_name = name.rpartition(".")
+        (parameters.setdefault(layer, {}) if layer else parameters)[field_name] = \
+            copy.deepcopy(entry)
     layer, _, field_name = variation.parameter.rpartition(".")
-    parameters = copy.deepcopy(case.parameters)
-    entry = {"value": value, "source": f"sensitivity study: {variation.source}"}
-    if layer:
-        parameters.setdefault(layer, {})[field_name] = entry
-    else:
-        parameters[field_name] = entry
-    return replace(case, parameters=parameters)
+    (parameters.setdefault(layer, {}) if layer else parameters)[field_name] = {
+        "value": value, "source": f"sensitivity study: {variation.source}"}
+    out = replace(case, parameters=parameters)
+    got = _parameter(default_parameters(case.electrochemistry.temperature_K)
+                     .with_overrides(parameters), variation.parameter).value
+    if got != value:  # not expected: the override did not take
+        raise SpecError(f"sensitivity: {variation.parameter} = {value:g} did not take "
+                        f"(the case's parameters give {got:g})")
+    return out
 
 
 def _row(study: dict[str, Any], kinds: Sequence[str], i: int) -> dict[str, Any]:
@@ -182,9 +211,12 @@ def _summarize(summary: dict[str, Any], studies: dict[str, dict[str, Any]],
 
 
 def _write_table(path: Path, summary: dict[str, Any], kinds: Sequence[str]) -> None:
+    """One row per rate and study; how each discharge ended (a "blocked" one is 0 mAh/g,
+    a stalled or failed one's capacity is the one reached) next to its capacity."""
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        cols = [f"{k}_capacity_mAh_g" for k in kinds]
+        cols = [f"{k}_{c}" for k in kinds
+                for c in ("capacity_mAh_g", "stopped_by", "status")]
         both = set(KINDS) <= set(kinds)
         w.writerow(["rate_mA_g", "parameter", "value", "unit", *cols,
                     *(["gradient_over_homogeneous"] if both else [])])
@@ -221,6 +253,12 @@ def run_rate_sensitivity(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
                          f"rates (--rates {','.join(f'{r:g}' for r in previous['rates_mA_g'])})"
                          f"; resume with those, or remove {previous_folder} and run without "
                          f"--resume to start afresh")
+    if previous is not None and previous.get("studies") != summary["studies"]:
+        raise ValueError(f"--resume: {previous_folder} holds a sensitivity study of other "
+                         f"parameter values ({len(previous.get('studies', []))} studies, "
+                         f"{len(summary['studies'])} asked); resume with the same "
+                         f"[sensitivity] table and version, or remove {previous_folder} and "
+                         f"run without --resume to start afresh")
     done: dict[str, dict[str, Any]] = {}
     if previous is not None and previous_folder is not None:
         refuse_uncovered(previous_folder, [f"{k} (all studies)" for k in previous["kinds"]
@@ -290,9 +328,13 @@ def _finished_studies(previous: dict[str, Any], folder: Path, kinds: Sequence[st
 
 
 def print_sensitivity(summary: dict[str, Any]) -> None:
-    """The capacity of each cathode per rate: base, then each parameter's values."""
+    """The capacity of each cathode per rate: base, then each parameter's values; a
+    discharge that did not end at the cut-off is marked (its end in a note)."""
+    from cases.cli import _capacity_text
+
     kinds = summary["kinds"]
     both = set(KINDS) <= set(kinds)
+    notes: list[str] = []
     for block in summary.get("rates", []):
         print(f"\ncapacity [mAh/g] at {block['rate_mA_g']:g} mA/g")
         head = f"{'parameter':28s}{'value':>12s}" + "".join(f"{k:>14s}" for k in kinds)
@@ -300,8 +342,18 @@ def print_sensitivity(summary: dict[str, Any]) -> None:
         for row in [{"parameter": "(base)", "value": None, **block["base"]},
                     *block["variations"]]:
             value = "" if row["value"] is None else f"{row['value']:.3g}"
+            cells = []
+            for k in kinds:
+                text = _capacity_text(row[f"{k}_capacity_mAh_g"])
+                end, status = row[f"{k}_stopped_by"], row[f"{k}_status"]
+                if end != "cutoff" or status != "completed":
+                    text += "*"
+                    notes.append(f"{k} {block['rate_mA_g']:g} mA/g {row['parameter']} "
+                                 f"{value}: {end} ({status})".replace("  ", " "))
+                cells.append(f"{text:>14s}")
             ratio = row.get("gradient_over_homogeneous")
-            print(f"{row['parameter']:28s}{value:>12s}"
-                  + "".join(f"{row[f'{k}_capacity_mAh_g']:14.1f}" for k in kinds)
+            print(f"{row['parameter']:28s}{value:>12s}" + "".join(cells)
                   + ((f"{ratio:9.2f}" if ratio is not None else f"{'-':>9s}") if both
                      else ""))
+    if notes:
+        print(f"* did not end at the cut-off: {'; '.join(notes)}")

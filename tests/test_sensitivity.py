@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -123,16 +124,52 @@ def test_default_ranges_bracket_the_set_and_are_valid() -> None:
         assert len(v.source) > 20
 
 
+def test_a_variation_replaces_the_cases_own_value_in_any_spelling() -> None:
+    # The case sets spe.diffusivity as a dotted key and spe.transference as a nested
+    # table; the variation's value must be the one the study runs with, and the case's
+    # other values stay.
+    from cases.sensitivity import _with_value, variations
+    from fem.electrochem.parameters import default_parameters
+
+    case = _case('''
+[parameters.spe.transference]
+value = 0.3
+source = "own"
+[parameters."spe.diffusivity"]
+value = 2e-9
+source = "own"
+[[sensitivity.vary]]
+parameter = "spe.diffusivity"
+values = [1e-8]
+source = "x"
+''')
+    params = default_parameters().with_overrides(case.parameters)
+    [v] = variations(case, params)
+    assert v.base_value == 2e-9
+    sub = _with_value(case, v, 1e-8)
+    got = default_parameters().with_overrides(sub.parameters)
+    assert got.spe.diffusivity.value == 1e-8 and got.spe.transference.value == 0.3
+    # the default ranges are about the set's values: a parameter the case sets is left out
+    own = _case('''
+[parameters.spe.transference]
+value = 0.3
+source = "own"
+''')
+    names = [x.parameter for x in variations(own, default_parameters().with_overrides(
+        own.parameters))]
+    assert "spe.transference" not in names and "spe.diffusivity" in names
+
+
 @pytest.mark.parametrize("extra, message", [
     ('[[sensitivity.vary]]\nparameter = "density_g_cm3"\nvalues = [1.0]\nsource = "x"\n',
      r"sensitivity.vary\[0\].parameter = 'density_g_cm3': not a parameter a case can set"),
-    ('[[sensitivity.vary]]\nparameter = "spe.transference"\nvalues = [0.2, 1.5]\n'
+    ('[[sensitivity.vary]]\nparameter = "spe.transference"\nvalues = [0.1, 1.5]\n'
      'source = "x"\n',
      r"sensitivity.vary\[0\].values\[1\]: parameters.spe.transference.value = 1.5: must be "
      r"in "
      r"\(0, 1\) 1"),
-    ('[[sensitivity.vary]]\nparameter = "spe.transference"\nvalues = [0.2, 0.2]\n'
-     'source = "x"\n', r"sensitivity.vary\[0\].values\[1\] = 0.2: given twice"),
+    ('[[sensitivity.vary]]\nparameter = "spe.transference"\nvalues = [0.3, 0.3]\n'
+     'source = "x"\n', r"sensitivity.vary\[0\].values\[1\] = 0.3: given twice"),
     ('[[sensitivity.vary]]\nparameter = "spe.transference"\nvalues = []\nsource = "x"\n',
      r"sensitivity.vary\[0\].values: expected a list of one or more values"),
     ('[[sensitivity.vary]]\nparameter = "spe.transference"\nvalues = [0.1]\n',
@@ -146,6 +183,15 @@ def test_default_ranges_bracket_the_set_and_are_valid() -> None:
      '[[sensitivity.vary]]\nparameter = "spe.transference"\nvalues = [0.3]\nsource = "x"\n',
      r"sensitivity.vary\[1\].parameter = 'spe.transference': varied twice"),
     ('[sensitivity]\nvalues = [1]\n', r"sensitivity.values: unknown key; allowed keys"),
+    ('[[sensitivity.vary]]\nparameter = ["spe.diffusivity"]\nvalues = [1e-8]\nsource = "x"\n',
+     r"sensitivity.vary\[0\].parameter = \['spe.diffusivity'\]: not a parameter a case"),
+    # two values that would share one result folder
+    ('[[sensitivity.vary]]\nparameter = "solid_diffusivity"\n'
+     'values = [2.000001e-11, 2.000004e-11]\nsource = "x"\n',
+     r"sensitivity.vary\[0\].values\[1\] = 2.000004e-11: given twice"),
+    ('[[sensitivity.vary]]\nparameter = "spe.transference"\nvalues = [0.1, 0.2]\n'
+     'source = "x"\n',
+     r"sensitivity.vary\[0\].values\[1\] = 0.2: is the base value of spe.transference"),
     ('[sensitivity]\nvary = 3\n', r"sensitivity.vary: expected one or more"),
 ])
 def test_bad_sensitivity_tables_are_one_line(extra: str, message: str) -> None:
@@ -210,6 +256,15 @@ def test_interrupted_sensitivity_study_resumes(tmp_path: Path, monkeypatch: Any)
     with pytest.raises(ValueError, match=r"holds a sensitivity study at other rates"):
         sensitivity.run_rate_sensitivity(case, out, [300.0], MPI.COMM_WORLD,
                                          kinds=("gradient",), progress=False, resume=True)
+    # the same case whose plan changed (as the default ranges may between versions)
+    real_variations = sensitivity.variations
+    monkeypatch.setattr(sensitivity, "variations", lambda c, p: [
+        replace(v, values=(1e-12,)) for v in real_variations(c, p)])
+    with pytest.raises(ValueError, match=r"holds a sensitivity study of other parameter "
+                                         r"values"):
+        sensitivity.run_rate_sensitivity(case, out, [600.0], MPI.COMM_WORLD,
+                                         kinds=("gradient",), progress=False, resume=True)
+    monkeypatch.setattr(sensitivity, "variations", real_variations)
     with pytest.raises(ValueError, match=r"holds a sensitivity study; resume with "
                                          r"--sensitivity"):
         cycling.run_rate_study(case, out, [600.0], MPI.COMM_WORLD, kinds=("gradient",),

@@ -210,7 +210,7 @@ class CellParameters:
         from meshes.spec import SpecError, parse_quantity
 
         out = self
-        for name, entry in _flatten_overrides(table, where):
+        for name, entry in flatten_overrides(table, where):
             at = f"{where}.{name}"
             if name not in OVERRIDABLE:
                 raise SpecError(f"{at}: not a parameter a case can set; allowed: "
@@ -281,11 +281,15 @@ OVERRIDABLE: dict[str, tuple[float, float, bool, bool]] = {
 }
 
 
-#: The plausible range of each assumed (or widely scattered) parameter of the set that acts
-#: in a discharge at 25 C: name (as in :data:`OVERRIDABLE`) -> (values in the parameter's
-#: unit, why this range). ``cathodefem rate --sensitivity`` varies them one at a time. The
-#: activation energies are not here: at the reference temperature (25 C) they do not act;
-#: the double-layer capacitance acts only in the impedance experiment.
+#: The plausible range of the assumed (or widely scattered) transport and kinetic
+#: parameters of the set that act in a discharge: name (as in :data:`OVERRIDABLE`) ->
+#: (values in the parameter's unit, why this range). ``cathodefem rate --sensitivity``
+#: varies them one at a time by default. Not here: the activation energies (they act only
+#: away from the reference temperature, 25 C), the double-layer capacitance (impedance
+#: only), ``li_per_formula_max`` (it sets the capacity scale of every result; with the OCV
+#: table, an assumption of its own), ``alpha_anodic`` and the separator's t+ and
+#: thermodynamic factor (set as the cathode polymer's; vary them with a
+#: ``[[sensitivity.vary]]`` table).
 ASSUMPTION_RANGES: dict[str, tuple[tuple[float, ...], str]] = {
     "spe.diffusivity": (
         (1e-10, 1e-8),
@@ -311,14 +315,15 @@ ASSUMPTION_RANGES: dict[str, tuple[tuple[float, ...], str]] = {
         "coin-cell area and wire surface)"),
     "alpha_cathodic": (
         (0.3, 0.7),
-        "ASSUMPTION bracket about the symmetric barrier (0.5)"),
+        "ASSUMPTION bracket about the symmetric barrier (0.5), alpha_anodic kept at 0.5: the "
+        "cathodic branch is the one a discharge drives at the wires"),
     "exchange_current_anode": (
         (0.5, 50.0),
         "a decade either side of the set's 5 A/m2 (Li metal / wetted polymer electrolyte)"),
 }
 
 
-def _flatten_overrides(table: Mapping[str, Any], where: str) -> list[tuple[str, Any]]:
+def flatten_overrides(table: Mapping[str, Any], where: str) -> list[tuple[str, Any]]:
     """``{"spe": {"diffusivity": {...}}, "solid_diffusivity": {...}}`` ->
     ``[("spe.diffusivity", {...}), ("solid_diffusivity", {...})]``."""
     from meshes.spec import SpecError
