@@ -259,10 +259,12 @@ def rate_capability_figure(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def sensitivity_figure(summary: dict[str, Any], path: Path) -> None:
+def sensitivity_figure(summary: dict[str, Any], path: Path,
+                       labels: dict[str, str] | None = None) -> None:
     """One panel per rate: for each varied parameter (a row) the capacity of each cathode
     at each of its values (markers labelled with the value, joined by a line), and the
-    capacity with the case's parameters (dashed line per cathode)."""
+    capacity with the case's parameters (dashed line per cathode); ``labels``: the legend's
+    name of each cathode (default its kind)."""
     blocks = summary.get("rates", [])
     kinds = [k for k in KINDS if k in summary.get("kinds", [])]
     names = [v["parameter"] for v in summary.get("variations", [])]
@@ -275,7 +277,9 @@ def sensitivity_figure(summary: dict[str, Any], path: Path) -> None:
         for kind in kinds:
             color = _KIND_COLORS[kind]
             base = block["base"][f"{kind}_capacity_mAh_g"]
-            ax.axvline(base, ls="--", lw=1.0, color=color, label=f"{kind}, the set's values")
+            name = (labels or {}).get(kind, kind)
+            ax.axvline(base, ls="--", lw=1.0, color=color,
+                       label=f"{name}, the case's parameters" if ax is axes[0][0] else None)
             for y, name in enumerate(names):
                 rows = [r for r in block["variations"] if r["parameter"] == name]
                 if not rows:
@@ -299,7 +303,7 @@ def sensitivity_figure(summary: dict[str, Any], path: Path) -> None:
     axes[0][0].set_yticks(range(len(names)),
                           [f"{n} [{units[n]}]" for n in names], fontsize=8)
     axes[0][0].set_ylim(len(names) - 0.5, -0.5)
-    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.legend(fontsize=8, loc="outside lower center")
     fig.savefig(path, dpi=200)
     plt.close(fig)
 

@@ -30,14 +30,24 @@ def _case(extra: str = VARY) -> Any:
     return load_case(tomllib.loads(TINY + extra))
 
 
-def test_sensitivity_study_changes_one_parameter_per_study(tmp_path: Path) -> None:
-    case = tmp_path / "sens.toml"
+def _run_study(tmp: Path, ranks: int) -> tuple[Path, dict[str, Any], str]:
+    case = tmp / "sens.toml"
     case.write_text(TINY + VARY)
-    out = tmp_path / "sens"
+    out = tmp / "sens"
     r = run_cli(["rate", str(case), "--sensitivity", "--rates", "600", "--cathode",
-                 "gradient", "--out", str(out), "-q"], tmp_path)
+                 "gradient", "--out", str(out), "-q"], tmp, ranks=ranks)
     assert r.returncode == 0, r.stderr[-3000:]
-    s = json.loads((out / "summary.json").read_text())
+    return out, json.loads((out / "summary.json").read_text()), r.stdout
+
+
+@pytest.fixture(scope="module")
+def one_rank(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], str]:
+    return _run_study(tmp_path_factory.mktemp("sens1"), 1)
+
+
+def test_sensitivity_study_changes_one_parameter_per_study(
+        one_rank: tuple[Path, dict[str, Any], str]) -> None:
+    out, s, stdout = one_rank
     assert s["complete"] is True
     names = ["base", "solid_diffusivity=1e-12", "solid_diffusivity=1e-10"]
     assert s["studies"] == names and s["studies_done"] == names
@@ -69,7 +79,22 @@ def test_sensitivity_study_changes_one_parameter_per_study(tmp_path: Path) -> No
                                                   "solid_diffusivity"]
     assert float(rows[2]["gradient_capacity_mAh_g"]) == pytest.approx(caps[names[2]])
     assert (out / "sensitivity.png").stat().st_size > 0
-    assert "solid_diffusivity" in r.stdout and "capacity [mAh/g] at 600 mA/g" in r.stdout
+    assert "solid_diffusivity" in stdout and "capacity [mAh/g] at 600 mA/g" in stdout
+
+
+def test_sensitivity_study_on_two_ranks_agrees_with_one(
+        tmp_path: Path, one_rank: tuple[Path, dict[str, Any], str]) -> None:
+    _, s2, stdout = _run_study(tmp_path, 2)
+    _, s1, _ = one_rank
+    assert s2["studies_done"] == s1["studies_done"] and s2["complete"] is True
+    [b1], [b2] = s1["rates"], s2["rates"]
+    assert b2["base"]["gradient_capacity_mAh_g"] == pytest.approx(
+        b1["base"]["gradient_capacity_mAh_g"], rel=1e-6)
+    for r1, r2 in zip(b1["variations"], b2["variations"], strict=True):
+        assert r2["value"] == r1["value"]
+        assert r2["gradient_capacity_mAh_g"] == pytest.approx(r1["gradient_capacity_mAh_g"],
+                                                              rel=1e-6)
+    assert stdout.count("capacity [mAh/g] at 600 mA/g") == 1  # rank 0 prints
 
 
 def test_the_base_study_is_the_plain_rate_study(tmp_path: Path) -> None:
