@@ -936,18 +936,9 @@ def run_rate_ensemble(case: CaseSpec, out: Path, rates_mA_g: Sequence[float], se
         left += [f"{kind} (seed {s})" for s in previous.get("seeds_done", [])
                  for kind in KINDS if kind not in kinds and kind in previous]
         # the seed that was interrupted: its finished rates
-        nested = None
-        if comm.rank == 0:
-            for s in previous.get("seeds", []):
-                path = previous_folder / f"seed{s}.incomplete" / "summary.json"
-                if path.is_file():
-                    try:
-                        nested = json.loads(path.read_text())
-                    except (OSError, ValueError):
-                        nested = None
-                    break
-        nested = comm.bcast(nested, root=0)
-        left += _uncovered_rates(nested, kinds, rates_mA_g)
+        left += uncovered_in_interrupted(previous_folder,
+                                         [f"seed{s}" for s in previous.get("seeds", [])],
+                                         kinds, rates_mA_g, comm)
         refuse_uncovered(previous_folder, left)
     studies: list[dict[str, Any]] = []
     with atomic_result_dir(out, comm, keep_partial=True) as folder:
@@ -998,6 +989,25 @@ def run_rate_ensemble(case: CaseSpec, out: Path, rates_mA_g: Sequence[float], se
         shutil.rmtree(previous_folder, ignore_errors=True)  # all it held is in the result
     comm.barrier()
     return summary
+
+
+def uncovered_in_interrupted(previous_folder: Path, names: Sequence[str],
+                             kinds: Sequence[str], rates_mA_g: Sequence[float],
+                             comm: MPI.Comm) -> list[str]:
+    """The finished discharges of the study of a series that was interrupted (the first of
+    ``names`` with a ``<name>.incomplete`` folder in ``previous_folder``) that a resume with
+    ``kinds`` and ``rates_mA_g`` would not carry over. Collective."""
+    nested = None
+    if comm.rank == 0:
+        for name in names:
+            path = previous_folder / f"{name}.incomplete" / "summary.json"
+            if path.is_file():
+                try:
+                    nested = json.loads(path.read_text())
+                except (OSError, ValueError):
+                    nested = None
+                break
+    return _uncovered_rates(comm.bcast(nested, root=0), kinds, rates_mA_g)
 
 
 def run_or_take_over(case: CaseSpec, folder: Path, name: str, previous_folder: Path | None,

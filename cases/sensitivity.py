@@ -32,8 +32,8 @@ from cases.cycling import (
     PAPER_RATE_CAPABILITY,
     _previous_run,
     _rate_protocols,
-    _uncovered_rates,
     run_or_take_over,
+    uncovered_in_interrupted,
 )
 from cases.output import atomic_result_dir, incomplete_path, refuse_uncovered, write_json
 from cases.study import KINDS
@@ -265,19 +265,8 @@ def run_rate_sensitivity(case: CaseSpec, out: Path, rates_mA_g: Sequence[float],
                                            if k not in kinds])
         done = comm.bcast(_finished_studies(previous, previous_folder, kinds)
                           if comm.rank == 0 else None, root=0)
-        nested = None
-        if comm.rank == 0:
-            for name, _ in plan:
-                path = previous_folder / f"{name}.incomplete" / "summary.json"
-                if path.is_file():
-                    import json
-                    try:
-                        nested = json.loads(path.read_text())
-                    except (OSError, ValueError):
-                        nested = None
-                    break
-        refuse_uncovered(previous_folder,
-                         _uncovered_rates(comm.bcast(nested, root=0), kinds, rates_mA_g))
+        refuse_uncovered(previous_folder, uncovered_in_interrupted(
+            previous_folder, [name for name, _ in plan], kinds, rates_mA_g, comm))
     studies: dict[str, dict[str, Any]] = {}
     with atomic_result_dir(out, comm, keep_partial=True) as folder:
 
