@@ -469,6 +469,8 @@ def _run_electrochemistry(args: argparse.Namespace, case: Any, out: Path, comm: 
 
 def _print_rates(summary: dict[str, Any], rates: list[float], kinds: Any) -> None:
     """Capacity per rate and cathode; for a seed ensemble mean [95 % CI] over the seeds."""
+    from cases.output import capacity_text
+
     ensemble = "seeds" in summary
     width = 26 if ensemble else 14
     title = "capacity [mAh/g]" + (f", mean [95 % CI] of {len(summary['seeds'])} seeds"
@@ -479,7 +481,7 @@ def _print_rates(summary: dict[str, Any], rates: list[float], kinds: Any) -> Non
         cells = []
         for k in kinds:
             r = summary[k]["rates"][i]
-            text = _capacity_text(r["capacity_mAh_g"])
+            text = capacity_text(r["capacity_mAh_g"])
             if ensemble:
                 lo, hi = r["capacity_ci95_mAh_g"]
                 text += f" [{lo:.1f}, {hi:.1f}]"
@@ -503,12 +505,6 @@ def _print_rates(summary: dict[str, Any], rates: list[float], kinds: Any) -> Non
         if failed:
             print(f"note: {failed} run(s) stopped before the cut-off; their capacity (a lower "
                   f"bound) is in the statistics")
-
-
-def _capacity_text(q: float) -> str:
-    """mAh/g with one decimal; a capacity below 1 but above 0 (a stalled run) with two
-    significant digits, so that it does not read as 0.0."""
-    return f"{q:.2g}" if 0.0 < abs(q) < 1.0 else f"{q:.1f}"
 
 
 def print_table(summary: dict[str, Any]) -> None:

@@ -15,7 +15,8 @@ from typing import Any
 
 from mpi4py import MPI
 
-__all__ = ["MARKER", "abandon_staging_folders", "atomic_result_dir", "cathodefem_version",
+__all__ = ["MARKER", "abandon_staging_folders", "atomic_result_dir", "capacity_text",
+           "cathodefem_version",
            "check_result_folder", "clean_json", "incomplete_path", "previous_run", "provenance",
            "refuse_uncovered",
            "write_json"]
@@ -260,3 +261,9 @@ def refuse_uncovered(folder: Path | None, left: Sequence[str]) -> None:
                          f"this run would not carry over; resume with the cathodes, rates, "
                          f"seeds and depths of the interrupted run (or move the folder away "
                          f"to keep it, and start afresh)")
+
+
+def capacity_text(q: float) -> str:
+    """mAh/g with one decimal; a capacity below 1 but above 0 (a stalled run) with two
+    significant digits, so that it does not read as 0.0."""
+    return f"{q:.2g}" if 0.0 < abs(q) < 1.0 else f"{q:.1f}"

@@ -35,7 +35,13 @@ from cases.cycling import (
     run_or_take_over,
     uncovered_in_interrupted,
 )
-from cases.output import atomic_result_dir, incomplete_path, refuse_uncovered, write_json
+from cases.output import (
+    atomic_result_dir,
+    capacity_text,
+    incomplete_path,
+    refuse_uncovered,
+    write_json,
+)
 from cases.study import KINDS
 from fem.electrochem.parameters import (
     ASSUMPTION_RANGES,
@@ -319,8 +325,6 @@ def _finished_studies(previous: dict[str, Any], folder: Path, kinds: Sequence[st
 def print_sensitivity(summary: dict[str, Any]) -> None:
     """The capacity of each cathode per rate: base, then each parameter's values; a
     discharge that did not end at the cut-off is marked (its end in a note)."""
-    from cases.cli import _capacity_text
-
     kinds = summary["kinds"]
     both = set(KINDS) <= set(kinds)
     notes: list[str] = []
@@ -333,7 +337,7 @@ def print_sensitivity(summary: dict[str, Any]) -> None:
             value = "" if row["value"] is None else f"{row['value']:.3g}"
             cells = []
             for k in kinds:
-                text = _capacity_text(row[f"{k}_capacity_mAh_g"])
+                text = capacity_text(row[f"{k}_capacity_mAh_g"])
                 end, status = row[f"{k}_stopped_by"], row[f"{k}_status"]
                 if end != "cutoff" or status != "completed":
                     text += "*"
