@@ -95,7 +95,8 @@ def run_ensemble(case: CaseSpec, out: Path, n_seeds: int, comm: MPI.Comm = MPI.C
                 if comm.rank == 0:
                     log.info(f"[seed {s0 + i}, {kind}]")
                 tm, info, _ = _build(comm, seeded, kind)
-                numbers, _ = solve_section(tm)
+                numbers, _ = solve_section(
+                    tm, contact_resistance_ohm_cm2=case.conduction.contact_resistance_ohm_cm2)
                 numbers.pop("depth_profile", None)
                 numbers["mesh"] = info
                 per_seed[kind].append(numbers)

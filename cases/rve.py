@@ -175,6 +175,7 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
             image.labels, case.box.sides == "periodic", image.voxel_um), root=0)
     params = default_conductivities()
     periodic = case.box.sides == "periodic"
+    r_c = case.conduction.contact_resistance_ohm_cm2  # electronic tensor only
     fine: dict[str, Any] = {}
     fine_perc: dict[str, float] | None = None
     if case.box.mesh == "voxels" and case.box.electronic_subdivisions > 1:
@@ -185,7 +186,7 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
             write_image(solids, out / f"{kind}{tag}_electronic")
         tm_e = distribute_electronic_voxels(comm, solids)
         electronic = conductivity_tensor(tm_e, params.electronic(), petsc_options=options,
-                                         periodic=periodic)
+                                         periodic=periodic, contact_resistance_ohm_cm2=r_c)
         coarse_flakes = sheet_caveat(dataclasses.replace(case, box=dataclasses.replace(
             case.box, electronic_subdivisions=1)), kind)
         fine_um = case.box.voxel_um / case.box.electronic_subdivisions
@@ -215,7 +216,7 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
         del tm_e, solids
     else:
         electronic = conductivity_tensor(tm, params.electronic(), petsc_options=options,
-                                         periodic=periodic)
+                                         periodic=periodic, contact_resistance_ohm_cm2=r_c)
     ionic = conductivity_tensor(tm, params.ionic(), petsc_options=options, periodic=periodic)
     report = percolation_report(tm, bin_um=max(tm.thickness_um / 10, case.box.voxel_um
                                                if case.box.mesh == "voxels"
@@ -255,7 +256,8 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
         "image": stats_,
         "cells_count": int(comm.allreduce(tm.mesh.topology.index_map(3).size_local,
                                           op=MPI.SUM)),
-        "electronic": _tensor_entry(electronic), "ionic": _tensor_entry(ionic), **fine,
+        "electronic": {**_tensor_entry(electronic), "contact_resistance_ohm_cm2": r_c},
+        "ionic": _tensor_entry(ionic), **fine,
         "percolation": perc, "wire_surface": wire_surface, "surface_iv": surface,
         # building the box on rank 0: voxelizing, or the conforming design and Gmsh
         ("voxelize_time_s" if case.box.mesh == "voxels" else "conforming_mesh_time_s"): t_build,
@@ -438,8 +440,11 @@ def print_rve(summary: dict[str, Any]) -> None:
                 "electronic tensor"
             voxels = (f", {what} on {box['voxel_um'] / k:g} um voxels, the rest on "
                       f"{box['voxel_um']:g} um" if k > 1 and box.get("mesh") == "voxels" else "")
+            r_c = summary.get("case", {}).get("conduction", {}).get(
+                "contact_resistance_ohm_cm2", 0.0)
+            contacts = (f", electronic contacts {r_c:g} ohm cm2" if r_c else "")
             print(f"\n{kind}, depth {entry['z_center_fraction']:g}, {st['runs_count']} seed(s), "
-                  f"{sides} sides{voxels}")
+                  f"{sides} sides{voxels}{contacts}")
             for key, label in names:
                 q = st[key]
                 if q["samples_count"] == 0 and key.startswith("wire_surface"):  # conforming

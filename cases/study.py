@@ -81,9 +81,12 @@ def _conductivity_entry(r: Any) -> dict[str, Any]:
     }
 
 
-def solve_section(tm: TaggedMesh, petsc_options: dict[str, Any] | None = None
+def solve_section(tm: TaggedMesh, petsc_options: dict[str, Any] | None = None, *,
+                  contact_resistance_ohm_cm2: float = 0.0
                   ) -> tuple[dict[str, Any], dict[str, dolfinx.fem.Function]]:
-    """All transport measurements of one tagged section. Returns (numbers, fields)."""
+    """All transport measurements of one tagged section. Returns (numbers, fields).
+    ``contact_resistance_ohm_cm2`` acts on the electronic conductivities only (between two
+    different electronic phases; the surface I-V keeps perfect contacts)."""
     comm = tm.comm
     k = default_conductivities()
     out: dict[str, Any] = {}
@@ -91,8 +94,10 @@ def solve_section(tm: TaggedMesh, petsc_options: dict[str, Any] | None = None
     for carrier, sigma in (("electronic", k.electronic()), ("ionic", k.ionic())):
         out[carrier] = {}
         for direction in ("z", "x"):
-            r = effective_conductivity(tm, sigma, direction=direction,
-                                       petsc_options=petsc_options, keep_solution=True)
+            r = effective_conductivity(
+                tm, sigma, direction=direction, petsc_options=petsc_options,
+                keep_solution=True, contact_resistance_ohm_cm2=(
+                    contact_resistance_ohm_cm2 if carrier == "electronic" else 0.0))
             out[carrier][direction] = _conductivity_entry(r)
             if r.solution.potential is not None:
                 fields[f"{carrier}_potential_{direction}_V"] = r.solution.potential
@@ -206,7 +211,9 @@ def run_study(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
             _say(comm, f"[{kind}] {int(info['cells_count'])} cells, meshed in "
                        f"{info['geometry_time_s'] + info['mesh_time_s']:.1f} s; solving")
             t0 = time.perf_counter()
-            numbers, fields = solve_section(tm, petsc_options)
+            numbers, fields = solve_section(
+                tm, petsc_options,
+                contact_resistance_ohm_cm2=case.conduction.contact_resistance_ohm_cm2)
             numbers["solve_time_s"] = time.perf_counter() - t0
             numbers["mesh"] = info
             summary[kind] = numbers

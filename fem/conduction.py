@@ -22,6 +22,7 @@ z (through the thickness) is the last coordinate: (x, z) in 2D, (x, y, z) in 3D.
 from __future__ import annotations
 
 import logging
+import numbers
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -246,7 +247,8 @@ def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Mark
                      low: Marker, *, cells: np.ndarray | None = None,
                      petsc_options: Mapping[str, str | float | int] | None = None,
                      keep_solution: bool = False,
-                     periodic: Mapping[int, float] | None = None) -> ConductionSolution:
+                     periodic: Mapping[int, float] | None = None,
+                     contact_resistance_ohm_cm2: float = 0.0) -> ConductionSolution:
     """Solve -div(sigma grad u) = 0 with u = 1 on facets satisfying ``high``, 0 on ``low``.
 
     ``sigma_S_cm`` maps phase tag -> conductivity; phases not in it do not conduct.
@@ -255,7 +257,14 @@ def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Mark
     nodes on the two faces, e.g. a periodic voxel image): u is periodic along those axes and
     clusters connect across them; the electrodes must not lie on a periodic axis's faces.
     Periodic solves take their PETSc options with the prefix ``cathodefem_periodic_``
-    (``cathodefem_conduction_`` for the others). Collective on the mesh communicator.
+    (``cathodefem_conduction_`` for the others).
+    ``contact_resistance_ohm_cm2`` R_c > 0: every facet between two *different* phases of
+    the set (facet tag ``ELECTRONIC_CONTACT`` for the electronic set) is a contact with an
+    area-specific resistance R_c: u jumps there, and the current density through it is
+    (u_1 - u_2) / R_c (one P1 space per phase, coupled by interface integrals; see
+    :func:`_contact_forms`). 0: perfect contacts (one continuous potential). Not with
+    ``periodic`` (a contact across a periodic face is not an interior facet of the mesh).
+    Collective on the mesh communicator.
     """
     t0 = time.perf_counter()
     msh = tm.mesh
@@ -263,6 +272,17 @@ def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Mark
     for p, s in sigma_S_cm.items():
         if not (s >= 0.0 and np.isfinite(s)):
             raise ValueError(f"conductivity of phase {p} = {s}: must be finite and >= 0 S/cm")
+    number = (isinstance(contact_resistance_ohm_cm2, numbers.Real)
+              and not isinstance(contact_resistance_ohm_cm2, bool))
+    r_c = float(contact_resistance_ohm_cm2) if number else float("nan")
+    if not (np.isfinite(r_c) and r_c >= 0.0):
+        raise ValueError(f"contact_resistance_ohm_cm2 = {contact_resistance_ohm_cm2!r}: must "
+                         f"be a finite number "
+                         f">= 0 ohm cm2 (0: perfect contacts)")
+    if r_c > 0.0 and periodic:
+        raise ValueError(f"contact_resistance_ohm_cm2 = {r_c:g}: contact resistance needs "
+                         f"insulating sides (a contact across a periodic face is not an "
+                         f"interior facet of the mesh); use box.sides = 'insulating'")
     # A zero conductivity is the same as an absent phase (it would make the matrix singular).
     sigma_S_cm = {p: s for p, s in sigma_S_cm.items() if s > 0.0}
     in_set = np.isin(tm.phase, np.array(list(sigma_S_cm), dtype=np.int32))
@@ -292,6 +312,55 @@ def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Mark
             current_unit=units[0], measure_unit=units[1], linear_solver="none",
             mean_current_density_A_cm2=(0.0,) * tdim if tdim == 3 else ())
 
+    options = dict(DEFAULT_PETSC_OPTIONS)
+    if petsc_options and petsc_options.get("pc_type", "lu") != "lu":
+        options.pop("pc_factor_mat_solver_type")  # no factorisation: the option is unused
+    options.update(petsc_options or {})
+    solver_used = "direct" if options.get("pc_type") == "lu" else "iterative"
+    n_own = msh.topology.index_map(tdim).size_local
+    phases = sorted(set().union(*msh.comm.allgather(
+        set(np.unique(tm.phase[:n_own][active[:n_own]]).tolist()))))
+    if r_c > 0.0 and len(phases) > 1:
+        i_high, i_low, mean_j, n_dofs, uh, solver_used = _solve_with_contacts(
+            tm, active, {p: sigma_S_cm[p] for p in phases}, r_c, high, low, options,
+            solver_used, keep_solution)
+    else:
+        i_high, i_low, mean_j, n_dofs, uh, solver_used = _solve_continuous(
+            tm, active, sigma_S_cm, high, low, options, solver_used, periodic)
+    i_high, i_low = to_unit * i_high, to_unit * i_low
+    if tdim == 3:
+        # <j> = -(1/V) int sigma grad u dV: S/cm x V / um x um3 / um3 = 1e4 A/cm2
+        volume = _window_volume(tm, cells, area)
+        mean_j = tuple(-1e4 * m / volume for m in mean_j)
+    return ConductionSolution(
+        percolates=True, current_high=i_high, current_low=i_low,
+        balance_rel=abs(i_high + i_low) / max(abs(i_high), 1e-300),
+        conducting_measure=conducting_area, connected_measure=connected_area,
+        n_dofs=n_dofs, solve_time_s=time.perf_counter() - t0,
+        potential=uh if keep_solution else None, current_unit=units[0], measure_unit=units[1],
+        linear_solver=solver_used,
+        mean_current_density_A_cm2=mean_j)
+
+
+def _window_volume(tm: TaggedMesh, cells: np.ndarray | None, area: np.ndarray) -> float:
+    """Volume that <j> averages over (um3): the window's, or without a window the box's
+    (conducting or not: a mesh of the electronic voxels only does not fill its box; a window
+    is assumed filled by the mesh)."""
+    box_volume = tm.width_um * tm.depth_um * tm.thickness_um
+    if cells is None and box_volume > 0.0:
+        return box_volume
+    return _owned_sum(tm.mesh, area if cells is None else np.where(cells, area, 0.0))
+
+
+def _solve_continuous(tm: TaggedMesh, active: np.ndarray, sigma_S_cm: Mapping[int, float],
+                      high: Marker, low: Marker, options: dict[str, str | float | int],
+                      solver_used: str, periodic: Mapping[int, float] | None
+                      ) -> tuple[float, float, tuple[float, ...], int, Any, str]:
+    """One P1 potential on the connected cells (perfect contacts between phases). Returns
+    the electrode currents and the integrals int sigma du/dx_k dx, in S/cm x V x um^(d-2)
+    (unconverted), the global dof count, the potential and the solver used."""
+    msh = tm.mesh
+    tdim, fdim = msh.topology.dim, msh.topology.dim - 1
     sub, cell_map, _, _ = dolfinx.mesh.create_submesh(
         msh, tdim, np.nonzero(active)[0].astype(np.int32))
     n_sub = sub.topology.index_map(tdim).size_local + sub.topology.index_map(tdim).num_ghosts
@@ -316,11 +385,6 @@ def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Mark
     a = sigma * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx
     zero = dolfinx.fem.Constant(sub, 0.0)
     rhs = zero * v * ufl.dx
-    options = dict(DEFAULT_PETSC_OPTIONS)
-    if petsc_options and petsc_options.get("pc_type", "lu") != "lu":
-        options.pop("pc_factor_mat_solver_type")  # no factorisation: the option is unused
-    options.update(petsc_options or {})
-    solver_used = "direct" if options.get("pc_type") == "lu" else "iterative"
     if periodic:
         tol = 1e-6 * max(periodic.values())
         dirichlet = [(dofs_high, 1.0), (dofs_low, 0.0)]
@@ -348,34 +412,180 @@ def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Mark
 
     def current(dofs: np.ndarray) -> float:
         owned = dofs[dofs < n_owned]
-        return to_unit * sigma_ref * float(sub.comm.allreduce(
+        return sigma_ref * float(sub.comm.allreduce(
             float(residual.array[owned].sum()), op=MPI.SUM))
 
     mean_j: tuple[float, ...] = ()
     if tdim == 3:
-        # <j> = -(1/V) int sigma grad u dV over the window (V its whole volume, conducting or
-        # not; without a window the box's, which a mesh of the electronic voxels only does
-        # not fill; a window is assumed filled by the mesh): S/cm x V / um x um3 / um3
-        # = 1e4 A/cm2
-        box_volume = tm.width_um * tm.depth_um * tm.thickness_um
-        window_volume = (box_volume if cells is None and box_volume > 0.0
-                         else _owned_sum(msh, area if cells is None
-                                         else np.where(cells, area, 0.0)))
         mean_j = tuple(
-            -1e4 * sigma_ref * float(sub.comm.allreduce(dolfinx.fem.assemble_scalar(
-                dolfinx.fem.form(sigma * uh.dx(k) * ufl.dx)), op=MPI.SUM)) / window_volume
+            sigma_ref * float(sub.comm.allreduce(dolfinx.fem.assemble_scalar(
+                dolfinx.fem.form(sigma * uh.dx(k) * ufl.dx)), op=MPI.SUM))
             for k in range(3))
-
-    i_high, i_low = current(dofs_high), current(dofs_low)
     n_dofs = v_space.dofmap.index_map.size_global
-    return ConductionSolution(
-        percolates=True, current_high=i_high, current_low=i_low,
-        balance_rel=abs(i_high + i_low) / max(abs(i_high), 1e-300),
-        conducting_measure=conducting_area, connected_measure=connected_area,
-        n_dofs=n_dofs, solve_time_s=time.perf_counter() - t0,
-        potential=uh if keep_solution else None, current_unit=units[0], measure_unit=units[1],
-        linear_solver=solver_used,
-        mean_current_density_A_cm2=mean_j)
+    return current(dofs_high), current(dofs_low), mean_j, n_dofs, uh, solver_used
+
+
+def _contact_facets(tm: TaggedMesh, active: np.ndarray, phases: list[int]
+                    ) -> dict[tuple[int, int], np.ndarray]:
+    """Interior-facet integration entities (cell0, local facet0, cell1, local facet1) of the
+    owned facets between two connected cells of different phases, per phase pair (a, b) with
+    a < b, ordered so that cell0 ("+") is the phase-a cell (the order DOLFINx gives is
+    arbitrary and changes with the partition)."""
+    msh = tm.mesh
+    tdim, fdim = msh.topology.dim, msh.topology.dim - 1
+    msh.topology.create_connectivity(fdim, tdim)
+    msh.topology.create_connectivity(tdim, fdim)
+    f2c = msh.topology.connectivity(fdim, tdim)
+    n_facets = msh.topology.index_map(fdim).size_local
+    offsets = f2c.offsets
+    two = np.nonzero(np.diff(offsets[: n_facets + 1]) == 2)[0]
+    c0 = f2c.array[offsets[two]]
+    c1 = f2c.array[offsets[two] + 1]
+    phase = tm.phase
+    keep = active[c0] & active[c1] & (phase[c0] != phase[c1])
+    facets = two[keep].astype(np.int32)
+    entities = np.asarray(dolfinx.fem.compute_integration_domains(
+        dolfinx.fem.IntegralType.interior_facet, msh.topology, facets)).reshape(-1, 4).copy()
+    p0, p1 = phase[entities[:, 0]], phase[entities[:, 2]]
+    swap = p0 > p1
+    entities[swap] = entities[swap][:, [2, 3, 0, 1]]
+    p0, p1 = np.minimum(p0, p1), np.maximum(p0, p1)
+    out = {}
+    for i, a in enumerate(phases):
+        for b in phases[i + 1:]:
+            out[(a, b)] = entities[(p0 == a) & (p1 == b)]
+    return out
+
+
+def _solve_with_contacts(tm: TaggedMesh, active: np.ndarray, sigma_S_cm: Mapping[int, float],
+                         r_c: float, high: Marker, low: Marker,
+                         options: dict[str, str | float | int], solver_used: str,
+                         keep_solution: bool
+                         ) -> tuple[float, float, tuple[float, ...], int, Any, str]:
+    """Potential discontinuous at the contacts between phases: one P1 space on the
+    connected cells of each phase, with
+
+        a(u, v) = sum_p int_p sigma_p grad u_p . grad v_p dx
+                  + sum_(a,b) int_contacts (1/R_c) (u_a - u_b) (v_a - v_b) dS,
+
+    every integral on the parent mesh with entity maps (shared/notes,
+    dolfinx-0.11-multidomain.md). Returns what :func:`_solve_continuous` returns; the
+    potential (``keep_solution``) is a DG1 field on the connected cells, exact copies of the
+    per-phase P1 fields."""
+    msh = tm.mesh
+    tdim, fdim = msh.topology.dim, msh.topology.dim - 1
+    phases = sorted(sigma_S_cm)
+    sigma_ref = max(sigma_S_cm.values())
+    itype = dolfinx.fem.IntegralType
+    subs, maps, spaces, cell_sets = [], [], [], []
+    for p in phases:
+        cells_p = np.nonzero(active & (tm.phase == p))[0].astype(np.int32)
+        sub_p, map_p, _, _ = dolfinx.mesh.create_submesh(msh, tdim, cells_p)
+        sub_p.topology.create_connectivity(fdim, tdim)
+        subs.append(sub_p)
+        maps.append(map_p)
+        spaces.append(dolfinx.fem.functionspace(sub_p, ("Lagrange", 1)))
+        cell_sets.append(dolfinx.fem.compute_integration_domains(itype.cell, msh.topology,
+                                                                 cells_p))
+    contacts = _contact_facets(tm, active, phases)
+    pair_ids = {pair: k for k, pair in enumerate(contacts)}
+    dx = ufl.Measure("dx", domain=msh, subdomain_data=list(enumerate(cell_sets)),
+                     metadata={"quadrature_degree": 2})
+    dS = ufl.Measure("dS", domain=msh, subdomain_data=[
+        (pair_ids[pair], ent.reshape(-1)) for pair, ent in contacts.items()],
+        metadata={"quadrature_degree": 2})
+    mixed = ufl.MixedFunctionSpace(*spaces)
+    us, vs = ufl.TrialFunctions(mixed), ufl.TestFunctions(mixed)
+    # S/cm for the bulk and 1/(ohm cm2) x 1e-4 cm/um for the contacts: both in S/cm per um
+    # of facet measure, scaled by sigma_ref as the bulk is
+    g = dolfinx.fem.Constant(msh, 1e-4 / (r_c * sigma_ref))
+    sig = [dolfinx.fem.Constant(msh, sigma_S_cm[p] / sigma_ref) for p in phases]
+    index = {p: i for i, p in enumerate(phases)}
+
+    def bilinear(u: Any, v: Any) -> Any:
+        form = sum(sig[i] * ufl.inner(ufl.grad(u[i]), ufl.grad(v[i])) * dx(i)
+                   for i in range(len(phases)))
+        for (a, b), k in pair_ids.items():
+            ia, ib = index[a], index[b]
+            form += g * (u[ia]("+") - u[ib]("-")) * (v[ia]("+") - v[ib]("-")) * dS(k)
+        return form
+
+    a_blocks = ufl.extract_blocks(bilinear(us, vs))
+    zero = dolfinx.fem.Constant(msh, 0.0)
+    l_blocks = [zero * vs[i] * dx(i) for i in range(len(phases))]
+    bcs, electrode_dofs = [], []
+    for space, sub_p in zip(spaces, subs, strict=True):
+        both = tuple(dolfinx.fem.locate_dofs_topological(
+            space, fdim, dolfinx.mesh.locate_entities_boundary(sub_p, fdim, marker))
+            for marker in (high, low))
+        electrode_dofs.append(both)
+        bcs += [dolfinx.fem.dirichletbc(1.0, both[0], space),
+                dolfinx.fem.dirichletbc(0.0, both[1], space)]
+
+    def solve(opts: Mapping[str, str | float | int], prefix: str) -> tuple[Any, str]:
+        problem = dolfinx.fem.petsc.LinearProblem(
+            a_blocks, l_blocks, bcs=bcs, petsc_options=dict(opts), petsc_options_prefix=prefix,
+            kind="mpi", entity_maps=maps)
+        failure = ""
+        try:
+            uh = problem.solve()
+            if _reason(problem.solver) < 0:
+                failure = f"converged reason {_reason(problem.solver)}"
+        except PETSc.Error as e:
+            failure = str(e).splitlines()[-1]
+            uh = None
+        problem.solver.destroy()
+        problem.A.destroy()
+        problem.b.destroy()
+        return uh, failure
+
+    uh, failure = solve(options, "cathodefem_contacts_")
+    if failure and solver_used == "direct":
+        raise RuntimeError(f"conduction: the direct solver failed ({failure})")
+    if failure:
+        log.warning(f"conduction: the iterative solver failed ({failure}); solving again "
+                    f"with the direct solver (MUMPS)")
+        uh, failure = solve(DEFAULT_PETSC_OPTIONS, "cathodefem_contacts_direct_")
+        if failure:
+            raise RuntimeError(f"conduction: the direct solver failed too ({failure})")
+        solver_used = "direct (fallback)"
+    uh = list(uh)
+
+    # Reaction currents: the residual a(u_h, .) of every block at its electrode dofs.
+    residual = ufl.extract_blocks(bilinear(uh, vs))
+    i_high = i_low = 0.0
+    for i, space in enumerate(spaces):
+        vec = dolfinx.fem.assemble_vector(dolfinx.fem.form(residual[i], entity_maps=maps))
+        vec.scatter_reverse(dolfinx.la.InsertMode.add)
+        n_owned = space.dofmap.index_map.size_local
+        for k, dofs in enumerate(electrode_dofs[i]):
+            value = float(vec.array[dofs[dofs < n_owned]].sum())
+            if k == 0:
+                i_high += value
+            else:
+                i_low += value
+    i_high = sigma_ref * float(msh.comm.allreduce(i_high, op=MPI.SUM))
+    i_low = sigma_ref * float(msh.comm.allreduce(i_low, op=MPI.SUM))
+    mean_j: tuple[float, ...] = ()
+    if tdim == 3:
+        mean_j = tuple(
+            sigma_ref * float(msh.comm.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(
+                sum(sig[i] * uh[i].dx(k) * dx(i) for i in range(len(phases))),
+                entity_maps=maps)), op=MPI.SUM))
+            for k in range(3))
+    n_dofs = sum(space.dofmap.index_map.size_global for space in spaces)
+    potential = None
+    if keep_solution:
+        sub, cell_map, _, _ = dolfinx.mesh.create_submesh(
+            msh, tdim, np.nonzero(active)[0].astype(np.int32))
+        potential = dolfinx.fem.Function(dolfinx.fem.functionspace(sub, ("DG", 1)))
+        for i, p in enumerate(phases):
+            cells_p = np.nonzero(active & (tm.phase == p))[0].astype(np.int32)
+            in_sub = cell_map.sub_topology_to_topology(cells_p, inverse=True)
+            in_p = maps[i].sub_topology_to_topology(cells_p, inverse=True)
+            potential.interpolate(uh[i], cells0=in_p, cells1=in_sub)
+        potential.x.scatter_forward()
+    return i_high, i_low, mean_j, n_dofs, potential, solver_used
 
 
 def _window(tm: TaggedMesh, z_window_um: tuple[float, float] | None) -> tuple[float, float]:
@@ -386,13 +596,16 @@ def effective_conductivity(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], *,
                            direction: str = "z",
                            z_window_um: tuple[float, float] | None = None,
                            petsc_options: Mapping[str, str | float | int] | None = None,
-                           keep_solution: bool = False) -> EffectiveConductivity:
+                           keep_solution: bool = False,
+                           contact_resistance_ohm_cm2: float = 0.0) -> EffectiveConductivity:
     """Effective conductivity of the layer z in ``z_window_um`` (default: composite layer).
 
     ``direction`` "z": electrodes on the planes z = z0 and z = z1 (through-thickness);
     "x": electrodes on x = 0 and x = W, insulating top and bottom (in-plane).
     The transport factor eps/tau comes from a second solve with unit conductivity on every
-    phase of the set (skipped when the set has one conductivity value).
+    phase of the set and perfect contacts (skipped when the set has one conductivity value
+    and ``contact_resistance_ohm_cm2`` is 0): a property of the geometry alone.
+    ``contact_resistance_ohm_cm2``: see :func:`solve_conduction`.
     """
     if direction not in ("x", "z"):
         raise ValueError(f"direction = {direction!r}: must be 'x' or 'z'")
@@ -422,7 +635,8 @@ def effective_conductivity(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], *,
             return np.asarray((np.abs(x[0]) < tol) & (x[1] >= z0 - tol) & (x[1] <= z1 + tol))
 
     sol = solve_conduction(tm, sigma_S_cm, high, low, cells=cells, petsc_options=petsc_options,
-                           keep_solution=keep_solution)
+                           keep_solution=keep_solution,
+                           contact_resistance_ohm_cm2=contact_resistance_ohm_cm2)
     window_area = length * width
     eps = sol.conducting_measure / window_area
     connected = sol.connected_measure / sol.conducting_measure if sol.conducting_measure else 0.0
@@ -431,7 +645,7 @@ def effective_conductivity(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], *,
                                      float("inf"), 0.0, 0, sol.solve_time_s, sol)
     sigma_eff = sol.current_high * length / width
     values = {s for s in sigma_S_cm.values() if s > 0.0}
-    if len(values) == 1:
+    if len(values) == 1 and not contact_resistance_ohm_cm2:
         factor = sigma_eff / values.pop()
         t_solve = sol.solve_time_s
     else:
@@ -457,7 +671,10 @@ def surface_iv(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], *, face: str,
     which is what silver-paste probes on a membrane measure. The Al foil is excluded (the
     paper measured the freestanding membrane; for the tape-cast cathode, the cast layer).
     3D boxes: the probes are bands across the whole depth in y, and the conductance is given
-    per cm of band length (S/cm), as the 2D section gives it per cm of depth."""
+    per cm of band length (S/cm), as the 2D section gives it per cm of depth. Contacts
+    between phases are perfect here (the probes' path runs through the polymer's leakage,
+    and a contact resistance of :func:`solve_conduction` would act between every two
+    phases of the set, polymer/wire included)."""
     if face not in ("top", "bottom"):
         raise ValueError(f"face = {face!r}: must be 'top' or 'bottom'")
     if 2 * probe_length_um + probe_gap_um > tm.width_um:
@@ -514,12 +731,16 @@ class ConductivityTensor:
 
 def conductivity_tensor(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], *,
                         petsc_options: Mapping[str, str | float | int] | None = None,
-                        periodic: bool = False) -> ConductivityTensor:
+                        periodic: bool = False,
+                        contact_resistance_ohm_cm2: float = 0.0) -> ConductivityTensor:
     """Full 3x3 effective conductivity of a 3D box mesh (x in [0, W], y in [0, D], z in
     [0, T]); see :class:`ConductivityTensor` for the boundary conditions. ``periodic``: the
     lateral directions x and y other than the driven one are periodic instead of insulating
     (the mesh must have matching nodes on opposite x and y faces, as a periodic voxel image
-    has); top and bottom stay insulating when x or y is driven. Collective."""
+    has); top and bottom stay insulating when x or y is driven.
+    ``contact_resistance_ohm_cm2``: see :func:`solve_conduction` (not with ``periodic``);
+    the transport and tortuosity factors stay those of the geometry (perfect contacts).
+    Collective."""
     if tm.mesh.topology.dim != 3:
         raise ValueError("conductivity_tensor needs a 3D mesh (use effective_conductivity "
                          "for 2D sections)")
@@ -545,7 +766,8 @@ def conductivity_tensor(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], *,
 
         periods = {j: lengths[j] for j in (0, 1) if j != k} if periodic else None
         sol = solve_conduction(tm, sigma_S_cm, high, low, petsc_options=petsc_options,
-                               periodic=periods)
+                               periodic=periods,
+                               contact_resistance_ohm_cm2=contact_resistance_ohm_cm2)
         t_total += sol.solve_time_s
         total_volume = lengths[0] * lengths[1] * lengths[2]
         volume_fraction = sol.conducting_measure / total_volume
@@ -559,7 +781,7 @@ def conductivity_tensor(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], *,
         balance = max(balance, sol.balance_rel)
         # <j> in A/cm2 times L in cm per 1 V: S/cm
         tensor[:, k] = -np.asarray(sol.mean_current_density_A_cm2) * length * 1e-4
-        if len(values) == 1:
+        if len(values) == 1 and not contact_resistance_ohm_cm2:
             factor.append(tensor[k, k] / next(iter(values)))
         else:
             unit = solve_conduction(tm, {p: 1.0 for p, v in sigma_S_cm.items() if v > 0.0},

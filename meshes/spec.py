@@ -26,6 +26,7 @@ from meshes.materials import DENSITIES
 __all__ = [
     "BoxSpec",
     "CaseSpec",
+    "ConductionSpec",
     "EisSpec",
     "ElectrochemistrySpec",
     "GittSpec",
@@ -331,6 +332,21 @@ class ElectrochemistrySpec(_Spec):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ConductionSpec(_Spec):
+    """The steady conduction studies (``cathodefem run`` on 2D sections, ``cathodefem rve``
+    on 3D boxes)."""
+
+    #: area-specific resistance of every contact between two different electronic phases
+    #: (wire/rGO, wire/carbon black, rGO/carbon black, and the Al foil's contact with the
+    #: cathode: facet tags electronic_contact and cathode_collector): the electronic
+    #: potential jumps there by R_c x the current density (fem.conduction.solve_conduction).
+    #: 0: perfect contacts. No value is measured for these materials; a study variable, not
+    #: a material parameter of the set. Contacts between touching wires (one phase) are not
+    #: facets of the meshes and stay perfect.
+    contact_resistance_ohm_cm2: float = _num(0.0, 0.0, 1e3, "ohm cm2")
+
+
+@dataclass(frozen=True, kw_only=True)
 class SymmetricSpec(_Spec):
     """The Li | SSE | Li polarization test (``cathodefem symmetric``; paper Fig. S6: about
     50 mV at 0.2 mA, 50 C, 2 h cycles). The defaults are the paper's conditions; the
@@ -407,6 +423,7 @@ class CaseSpec(_Spec):
     gradient: GradientSpec = field(default_factory=GradientSpec)
     homogeneous: HomogeneousSpec = field(default_factory=HomogeneousSpec)
     electrochemistry: ElectrochemistrySpec = field(default_factory=ElectrochemistrySpec)
+    conduction: ConductionSpec = field(default_factory=ConductionSpec)
     symmetric: SymmetricSpec = field(default_factory=SymmetricSpec)
     eis: EisSpec = field(default_factory=EisSpec)
     gitt: GittSpec = field(default_factory=GittSpec)
@@ -433,6 +450,11 @@ class CaseSpec(_Spec):
                 raise SpecError(f"{key} = {getattr(self, key)!r}: must be a table "
                                 f"([{key}] ...)")
         sec, box = self.section, self.box
+        if self.conduction.contact_resistance_ohm_cm2 > 0.0 and box.sides == "periodic":
+            raise SpecError(f"conduction.contact_resistance_ohm_cm2 = "
+                            f"{self.conduction.contact_resistance_ohm_cm2:g}: must be 0 with "
+                            f"box.sides = 'periodic' (a contact across a periodic face is not "
+                            f"an interior facet of the mesh; use box.sides = 'insulating')")
         if box.mesh == "conforming":
             # measured: 2.5e5-3.5e5 tetrahedra per um3 at 30 nm elements at the wires
             # (counted over the whole height: an upper bound where the SPE skin and the
@@ -557,7 +579,8 @@ def parse_quantity(path: str, value: Any, unit: str) -> Any:
 
     ureg = pint.UnitRegistry()
     target = {"1": "dimensionless", "mg/cm2": "mg/cm**2", "cm2/s": "cm**2/s",
-              "A/m2": "A/m**2", "mol/m3": "mol/m**3", "F/m2": "F/m**2"}.get(unit, unit)
+              "A/m2": "A/m**2", "mol/m3": "mol/m**3", "F/m2": "F/m**2",
+              "ohm cm2": "ohm*cm**2"}.get(unit, unit)
     try:
         number, units = match.groups()
         q = ureg.Quantity(float(number), units.strip() or "dimensionless")
