@@ -231,3 +231,32 @@ def test_rve_command_with_contact_resistance(tmp_path: Path) -> None:
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr
     assert "conduction.contact_resistance_ohm_cm2 = -2" in lines[0]
     assert not out.exists()
+
+
+def test_section_study_applies_contacts_to_the_electronic_network_only() -> None:
+    """The 2D study (``solve_section``) on a small tape-cast section (wires, rGO, carbon
+    black): with a contact resistance the electronic conductivities fall, their transport
+    factors (geometry) and every ionic number stay, and the surface I-V keeps perfect
+    contacts (documented)."""
+    from conftest import SMALL
+
+    from cases.study import solve_section
+    from meshes.build import build_section
+
+    case = load_case(SMALL)
+    section = build_section(case, "homogeneous") if COMM.rank == 0 else None
+    tm = distribute_section(COMM, section)
+    base, _ = solve_section(tm)
+    cut, _ = solve_section(tm, contact_resistance_ohm_cm2=0.01)
+    # this 2 um section conducts electrons along x (through carbon black and wires), not z
+    assert base["electronic"]["x"]["percolates"]
+    for direction in ("z", "x"):
+        b, c = base["electronic"][direction], cut["electronic"][direction]
+        assert c["percolates"] == b["percolates"]
+        if b["percolates"]:
+            assert 0.0 < c["sigma_eff_S_cm"] < b["sigma_eff_S_cm"]
+        assert c["transport_factor"] == pytest.approx(b["transport_factor"], rel=1e-9)
+        assert cut["ionic"][direction] == pytest.approx(
+            {k: v for k, v in base["ionic"][direction].items() if k != "solve_time_s"}
+            | {"solve_time_s": cut["ionic"][direction]["solve_time_s"]}, rel=1e-12)
+    assert cut["surface_iv"] == base["surface_iv"]
