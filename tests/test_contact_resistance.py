@@ -260,3 +260,22 @@ def test_section_study_applies_contacts_to_the_electronic_network_only() -> None
             {k: v for k, v in base["ionic"][direction].items() if k != "solve_time_s"}
             | {"solve_time_s": cut["ionic"][direction]["solve_time_s"]}, rel=1e-12)
     assert cut["surface_iv"] == base["surface_iv"]
+
+
+def test_iterative_contact_solve_equals_the_direct_one() -> None:
+    """CG + GAMG (with :data:`fem.conduction.CONTACT_GAMG_OPTIONS`) on a random three-phase
+    voxel image (wire, rGO, carbon black, 1e4 conductivity contrast) gives the MUMPS tensor."""
+    from fem.conduction import ITERATIVE_PETSC_OPTIONS
+
+    rng = np.random.default_rng(11)
+    labels = rng.choice([NW, RGO, int(Phase.CARBON_BLACK)], size=(10, 10, 10),
+                        p=[0.5, 0.25, 0.25]).astype(np.uint8)
+    image = VoxelImage(labels, 0.1, (0.0, 0.0, 0.0), "homogeneous", (0.0, 1.0))
+    tm = distribute_voxels(COMM, image if COMM.rank == 0 else None)
+    sigma = {NW: 1e-3, RGO: 24.2, int(Phase.CARBON_BLACK): 10.0}
+    direct = conductivity_tensor(tm, sigma, contact_resistance_ohm_cm2=1e-3)
+    krylov = conductivity_tensor(tm, sigma, contact_resistance_ohm_cm2=1e-3,
+                                 petsc_options=ITERATIVE_PETSC_OPTIONS)
+    assert np.diag(direct.tensor_S_cm).min() > 0.0
+    assert np.allclose(krylov.tensor_S_cm, direct.tensor_S_cm, rtol=1e-6,
+                       atol=1e-8 * np.abs(direct.tensor_S_cm).max())
