@@ -6,6 +6,8 @@ R_c (ohm cm2, on every facet between two different electronic phases:
 :func:`fem.conduction.solve_conduction`) does to the electronic conductivity tensor of 3D
 voxel boxes of both cathodes, from perfect contacts to the decoupled limit (R_c -> infinity:
 every phase conducts alone, the sum of the single-phase tensors, computed directly).
+``--contacts wires`` (``conduction.contacts``): R_c only between the wires and the other
+conductors, whose contacts with each other stay perfect.
 
 No measured contact resistance is known for H2V3O8 wires against rGO or carbon black, so R_c
 is swept; its scale is the wire's own resistance across its diameter,
@@ -78,9 +80,11 @@ def contact_area(labels: np.ndarray, voxel_um: float) -> dict[str, float]:
 
 
 def one_box(kind: str, seed: int, size: float, voxel: float, k: int, comm: MPI.Comm,
-            resistances: tuple[float, ...]) -> dict:
+            resistances: tuple[float, ...], contacts: str = "phases") -> dict:
     case = load_case({"box": {"size_um": size, "height_um": size, "seed": seed,
-                              "voxel_um": voxel, "electronic_subdivisions": k}})
+                              "voxel_um": voxel, "electronic_subdivisions": k},
+                      "conduction": {"contacts": contacts}})
+    groups = case.conduction.contact_groups()
     t0 = time.perf_counter()
     image = build_on_root(comm, lambda: electronic_image(case, kind))
     areas = comm.bcast(None if image is None else contact_area(image.labels, image.voxel_um),
@@ -92,23 +96,25 @@ def one_box(kind: str, seed: int, size: float, voxel: float, k: int, comm: MPI.C
     for r_c in resistances:
         t1 = time.perf_counter()
         t = conductivity_tensor(tm, sigma, petsc_options=OPTIONS,
-                                contact_resistance_ohm_cm2=r_c)
+                                contact_resistance_ohm_cm2=r_c, contact_groups=groups)
         rows.append({"contact_resistance_ohm_cm2": r_c,
                      "diag_S_cm": np.diag(t.tensor_S_cm).tolist(),
                      "balance_rel": t.balance_rel, "time_s": time.perf_counter() - t1})
-    # R_c -> infinity: each phase alone, their currents add
+    # R_c -> infinity: each group of phases alone (a phase, or the conductors other than
+    # the wires with contacts = "wires"), their currents add
     t1 = time.perf_counter()
     decoupled = np.zeros(3)
     alone = {}
-    for p in present:
-        if p not in sigma:
+    for group in groups or [[p] for p in present]:
+        mine = {p: sigma[p] for p in group if p in sigma and p in present}
+        if not mine:
             continue
-        t = conductivity_tensor(tm, {p: sigma[p]}, petsc_options=OPTIONS)
-        alone[Phase(p).label] = np.diag(t.tensor_S_cm).tolist()
+        t = conductivity_tensor(tm, mine, petsc_options=OPTIONS)
+        alone["+".join(Phase(p).label for p in mine)] = np.diag(t.tensor_S_cm).tolist()
         decoupled += np.diag(t.tensor_S_cm)
     rows.append({"contact_resistance_ohm_cm2": float("inf"), "diag_S_cm": decoupled.tolist(),
-                 "each_phase_alone_diag_S_cm": alone, "time_s": time.perf_counter() - t1})
-    return {"cathode": kind, "seed": seed, "size_um": size,
+                 "each_group_alone_diag_S_cm": alone, "time_s": time.perf_counter() - t1})
+    return {"cathode": kind, "seed": seed, "size_um": size, "contacts": contacts,
             "electronic_voxel_um": voxel / k,
             "cells_count": int(comm.allreduce(tm.mesh.topology.index_map(3).size_local)),
             "contact_area_um2_per_um3": areas, "rows": rows,
@@ -124,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cathodes", default="gradient,homogeneous")
     ap.add_argument("--resistances", default=",".join(f"{v:g}" for v in RESISTANCES_OHM_CM2),
                     help="R_c values [ohm cm2], the first 0 (perfect contacts)")
+    ap.add_argument("--contacts", choices=("phases", "wires"), default="phases",
+                    help="conduction.contacts: R_c between every two electronic phases, or "
+                         "only between the wires and the other conductors")
     ap.add_argument("--quick", action="store_true", help="1 um boxes, one seed, k = 2")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
@@ -137,12 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     boxes = []
     for kind in args.cathodes.split(","):
         _say(comm, f"\n{kind}: {size:g} um boxes at mid-depth, electronic voxels "
-                   f"{args.voxel_um / k:g} um, insulating sides")
+                   f"{args.voxel_um / k:g} um, insulating sides, contacts between "
+                   f"{args.contacts}")
         _say(comm, f"{'seed':>4s} {'R_c ohm cm2':>11s} {'sigma_xx S/cm':>13s} "
                    f"{'sigma_yy S/cm':>13s} {'sigma_zz S/cm':>13s} {'zz / perfect':>12s} "
                    f"{'s':>6s}")
         for seed in range(seeds):
-            box = one_box(kind, seed, size, args.voxel_um, k, comm, resistances)
+            box = one_box(kind, seed, size, args.voxel_um, k, comm, resistances,
+                          args.contacts)
             boxes.append(box)
             perfect = box["rows"][0]["diag_S_cm"][2]
             for row in box["rows"]:

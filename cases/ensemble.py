@@ -96,7 +96,8 @@ def run_ensemble(case: CaseSpec, out: Path, n_seeds: int, comm: MPI.Comm = MPI.C
                     log.info(f"[seed {s0 + i}, {kind}]")
                 tm, info, _ = _build(comm, seeded, kind)
                 numbers, _ = solve_section(
-                    tm, contact_resistance_ohm_cm2=case.conduction.contact_resistance_ohm_cm2)
+                    tm, contact_resistance_ohm_cm2=case.conduction.contact_resistance_ohm_cm2,
+                    contact_groups=case.conduction.contact_groups())
                 numbers.pop("depth_profile", None)
                 numbers["mesh"] = info
                 per_seed[kind].append(numbers)

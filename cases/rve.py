@@ -186,7 +186,8 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
             write_image(solids, out / f"{kind}{tag}_electronic")
         tm_e = distribute_electronic_voxels(comm, solids)
         electronic = conductivity_tensor(tm_e, params.electronic(), petsc_options=options,
-                                         periodic=periodic, contact_resistance_ohm_cm2=r_c)
+                                         periodic=periodic, contact_resistance_ohm_cm2=r_c,
+                                         contact_groups=case.conduction.contact_groups())
         coarse_flakes = sheet_caveat(dataclasses.replace(case, box=dataclasses.replace(
             case.box, electronic_subdivisions=1)), kind)
         fine_um = case.box.voxel_um / case.box.electronic_subdivisions
@@ -216,7 +217,8 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
         del tm_e, solids
     else:
         electronic = conductivity_tensor(tm, params.electronic(), petsc_options=options,
-                                         periodic=periodic, contact_resistance_ohm_cm2=r_c)
+                                         periodic=periodic, contact_resistance_ohm_cm2=r_c,
+                                         contact_groups=case.conduction.contact_groups())
     ionic = conductivity_tensor(tm, params.ionic(), petsc_options=options, periodic=periodic)
     report = percolation_report(tm, bin_um=max(tm.thickness_um / 10, case.box.voxel_um
                                                if case.box.mesh == "voxels"
@@ -256,7 +258,8 @@ def rve_numbers(case: CaseSpec, kind: str, comm: MPI.Comm, out: Path | None = No
         "image": stats_,
         "cells_count": int(comm.allreduce(tm.mesh.topology.index_map(3).size_local,
                                           op=MPI.SUM)),
-        "electronic": {**_tensor_entry(electronic), "contact_resistance_ohm_cm2": r_c},
+        "electronic": {**_tensor_entry(electronic), "contact_resistance_ohm_cm2": r_c,
+                       "contacts": case.conduction.contacts},
         "ionic": _tensor_entry(ionic), **fine,
         "percolation": perc, "wire_surface": wire_surface, "surface_iv": surface,
         # building the box on rank 0: voxelizing, or the conforming design and Gmsh
@@ -442,7 +445,9 @@ def print_rve(summary: dict[str, Any]) -> None:
                       f"{box['voxel_um']:g} um" if k > 1 and box.get("mesh") == "voxels" else "")
             r_c = summary.get("case", {}).get("conduction", {}).get(
                 "contact_resistance_ohm_cm2", 0.0)
-            contacts = (f", electronic contacts {r_c:g} ohm cm2" if r_c else "")
+            where = summary.get("case", {}).get("conduction", {}).get("contacts", "phases")
+            contacts = (f", electronic contacts {r_c:g} ohm cm2 (between {where})"
+                        if r_c else "")
             print(f"\n{kind}, depth {entry['z_center_fraction']:g}, {st['runs_count']} seed(s), "
                   f"{sides} sides{voxels}{contacts}")
             for key, label in names:

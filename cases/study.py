@@ -82,7 +82,8 @@ def _conductivity_entry(r: Any) -> dict[str, Any]:
 
 
 def solve_section(tm: TaggedMesh, petsc_options: dict[str, Any] | None = None, *,
-                  contact_resistance_ohm_cm2: float = 0.0
+                  contact_resistance_ohm_cm2: float = 0.0,
+                  contact_groups: list[list[int]] | None = None
                   ) -> tuple[dict[str, Any], dict[str, dolfinx.fem.Function]]:
     """All transport measurements of one tagged section. Returns (numbers, fields).
     ``contact_resistance_ohm_cm2`` acts on the electronic conductivities only (between two
@@ -97,7 +98,8 @@ def solve_section(tm: TaggedMesh, petsc_options: dict[str, Any] | None = None, *
             r = effective_conductivity(
                 tm, sigma, direction=direction, petsc_options=petsc_options,
                 keep_solution=True, contact_resistance_ohm_cm2=(
-                    contact_resistance_ohm_cm2 if carrier == "electronic" else 0.0))
+                    contact_resistance_ohm_cm2 if carrier == "electronic" else 0.0),
+                contact_groups=contact_groups)
             out[carrier][direction] = _conductivity_entry(r)
             if r.solution.potential is not None:
                 fields[f"{carrier}_potential_{direction}_V"] = r.solution.potential
@@ -213,7 +215,8 @@ def run_study(case: CaseSpec, out: Path, comm: MPI.Comm = MPI.COMM_WORLD,
             t0 = time.perf_counter()
             numbers, fields = solve_section(
                 tm, petsc_options,
-                contact_resistance_ohm_cm2=case.conduction.contact_resistance_ohm_cm2)
+                contact_resistance_ohm_cm2=case.conduction.contact_resistance_ohm_cm2,
+                contact_groups=case.conduction.contact_groups())
             numbers["solve_time_s"] = time.perf_counter() - t0
             numbers["mesh"] = info
             summary[kind] = numbers

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import numbers
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -261,7 +261,9 @@ def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Mark
                      petsc_options: Mapping[str, str | float | int] | None = None,
                      keep_solution: bool = False,
                      periodic: Mapping[int, float] | None = None,
-                     contact_resistance_ohm_cm2: float = 0.0) -> ConductionSolution:
+                     contact_resistance_ohm_cm2: float = 0.0,
+                     contact_groups: Sequence[Sequence[int]] | None = None
+                     ) -> ConductionSolution:
     """Solve -div(sigma grad u) = 0 with u = 1 on facets satisfying ``high``, 0 on ``low``.
 
     ``sigma_S_cm`` maps phase tag -> conductivity; phases not in it do not conduct.
@@ -275,8 +277,11 @@ def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Mark
     the set (facet tag ``ELECTRONIC_CONTACT`` for the electronic set) is a contact with an
     area-specific resistance R_c: u jumps there, and the current density through it is
     (u_1 - u_2) / R_c (one P1 space per phase, coupled by interface integrals; see
-    :func:`_contact_forms`). 0: perfect contacts (one continuous potential). Not with
+    :func:`_solve_with_contacts`). 0: perfect contacts (one continuous potential). Not with
     ``periodic`` (a contact across a periodic face is not an interior facet of the mesh).
+    ``contact_groups``: phases that share one potential (perfect contacts among them), e.g.
+    ``[[1], [2, 5, 7]]``: R_c only between the wires and the other conductors; a phase in
+    no group is a group of its own (default: every phase).
     Collective on the mesh communicator.
     """
     t0 = time.perf_counter()
@@ -333,9 +338,10 @@ def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Mark
     n_own = msh.topology.index_map(tdim).size_local
     phases = sorted(set().union(*msh.comm.allgather(
         set(np.unique(tm.phase[:n_own][active[:n_own]]).tolist()))))
-    if r_c > 0.0 and len(phases) > 1:
+    groups = _groups(phases, contact_groups)
+    if r_c > 0.0 and len(groups) > 1:
         i_high, i_low, mean_j, n_dofs, uh, solver_used = _solve_with_contacts(
-            tm, active, {p: sigma_S_cm[p] for p in phases}, r_c, high, low, options,
+            tm, active, {p: sigma_S_cm[p] for p in phases}, groups, r_c, high, low, options,
             solver_used, keep_solution)
     else:
         i_high, i_low, mean_j, n_dofs, uh, solver_used = _solve_continuous(
@@ -438,12 +444,29 @@ def _solve_continuous(tm: TaggedMesh, active: np.ndarray, sigma_S_cm: Mapping[in
     return current(dofs_high), current(dofs_low), mean_j, n_dofs, uh, solver_used
 
 
-def _contact_facets(tm: TaggedMesh, active: np.ndarray, phases: list[int]
+def _groups(phases: list[int], contact_groups: Sequence[Sequence[int]] | None
+            ) -> list[list[int]]:
+    """The present phases grouped by ``contact_groups`` (see :func:`solve_conduction`),
+    ordered by their smallest phase; ValueError (one line) for a phase in two groups."""
+    seen: dict[int, int] = {}
+    for i, group in enumerate(contact_groups or []):
+        for p in group:
+            if int(p) in seen and seen[int(p)] != i:
+                raise ValueError(f"contact_groups = {contact_groups!r}: phase {p} is in two "
+                                 f"groups")
+            seen[int(p)] = i
+    out: dict[object, list[int]] = {}
+    for p in phases:
+        out.setdefault(("group", seen[p]) if p in seen else ("phase", p), []).append(p)
+    return sorted(out.values())
+
+
+def _contact_facets(tm: TaggedMesh, active: np.ndarray, groups: list[list[int]]
                     ) -> dict[tuple[int, int], np.ndarray]:
     """Interior-facet integration entities (cell0, local facet0, cell1, local facet1) of the
-    owned facets between two connected cells of different phases, per phase pair (a, b) with
-    a < b, ordered so that cell0 ("+") is the phase-a cell (the order DOLFINx gives is
-    arbitrary and changes with the partition)."""
+    owned facets between two connected cells of different groups of phases, per group pair
+    (a, b) with a < b, ordered so that cell0 ("+") is the group-a cell (the order DOLFINx
+    gives is arbitrary and changes with the partition)."""
     msh = tm.mesh
     tdim, fdim = msh.topology.dim, msh.topology.dim - 1
     msh.topology.create_connectivity(fdim, tdim)
@@ -454,31 +477,34 @@ def _contact_facets(tm: TaggedMesh, active: np.ndarray, phases: list[int]
     two = np.nonzero(np.diff(offsets[: n_facets + 1]) == 2)[0]
     c0 = f2c.array[offsets[two]]
     c1 = f2c.array[offsets[two] + 1]
-    phase = tm.phase
-    keep = active[c0] & active[c1] & (phase[c0] != phase[c1])
+    lookup = np.full(int(max(max(g) for g in groups)) + 1, -1)
+    for i, group in enumerate(groups):
+        lookup[group] = i
+    group_of = np.where(active, lookup[np.minimum(tm.phase, len(lookup) - 1)], -1)
+    keep = active[c0] & active[c1] & (group_of[c0] != group_of[c1])
     facets = two[keep].astype(np.int32)
     entities = np.asarray(dolfinx.fem.compute_integration_domains(
         dolfinx.fem.IntegralType.interior_facet, msh.topology, facets)).reshape(-1, 4).copy()
-    p0, p1 = phase[entities[:, 0]], phase[entities[:, 2]]
-    swap = p0 > p1
+    g0, g1 = group_of[entities[:, 0]], group_of[entities[:, 2]]
+    swap = g0 > g1
     entities[swap] = entities[swap][:, [2, 3, 0, 1]]
-    p0, p1 = np.minimum(p0, p1), np.maximum(p0, p1)
+    g0, g1 = np.minimum(g0, g1), np.maximum(g0, g1)
     out = {}
-    for i, a in enumerate(phases):
-        for b in phases[i + 1:]:
-            out[(a, b)] = entities[(p0 == a) & (p1 == b)]
+    for a in range(len(groups)):
+        for b in range(a + 1, len(groups)):
+            out[(a, b)] = entities[(g0 == a) & (g1 == b)]
     return out
 
 
 def _solve_with_contacts(tm: TaggedMesh, active: np.ndarray, sigma_S_cm: Mapping[int, float],
-                         r_c: float, high: Marker, low: Marker,
+                         groups: list[list[int]], r_c: float, high: Marker, low: Marker,
                          options: dict[str, str | float | int], solver_used: str,
                          keep_solution: bool
                          ) -> tuple[float, float, tuple[float, ...], int, Any, str]:
-    """Potential discontinuous at the contacts between phases: one P1 space on the
-    connected cells of each phase, with
+    """Potential discontinuous at the contacts between groups of phases: one P1 space on
+    the connected cells of each group g, with
 
-        a(u, v) = sum_p int_p sigma_p grad u_p . grad v_p dx
+        a(u, v) = sum_g int_g sigma grad u_g . grad v_g dx
                   + sum_(a,b) int_contacts (1/R_c) (u_a - u_b) (v_a - v_b) dS,
 
     every integral on the parent mesh with entity maps (shared/notes,
@@ -487,20 +513,21 @@ def _solve_with_contacts(tm: TaggedMesh, active: np.ndarray, sigma_S_cm: Mapping
     per-phase P1 fields."""
     msh = tm.mesh
     tdim, fdim = msh.topology.dim, msh.topology.dim - 1
-    phases = sorted(sigma_S_cm)
     sigma_ref = max(sigma_S_cm.values())
     itype = dolfinx.fem.IntegralType
     subs, maps, spaces, cell_sets = [], [], [], []
-    for p in phases:
-        cells_p = np.nonzero(active & (tm.phase == p))[0].astype(np.int32)
-        sub_p, map_p, _, _ = dolfinx.mesh.create_submesh(msh, tdim, cells_p)
-        sub_p.topology.create_connectivity(fdim, tdim)
-        subs.append(sub_p)
-        maps.append(map_p)
-        spaces.append(dolfinx.fem.functionspace(sub_p, ("Lagrange", 1)))
+    group_cells = []
+    for group in groups:
+        cells_g = np.nonzero(active & np.isin(tm.phase, group))[0].astype(np.int32)
+        group_cells.append(cells_g)
+        sub_g, map_g, _, _ = dolfinx.mesh.create_submesh(msh, tdim, cells_g)
+        sub_g.topology.create_connectivity(fdim, tdim)
+        subs.append(sub_g)
+        maps.append(map_g)
+        spaces.append(dolfinx.fem.functionspace(sub_g, ("Lagrange", 1)))
         cell_sets.append(dolfinx.fem.compute_integration_domains(itype.cell, msh.topology,
-                                                                 cells_p))
-    contacts = _contact_facets(tm, active, phases)
+                                                                 cells_g))
+    contacts = _contact_facets(tm, active, groups)
     pair_ids = {pair: k for k, pair in enumerate(contacts)}
     dx = ufl.Measure("dx", domain=msh, subdomain_data=list(enumerate(cell_sets)),
                      metadata={"quadrature_degree": 2})
@@ -512,20 +539,26 @@ def _solve_with_contacts(tm: TaggedMesh, active: np.ndarray, sigma_S_cm: Mapping
     # S/cm for the bulk and 1/(ohm cm2) x 1e-4 cm/um for the contacts: both in S/cm per um
     # of facet measure, scaled by sigma_ref as the bulk is
     g = dolfinx.fem.Constant(msh, 1e-4 / (r_c * sigma_ref))
-    sig = [dolfinx.fem.Constant(msh, sigma_S_cm[p] / sigma_ref) for p in phases]
-    index = {p: i for i, p in enumerate(phases)}
+    lookup = np.zeros(int(max(sigma_S_cm)) + 1)
+    for p, value in sigma_S_cm.items():
+        lookup[p] = value / sigma_ref
+    sig = dolfinx.fem.Function(dolfinx.fem.functionspace(msh, ("DG", 0)))
+    n_local = len(tm.phase)
+    sig.x.array[:n_local] = lookup[np.minimum(tm.phase, len(lookup) - 1)] * (
+        tm.phase < len(lookup))
+    sig.x.scatter_forward()
+    n_blocks = len(groups)
 
     def bilinear(u: Any, v: Any) -> Any:
-        form = sum(sig[i] * ufl.inner(ufl.grad(u[i]), ufl.grad(v[i])) * dx(i)
-                   for i in range(len(phases)))
+        form = sum(sig * ufl.inner(ufl.grad(u[i]), ufl.grad(v[i])) * dx(i)
+                   for i in range(n_blocks))
         for (a, b), k in pair_ids.items():
-            ia, ib = index[a], index[b]
-            form += g * (u[ia]("+") - u[ib]("-")) * (v[ia]("+") - v[ib]("-")) * dS(k)
+            form += g * (u[a]("+") - u[b]("-")) * (v[a]("+") - v[b]("-")) * dS(k)
         return form
 
     a_blocks = ufl.extract_blocks(bilinear(us, vs))
     zero = dolfinx.fem.Constant(msh, 0.0)
-    l_blocks = [zero * vs[i] * dx(i) for i in range(len(phases))]
+    l_blocks = [zero * vs[i] * dx(i) for i in range(n_blocks)]
     bcs, electrode_dofs = [], []
     for space, sub_p in zip(spaces, subs, strict=True):
         both = tuple(dolfinx.fem.locate_dofs_topological(
@@ -585,7 +618,7 @@ def _solve_with_contacts(tm: TaggedMesh, active: np.ndarray, sigma_S_cm: Mapping
     if tdim == 3:
         mean_j = tuple(
             sigma_ref * float(msh.comm.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(
-                sum(sig[i] * uh[i].dx(k) * dx(i) for i in range(len(phases))),
+                sum(sig * uh[i].dx(k) * dx(i) for i in range(n_blocks)),
                 entity_maps=maps)), op=MPI.SUM))
             for k in range(3))
     n_dofs = sum(space.dofmap.index_map.size_global for space in spaces)
@@ -594,11 +627,10 @@ def _solve_with_contacts(tm: TaggedMesh, active: np.ndarray, sigma_S_cm: Mapping
         sub, cell_map, _, _ = dolfinx.mesh.create_submesh(
             msh, tdim, np.nonzero(active)[0].astype(np.int32))
         potential = dolfinx.fem.Function(dolfinx.fem.functionspace(sub, ("DG", 1)))
-        for i, p in enumerate(phases):
-            cells_p = np.nonzero(active & (tm.phase == p))[0].astype(np.int32)
-            in_sub = cell_map.sub_topology_to_topology(cells_p, inverse=True)
-            in_p = maps[i].sub_topology_to_topology(cells_p, inverse=True)
-            potential.interpolate(uh[i], cells0=in_p, cells1=in_sub)
+        for i, cells_g in enumerate(group_cells):
+            in_sub = cell_map.sub_topology_to_topology(cells_g, inverse=True)
+            in_g = maps[i].sub_topology_to_topology(cells_g, inverse=True)
+            potential.interpolate(uh[i], cells0=in_g, cells1=in_sub)
         potential.x.scatter_forward()
     return i_high, i_low, mean_j, n_dofs, potential, solver_used
 
@@ -612,7 +644,9 @@ def effective_conductivity(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], *,
                            z_window_um: tuple[float, float] | None = None,
                            petsc_options: Mapping[str, str | float | int] | None = None,
                            keep_solution: bool = False,
-                           contact_resistance_ohm_cm2: float = 0.0) -> EffectiveConductivity:
+                           contact_resistance_ohm_cm2: float = 0.0,
+                           contact_groups: Sequence[Sequence[int]] | None = None
+                           ) -> EffectiveConductivity:
     """Effective conductivity of the layer z in ``z_window_um`` (default: composite layer).
 
     ``direction`` "z": electrodes on the planes z = z0 and z = z1 (through-thickness);
@@ -620,7 +654,7 @@ def effective_conductivity(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], *,
     The transport factor eps/tau comes from a second solve with unit conductivity on every
     phase of the set and perfect contacts (skipped when the set has one conductivity value
     and ``contact_resistance_ohm_cm2`` is 0): a property of the geometry alone.
-    ``contact_resistance_ohm_cm2``: see :func:`solve_conduction`.
+    ``contact_resistance_ohm_cm2``, ``contact_groups``: see :func:`solve_conduction`.
     """
     if direction not in ("x", "z"):
         raise ValueError(f"direction = {direction!r}: must be 'x' or 'z'")
@@ -651,7 +685,8 @@ def effective_conductivity(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], *,
 
     sol = solve_conduction(tm, sigma_S_cm, high, low, cells=cells, petsc_options=petsc_options,
                            keep_solution=keep_solution,
-                           contact_resistance_ohm_cm2=contact_resistance_ohm_cm2)
+                           contact_resistance_ohm_cm2=contact_resistance_ohm_cm2,
+                           contact_groups=contact_groups)
     window_area = length * width
     eps = sol.conducting_measure / window_area
     connected = sol.connected_measure / sol.conducting_measure if sol.conducting_measure else 0.0
@@ -747,13 +782,16 @@ class ConductivityTensor:
 def conductivity_tensor(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], *,
                         petsc_options: Mapping[str, str | float | int] | None = None,
                         periodic: bool = False,
-                        contact_resistance_ohm_cm2: float = 0.0) -> ConductivityTensor:
+                        contact_resistance_ohm_cm2: float = 0.0,
+                        contact_groups: Sequence[Sequence[int]] | None = None
+                        ) -> ConductivityTensor:
     """Full 3x3 effective conductivity of a 3D box mesh (x in [0, W], y in [0, D], z in
     [0, T]); see :class:`ConductivityTensor` for the boundary conditions. ``periodic``: the
     lateral directions x and y other than the driven one are periodic instead of insulating
     (the mesh must have matching nodes on opposite x and y faces, as a periodic voxel image
     has); top and bottom stay insulating when x or y is driven.
-    ``contact_resistance_ohm_cm2``: see :func:`solve_conduction` (not with ``periodic``);
+    ``contact_resistance_ohm_cm2``, ``contact_groups``: see :func:`solve_conduction` (not
+    with ``periodic``);
     the transport and tortuosity factors stay those of the geometry (perfect contacts).
     Collective."""
     if tm.mesh.topology.dim != 3:
@@ -782,7 +820,8 @@ def conductivity_tensor(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], *,
         periods = {j: lengths[j] for j in (0, 1) if j != k} if periodic else None
         sol = solve_conduction(tm, sigma_S_cm, high, low, petsc_options=petsc_options,
                                periodic=periods,
-                               contact_resistance_ohm_cm2=contact_resistance_ohm_cm2)
+                               contact_resistance_ohm_cm2=contact_resistance_ohm_cm2,
+                               contact_groups=contact_groups)
         t_total += sol.solve_time_s
         total_volume = lengths[0] * lengths[1] * lengths[2]
         volume_fraction = sol.conducting_measure / total_volume

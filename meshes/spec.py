@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from meshes.materials import DENSITIES
+from meshes.tags import Phase
 
 __all__ = [
     "BoxSpec",
@@ -344,6 +345,19 @@ class ConductionSpec(_Spec):
     #: a material parameter of the set. Contacts between touching wires (one phase) are not
     #: facets of the meshes and stay perfect.
     contact_resistance_ohm_cm2: float = _num(0.0, 0.0, 1e3, "ohm cm2")
+    #: where the contact resistance acts: "phases", between every two different electronic
+    #: phases; "wires", only between the H2V3O8 wires and the other conductors (rGO, carbon
+    #: black and the Al foil then share one potential: their contacts with each other are
+    #: perfect)
+    contacts: str = _choice("phases", ("phases", "wires"))
+
+    def contact_groups(self) -> list[list[int]] | None:
+        """Phases sharing one potential (``fem.conduction.solve_conduction``'s
+        ``contact_groups``): None for "phases" (each phase its own)."""
+        if self.contacts == "phases":
+            return None
+        return [[int(Phase.NANOWIRE)],
+                [int(Phase.RGO), int(Phase.CARBON_BLACK), int(Phase.AL_FOIL)]]
 
 
 @dataclass(frozen=True, kw_only=True)

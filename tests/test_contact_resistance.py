@@ -279,3 +279,30 @@ def test_iterative_contact_solve_equals_the_direct_one() -> None:
     assert np.diag(direct.tensor_S_cm).min() > 0.0
     assert np.allclose(krylov.tensor_S_cm, direct.tensor_S_cm, rtol=1e-6,
                        atol=1e-8 * np.abs(direct.tensor_S_cm).max())
+
+
+def test_contact_groups_decide_which_contacts_resist() -> None:
+    """Wire | rGO | carbon black layers in z: with every phase its own group both contacts
+    resist (two R_c in series), with rGO and carbon black one group (``contacts = "wires"``
+    in a case file) only the wire's contact does (one R_c); exact on the voxel mesh."""
+    cb = int(Phase.CARBON_BLACK)
+    labels = np.full((3, 3, 9), cb, dtype=np.uint8)
+    labels[:, :, :3] = NW
+    labels[:, :, 3:6] = RGO
+    image = VoxelImage(labels, 0.1, (0.0, 0.0, 0.0), "homogeneous", (0.0, 0.9))
+    tm = distribute_voxels(COMM, image if COMM.rank == 0 else None)
+    sigma = {NW: 1e-3, RGO: 24.2, cb: 10.0}
+    r_c = 5e-3
+    bulk = sum(0.3e-4 / s for s in sigma.values())  # ohm cm2
+    each = conductivity_tensor(tm, sigma, contact_resistance_ohm_cm2=r_c)
+    wires = load_case({"conduction": {"contact_resistance_ohm_cm2": r_c,
+                                      "contacts": "wires"}}).conduction
+    grouped = conductivity_tensor(tm, sigma, contact_resistance_ohm_cm2=r_c,
+                                  contact_groups=wires.contact_groups())
+    assert each.tensor_S_cm[2, 2] == pytest.approx(0.9e-4 / (bulk + 2 * r_c), rel=1e-9)
+    assert grouped.tensor_S_cm[2, 2] == pytest.approx(0.9e-4 / (bulk + r_c), rel=1e-9)
+    with pytest.raises(ValueError, match=r"^contact_groups = .*phase 2 is in two groups$"):
+        conductivity_tensor(tm, sigma, contact_resistance_ohm_cm2=r_c,
+                            contact_groups=[[NW, RGO], [RGO, cb]])
+    with pytest.raises(SpecError, match=r"^conduction.contacts = 'pairs': must be one of"):
+        load_case({"conduction": {"contacts": "pairs"}})
