@@ -145,6 +145,13 @@ def _write_mesh(folder: Path, tm: TaggedMesh, fields: dict[str, dolfinx.fem.Func
         f.write_meshtags(tm.facet_tags, tm.mesh.geometry)
     for name, u in fields.items():
         u.name = name
+        if u.function_space.ufl_element().basix_element.discontinuous:
+            # a potential that jumps at contacts (conduction.contact_resistance_ohm_cm2):
+            # XDMF holds fields on the mesh's nodes only; VTX (ADIOS2) keeps the jumps
+            with dolfinx.io.VTXWriter(tm.comm, str(folder / f"{name}.bp"), [u],
+                                      engine="BP4") as w:
+                w.write(0.0)
+            continue
         with dolfinx.io.XDMFFile(tm.comm, str(folder / f"{name}.xdmf"), "w") as f:
             f.write_mesh(u.function_space.mesh)
             f.write_function(u)

@@ -306,3 +306,29 @@ def test_contact_groups_decide_which_contacts_resist() -> None:
                             contact_groups=[[NW, RGO], [RGO, cb]])
     with pytest.raises(SpecError, match=r"^conduction.contacts = 'pairs': must be one of"):
         load_case({"conduction": {"contacts": "pairs"}})
+
+
+def test_compare_with_contacts_writes_the_jumping_potential(tmp_path: Path) -> None:
+    """``cathodefem compare`` with a contact resistance: the case records it, and the
+    electronic potential, which jumps at the contacts (DG1), is written as VTX (XDMF holds
+    node fields only: writing it there failed before)."""
+    from conftest import SMALL
+
+    data = {**SMALL, "conduction": {"contact_resistance_ohm_cm2": 1e-3, "contacts": "wires"}}
+    lines = []
+    for table, values in data.items():
+        if isinstance(values, dict):
+            lines.append(f"[{table}]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+        else:
+            lines.insert(0, f"{table} = {json.dumps(values)}")
+    (tmp_path / "case.toml").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "res"
+    proc = run_cli(["compare", "case.toml", "--out", str(out)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["spec"]["conduction"] == {"contact_resistance_ohm_cm2": 1e-3,
+                                             "contacts": "wires"}
+    fields = sorted(p.name for p in (out / "homogeneous").glob("electronic_potential_*"))
+    assert "electronic_potential_x_V.bp" in fields
+    assert not any(name.endswith(".xdmf") for name in fields)
