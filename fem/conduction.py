@@ -274,7 +274,8 @@ def solve_conduction(tm: TaggedMesh, sigma_S_cm: Mapping[int, float], high: Mark
     Periodic solves take their PETSc options with the prefix ``cathodefem_periodic_``
     (``cathodefem_conduction_`` for the others).
     ``contact_resistance_ohm_cm2`` R_c > 0: every facet between two *different* phases of
-    the set (facet tag ``ELECTRONIC_CONTACT`` for the electronic set) is a contact with an
+    the set (facet tags ``ELECTRONIC_CONTACT`` and ``CATHODE_COLLECTOR`` for the electronic
+    set) is a contact with an
     area-specific resistance R_c: u jumps there, and the current density through it is
     (u_1 - u_2) / R_c (one P1 space per phase, coupled by interface integrals; see
     :func:`_solve_with_contacts`). 0: perfect contacts (one continuous potential). Not with

@@ -279,6 +279,13 @@ def test_iterative_contact_solve_equals_the_direct_one() -> None:
     assert np.diag(direct.tensor_S_cm).min() > 0.0
     assert np.allclose(krylov.tensor_S_cm, direct.tensor_S_cm, rtol=1e-6,
                        atol=1e-8 * np.abs(direct.tensor_S_cm).max())
+    # ... and the Krylov numbers are Krylov's, not those of the direct fallback
+    for k in range(3):
+        sol = solve_conduction(tm, sigma, lambda x, k=k: np.isclose(x[k], 1.0),
+                               lambda x, k=k: np.isclose(x[k], 0.0),
+                               petsc_options=ITERATIVE_PETSC_OPTIONS,
+                               contact_resistance_ohm_cm2=1e-3)
+        assert sol.linear_solver == "iterative"
 
 
 def test_contact_groups_decide_which_contacts_resist() -> None:
