@@ -216,20 +216,33 @@ def _solve_periodic(a: Any, space: dolfinx.fem.FunctionSpace, periods: Mapping[i
 
 
 def _solve_linear(a: Any, rhs: Any, bcs: list[Any], options: Mapping[str, str | float | int],
-                  solver_used: str) -> tuple[dolfinx.fem.Function, str]:
-    """The non-periodic solve: DOLFINx's LinearProblem, with the direct-solver fallback."""
-    problem = dolfinx.fem.petsc.LinearProblem(a, rhs, bcs=bcs, petsc_options=dict(options),
-                                              petsc_options_prefix="cathodefem_conduction_")
-    failure = ""
-    try:
-        uh = problem.solve()
-        # The converged reason is checked here as well: after one PETSc error in a process,
-        # later solves no longer raise on ksp_error_if_not_converged (measured with
-        # petsc4py 3.25: the reason is negative and nothing is raised).
-        if _reason(problem.solver) < 0:
-            failure = f"converged reason {_reason(problem.solver)}"
-    except PETSc.Error as e:
-        failure = str(e).splitlines()[-1]
+                  solver_used: str, *, prefix: str = "cathodefem_conduction_",
+                  entity_maps: list[Any] | None = None) -> tuple[Any, str]:
+    """The non-periodic solve: DOLFINx's LinearProblem, with the direct-solver fallback.
+    Block forms (lists) with ``entity_maps`` are solved as one ("mpi") matrix and give a
+    list of functions. Returns the solution and the solver used."""
+    blocks: dict[str, Any] = ({} if entity_maps is None
+                              else {"kind": "mpi", "entity_maps": entity_maps})
+
+    def attempt(opts: Mapping[str, str | float | int], pfx: str) -> tuple[Any, str]:
+        problem = dolfinx.fem.petsc.LinearProblem(a, rhs, bcs=bcs, petsc_options=dict(opts),
+                                                  petsc_options_prefix=pfx, **blocks)
+        uh, failure = None, ""
+        try:
+            uh = problem.solve()
+            # The converged reason is checked here as well: after one PETSc error in a
+            # process, later solves no longer raise on ksp_error_if_not_converged (measured
+            # with petsc4py 3.25: the reason is negative and nothing is raised).
+            if _reason(problem.solver) < 0:
+                failure = f"converged reason {_reason(problem.solver)}"
+        except PETSc.Error as e:
+            failure = str(e).splitlines()[-1]
+        problem.solver.destroy()
+        problem.A.destroy()
+        problem.b.destroy()
+        return uh, failure
+
+    uh, failure = attempt(options, prefix)
     if failure and solver_used == "direct":
         raise RuntimeError(f"conduction: the direct solver failed ({failure})")
     if failure:
@@ -238,21 +251,10 @@ def _solve_linear(a: Any, rhs: Any, bcs: list[Any], options: Mapping[str, str | 
         # KSP's reason is the same on every rank.
         log.warning(f"conduction: the iterative solver failed ({failure}); solving again "
                     f"with the direct solver (MUMPS)")
-        problem.solver.destroy()
-        problem.A.destroy()
-        problem.b.destroy()
-        problem = dolfinx.fem.petsc.LinearProblem(
-            a, rhs, bcs=bcs, petsc_options=dict(DEFAULT_PETSC_OPTIONS),
-            petsc_options_prefix="cathodefem_conduction_direct_")
-        uh = problem.solve()
-        if _reason(problem.solver) < 0:
-            raise RuntimeError(f"conduction: the direct solver failed too (converged reason "
-                               f"{_reason(problem.solver)})")
+        uh, failure = attempt(DEFAULT_PETSC_OPTIONS, prefix + "direct_")
+        if failure:
+            raise RuntimeError(f"conduction: the direct solver failed too ({failure})")
         solver_used = "direct (fallback)"
-    assert isinstance(uh, dolfinx.fem.Function)
-    problem.solver.destroy()
-    problem.A.destroy()
-    problem.b.destroy()
     return uh, solver_used
 
 
@@ -569,35 +571,10 @@ def _solve_with_contacts(tm: TaggedMesh, active: np.ndarray, sigma_S_cm: Mapping
         bcs += [dolfinx.fem.dirichletbc(1.0, both[0], space),
                 dolfinx.fem.dirichletbc(0.0, both[1], space)]
 
-    def solve(opts: Mapping[str, str | float | int], prefix: str) -> tuple[Any, str]:
-        problem = dolfinx.fem.petsc.LinearProblem(
-            a_blocks, l_blocks, bcs=bcs, petsc_options=dict(opts), petsc_options_prefix=prefix,
-            kind="mpi", entity_maps=maps)
-        failure = ""
-        try:
-            uh = problem.solve()
-            if _reason(problem.solver) < 0:
-                failure = f"converged reason {_reason(problem.solver)}"
-        except PETSc.Error as e:
-            failure = str(e).splitlines()[-1]
-            uh = None
-        problem.solver.destroy()
-        problem.A.destroy()
-        problem.b.destroy()
-        return uh, failure
-
     if options.get("pc_type") == "gamg":
         options = {**CONTACT_GAMG_OPTIONS, **options}  # the caller's own keys win
-    uh, failure = solve(options, "cathodefem_contacts_")
-    if failure and solver_used == "direct":
-        raise RuntimeError(f"conduction: the direct solver failed ({failure})")
-    if failure:
-        log.warning(f"conduction: the iterative solver failed ({failure}); solving again "
-                    f"with the direct solver (MUMPS)")
-        uh, failure = solve(DEFAULT_PETSC_OPTIONS, "cathodefem_contacts_direct_")
-        if failure:
-            raise RuntimeError(f"conduction: the direct solver failed too ({failure})")
-        solver_used = "direct (fallback)"
+    uh, solver_used = _solve_linear(a_blocks, l_blocks, bcs, options, solver_used,
+                                    prefix="cathodefem_contacts_", entity_maps=maps)
     uh = list(uh)
 
     # Reaction currents: the residual a(u_h, .) of every block at its electrode dofs.
