@@ -139,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     comm = MPI.COMM_WORLD
     size, seeds, k = ((1.0, 1, 2) if args.quick
                       else (args.size_um, args.seeds, args.subdivisions))
-    resistances = tuple(float(v) for v in args.resistances.split(","))
+    try:
+        resistances = tuple(float(v) for v in args.resistances.split(","))
+    except ValueError:
+        resistances = (float("nan"),)
     if resistances[0] != 0.0 or any(not (0.0 < v < float("inf")) for v in resistances[1:]):
         ap.error(f"--resistances {args.resistances}: must start with 0 (perfect contacts), "
                  f"then finite values > 0 ohm cm2")
